@@ -1,0 +1,89 @@
+"""A small Python client for the servetune services (httpx; injectable transport for tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:3000"
+
+
+class ServiceError(RuntimeError):
+    """The service answered with an error status; `message` is its JSON error text."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(f"HTTP {status_code}: {message}")
+        self.status_code = status_code
+        self.message = message
+
+
+class ServetuneClient:
+    """Calls DigitsClassifier (/predict) and TextEmbedding (/encode) over HTTP."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport)
+
+    def __enter__(self) -> ServetuneClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _post(self, path: str, payload: dict[str, Any]) -> Any:
+        response = self._http.post(path, json=payload)
+        if response.status_code >= 400:
+            raise ServiceError(response.status_code, _error_text(response))
+        return response.json()
+
+    def classify(
+        self, images: Sequence[Sequence[float]] | Sequence[Sequence[Sequence[float]]]
+    ) -> list[dict[str, Any]]:
+        """Labels and probabilities for 8x8 images (64 values or 8 rows of 8, 0..16)."""
+        return list(self._post("/predict", {"images": [_plain(img) for img in images]}))
+
+    def embed(self, sentences: Sequence[str]) -> list[list[float]]:
+        """Unit-length embedding vectors, one per sentence."""
+        return list(self._post("/encode", {"sentences": list(sentences)}))
+
+    def info(self) -> dict[str, Any]:
+        """What the answering worker runs: model tag, knobs, device, threads."""
+        return dict(self._post("/info", {}))
+
+    def ready(self) -> bool:
+        try:
+            return self._http.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def _plain(image: Any) -> Any:
+    tolist = getattr(image, "tolist", None)
+    return tolist() if callable(tolist) else image
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, list) and body:
+        body = body[0]
+    if isinstance(body, dict):
+        detail = body.get("detail")
+        error = str(body.get("error", body))
+        if isinstance(detail, list) and detail:
+            first = detail[0]
+            where = ".".join(str(p) for p in first.get("loc", []))
+            return f"{error}: {where}: {first.get('msg', '')}"
+        return error
+    return str(body)

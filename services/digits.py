@@ -1,0 +1,74 @@
+"""DigitsClassifier: 8x8 digit images (raw 0..16 intensities) -> label + probabilities."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import bentoml
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from services.config import service_config
+from services.knobs import apply_placement, read_knobs
+from services.limits import BodyLimitMiddleware
+from services.models.data import CLASS_LABELS, PIXEL_MAX, normalise
+from services.models.store import DIGITS, get_model, load_digits_net
+
+SERVICE_NAME = "DigitsClassifier"
+MAX_IMAGES_PER_REQUEST = 256
+KNOBS = read_knobs()
+
+Pixel = Annotated[float, Field(ge=0.0, le=PIXEL_MAX, allow_inf_nan=False)]
+FlatImage = Annotated[list[Pixel], Field(min_length=64, max_length=64)]
+ImageRow = Annotated[list[Pixel], Field(min_length=8, max_length=8)]
+GridImage = Annotated[list[ImageRow], Field(min_length=8, max_length=8)]
+Image = FlatImage | GridImage
+Images = Annotated[list[Image], Field(min_length=1, max_length=MAX_IMAGES_PER_REQUEST)]
+
+
+class Prediction(BaseModel):
+    label: int
+    probabilities: list[float]
+
+
+@bentoml.service(name=SERVICE_NAME, **service_config())
+class DigitsClassifier:
+    """Classifies 8x8 digits; batches rows from concurrent requests (adaptive batching)."""
+
+    def __init__(self) -> None:
+        self.device, self.threads = apply_placement(KNOBS, SERVICE_NAME)
+        model = get_model(DIGITS, KNOBS.variant, KNOBS.model_tag)
+        self.model_tag = str(model.tag)
+        self.net = load_digits_net(model).to(self.device)
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=KNOBS.max_batch_size,
+        max_latency_ms=KNOBS.max_latency_ms,
+    )
+    def predict(self, images: Images) -> list[Prediction]:
+        """Each image is 64 values or 8 rows of 8, intensities 0..16 as in load_digits."""
+        flat = np.stack([np.ravel(np.asarray(image, dtype=np.float32)) for image in images])
+        x = torch.from_numpy(normalise(flat))
+        with torch.inference_mode():
+            proba = torch.softmax(self.net(x.to(self.device)), dim=1).cpu().numpy()
+        return [
+            Prediction(label=int(row.argmax()), probabilities=[round(float(p), 6) for p in row])
+            for row in proba
+        ]
+
+    @bentoml.api
+    def info(self) -> dict[str, object]:
+        """The model tag, variant, knobs and placement this worker runs with."""
+        return {
+            "model_tag": self.model_tag,
+            "labels": CLASS_LABELS,
+            "knobs": KNOBS.model_dump(),
+            "device": self.device,
+            "threads": self.threads,
+            "worker_index": bentoml.server_context.worker_index,
+        }
+
+
+DigitsClassifier.add_asgi_middleware(BodyLimitMiddleware)  # type: ignore[attr-defined]

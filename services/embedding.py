@@ -1,0 +1,67 @@
+"""TextEmbedding: a list of sentences -> L2-normalised all-MiniLM-L6-v2 vectors (384 floats)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import bentoml
+import numpy as np
+from pydantic import Field, StringConstraints
+
+from services.config import service_config
+from services.knobs import apply_placement, read_knobs
+from services.limits import BodyLimitMiddleware
+from services.models.minilm import load_sentence_model
+from services.models.store import MINILM, get_model
+
+SERVICE_NAME = "TextEmbedding"
+MAX_SENTENCES_PER_REQUEST = 64
+# Longer strings are rejected (400). Within the limit, text beyond the model's 256 word
+# pieces is truncated by the tokenizer, as sentence-transformers does.
+MAX_SENTENCE_CHARS = 2000
+KNOBS = read_knobs()
+
+Sentence = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SENTENCE_CHARS, pattern=r"\S")]
+Sentences = Annotated[list[Sentence], Field(min_length=1, max_length=MAX_SENTENCES_PER_REQUEST)]
+
+
+@bentoml.service(name=SERVICE_NAME, **service_config())
+class TextEmbedding:
+    """Embeds sentences; batches sentences from concurrent requests (adaptive batching)."""
+
+    def __init__(self) -> None:
+        self.device, self.threads = apply_placement(KNOBS, SERVICE_NAME)
+        model = get_model(MINILM, KNOBS.variant, KNOBS.model_tag)
+        self.model_tag = str(model.tag)
+        self.model = load_sentence_model(model.path, self.device)
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=KNOBS.max_batch_size,
+        max_latency_ms=KNOBS.max_latency_ms,
+    )
+    def encode(self, sentences: Sentences) -> list[list[float]]:
+        """One unit-length 384-float vector per sentence."""
+        vectors = self.model.encode(
+            list(sentences),
+            batch_size=len(sentences),
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32).tolist()
+
+    @bentoml.api
+    def info(self) -> dict[str, object]:
+        """The model tag, variant, knobs and placement this worker runs with."""
+        return {
+            "model_tag": self.model_tag,
+            "knobs": KNOBS.model_dump(),
+            "device": self.device,
+            "threads": self.threads,
+            "worker_index": bentoml.server_context.worker_index,
+            "max_seq_length": self.model.max_seq_length,
+        }
+
+
+TextEmbedding.add_asgi_middleware(BodyLimitMiddleware)  # type: ignore[attr-defined]

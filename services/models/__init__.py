@@ -1,0 +1,1 @@
+"""Models the services wrap: data, networks, training, search, compression and the store."""

@@ -1,0 +1,37 @@
+"""Helpers for tests that run real servers: metrics parsing and leftover-process checks."""
+
+from __future__ import annotations
+
+import httpx
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def metric_samples(url: str, name: str) -> list[tuple[str, dict[str, str], float]]:
+    """All samples of the metric family `name` from `url`/metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    samples = []
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            samples.extend((s.name, dict(s.labels), float(s.value)) for s in family.samples)
+    return samples
+
+
+def bentoml_processes() -> list[psutil.Process]:
+    """Every `bentoml serve` or BentoML worker process on this machine."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info.get("cmdline") or [])
+        if "bentoml" in cmd and ("serve" in cmd or "_bentoml_impl" in cmd):
+            found.append(proc)
+    return found
+
+
+def worker_processes(server_pid: int) -> list[psutil.Process]:
+    """BentoML service worker processes below the server process."""
+    parent = psutil.Process(server_pid)
+    return [
+        child
+        for child in parent.children(recursive=True)
+        if "_bentoml_impl.worker.service" in " ".join(child.cmdline())
+    ]

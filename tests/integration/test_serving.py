@@ -1,0 +1,169 @@
+"""Real `bentoml serve` processes with non-default knobs, both services, every bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from services.client import ServetuneClient
+from services.models.data import held_out_raw
+from tests.integration.helpers import bentoml_processes, metric_samples, worker_processes
+from tuner.cli import app
+from tuner.serveconfig import ServeConfig
+from tuner.server import BentoServer, port_is_free
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def digits_server(models_in_store: dict[str, str]) -> Iterator[BentoServer]:
+    config = ServeConfig(service="digits", workers=2, max_batch_size=8, max_latency_ms=2000, threads=1)
+    server = BentoServer(config.server_spec())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def embedding_server(models_in_store: dict[str, str]) -> Iterator[BentoServer]:
+    config = ServeConfig(service="embedding", max_batch_size=4, max_latency_ms=5000)
+    server = BentoServer(config.server_spec())
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_knobs_from_the_command_line_take_effect(digits_server: BentoServer) -> None:
+    assert digits_server.process is not None
+    assert len(worker_processes(digits_server.process.pid)) == 2
+    image = held_out_raw()[0][0].tolist()
+
+    def one_call(_: int) -> int:
+        return httpx.post(f"{digits_server.url}/predict", json={"images": [image]}, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        codes = list(pool.map(one_call, range(200)))
+    assert codes.count(200) == 200
+    counts: dict[str, float] = {}
+    per_worker: dict[str, float] = {}
+    for name, labels, value in metric_samples(digits_server.url, "bentoml_service_adaptive_batch_size"):
+        if name.endswith("_bucket"):
+            counts[labels["le"]] = counts.get(labels["le"], 0.0) + value
+        if name.endswith("_count"):
+            per_worker[labels["worker_index"]] = value
+    total = counts["+Inf"]
+    assert total > 0
+    assert counts["8.0"] == total, "no batch may exceed max_batch_size=8"
+    assert counts["1.0"] < total, "concurrent single-image requests must have been batched"
+    assert set(per_worker) == {"1", "2"}, "both workers served batches"
+    infos = [ServetuneClient(digits_server.url).info() for _ in range(4)]
+    assert all(i["knobs"]["max_batch_size"] == 8 and i["threads"] == 1 for i in infos)
+
+
+def test_digits_labels_held_out_images(digits_server: BentoServer) -> None:
+    x, y = held_out_raw()
+    with ServetuneClient(digits_server.url) as client:
+        flat = client.classify(x[:40].tolist())
+        grid = client.classify(x[:5].reshape(5, 8, 8).tolist())
+    correct = sum(p["label"] == int(t) for p, t in zip(flat, y[:40], strict=True))
+    assert correct >= 38
+    assert [p["label"] for p in grid] == [p["label"] for p in flat[:5]]
+
+
+def test_embedding_ranks_paraphrases_above_unrelated(embedding_server: BentoServer) -> None:
+    with ServetuneClient(embedding_server.url) as client:
+        a, b, c = client.embed(
+            [
+                "A man is playing a guitar on stage.",
+                "Someone performs a song on the guitar.",
+                "The central bank raised interest rates.",
+            ]
+        )
+    cos = lambda u, v: sum(p * q for p, q in zip(u, v, strict=True))  # noqa: E731
+    assert len(a) == 384
+    assert abs(cos(a, a) - 1.0) < 1e-3
+    assert cos(a, b) > cos(a, c) + 0.3
+
+
+BAD_DIGITS = {
+    "wrong shape": json.dumps({"images": [[1, 2, 3]]}),
+    "wrong type": json.dumps({"images": "abc"}),
+    "nan": '{"images": [[NaN' + ",0" * 63 + "]]}",
+    "inf": '{"images": [[Infinity' + ",0" * 63 + "]]}",
+    "empty batch": json.dumps({"images": []}),
+    "too many": json.dumps({"images": [[0] * 64] * 257}),
+    "malformed json": '{"images": [[1, 2',
+    "oversized body": json.dumps({"images": [[16] * 64] * 9000}),
+}
+BAD_SENTENCES = {
+    "wrong type": json.dumps({"sentences": [1, 2]}),
+    "empty batch": json.dumps({"sentences": []}),
+    "empty sentence": json.dumps({"sentences": [""]}),
+    "too long": json.dumps({"sentences": ["word " * 1000]}),
+    "too many": json.dumps({"sentences": ["hi"] * 65}),
+    "malformed json": '{"sentences": ["a"',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DIGITS))
+def test_digits_bad_input_gets_4xx_json(digits_server: BentoServer, case: str) -> None:
+    response = httpx.post(
+        f"{digits_server.url}/predict",
+        content=BAD_DIGITS[case],
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert 400 <= response.status_code < 500, response.text[:300]
+    assert "error" in json.dumps(response.json())
+    ok = httpx.post(f"{digits_server.url}/predict", json={"images": [[0] * 64]}, timeout=30)
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SENTENCES))
+def test_embedding_bad_input_gets_4xx_json(embedding_server: BentoServer, case: str) -> None:
+    response = httpx.post(
+        f"{embedding_server.url}/encode",
+        content=BAD_SENTENCES[case],
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert 400 <= response.status_code < 500, response.text[:300]
+    assert "error" in json.dumps(response.json())
+    ok = httpx.post(f"{embedding_server.url}/encode", json={"sentences": ["still serving"]}, timeout=30)
+    assert ok.status_code == 200
+
+
+def test_no_5xx_was_counted(digits_server: BentoServer, embedding_server: BentoServer) -> None:
+    for server in (digits_server, embedding_server):
+        totals = [
+            (labels["http_response_code"], value)
+            for name, labels, value in metric_samples(server.url, "bentoml_service_request")
+            if name.endswith("_total")
+        ]
+        assert any(code.startswith("4") and value > 0 for code, value in totals)
+        assert all(value == 0 for code, value in totals if code.startswith("5")), totals
+
+
+def test_cli_call_prints_labels(digits_server: BentoServer) -> None:
+    result = CliRunner().invoke(app, ["call", "digits", "--sample", "3", "--url", digits_server.url])
+    assert result.exit_code == 0, result.output
+    assert "label" in result.output
+    bad = CliRunner().invoke(app, ["call", "digits", "1,2,3", "--url", digits_server.url])
+    assert bad.exit_code == 1
+    assert "refused" in bad.output
+
+
+def test_stop_leaves_no_process_or_port(models_in_store: dict[str, str]) -> None:
+    server = BentoServer(ServeConfig(service="digits", workers=2).server_spec())
+    server.start()
+    assert server.process is not None
+    pids = [server.process.pid, *(p.pid for p in worker_processes(server.process.pid))]
+    server.stop()
+    alive = [p.pid for p in bentoml_processes() if p.pid in pids]
+    assert alive == []
+    assert port_is_free(server.port)

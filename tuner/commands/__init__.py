@@ -1,0 +1,1 @@
+"""Command groups of the `servetune` CLI; each module exposes `register(app)`."""

@@ -1,0 +1,275 @@
+"""Start and stop real `bentoml serve` processes: free port, own BENTOML_HOME, bounded logs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServiceTarget:
+    """A servetune service: the import path `bentoml serve` needs and its BentoML name."""
+
+    key: str
+    import_path: str
+    bento_name: str
+    endpoint: str
+
+
+SERVICES: dict[str, ServiceTarget] = {
+    "digits": ServiceTarget("digits", "services.digits:DigitsClassifier", "DigitsClassifier", "predict"),
+    "embedding": ServiceTarget("embedding", "services.embedding:TextEmbedding", "TextEmbedding", "encode"),
+}
+
+
+def service_target(name: str) -> ServiceTarget:
+    """Look a service up by its short name, with a clear error for unknown names."""
+    try:
+        return SERVICES[name]
+    except KeyError:
+        raise ValueError(f"unknown service {name!r}; choose one of {sorted(SERVICES)}") from None
+
+
+class ServerError(RuntimeError):
+    """The server failed to start, died, or did not become ready; carries the log tail."""
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """Everything that decides how one server process is launched."""
+
+    service: ServiceTarget
+    args: dict[str, Any] = field(default_factory=dict)
+    workers: int = 1
+    gpus: int = 0
+    port: int = 0
+    host: str = LOOPBACK
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def config_overrides(self) -> dict[str, Any]:
+        service: dict[str, Any] = {"workers": self.workers}
+        if self.gpus > 0:
+            service["resources"] = {"gpu": self.gpus}
+        return {"services": {self.service.bento_name: service}}
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that is free right now on `host`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex((host, port)) != 0
+
+
+def main_bentoml_home() -> Path:
+    return Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml")).expanduser()
+
+
+def private_bentoml_home(parent: Path | None = None) -> Path:
+    """A fresh BENTOML_HOME whose `models` links to the main store.
+
+    Each running server needs its own home: its Prometheus multiprocess folder is wiped at
+    every start, so two servers sharing one would corrupt each other's metrics.
+    """
+    home = Path(tempfile.mkdtemp(prefix="servetune-home-", dir=parent))
+    models = main_bentoml_home() / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (home / "models").symlink_to(models, target_is_directory=True)
+    return home
+
+
+class BoundedLog:
+    """Keeps the first `head_bytes` of a stream in a file and the last lines in memory."""
+
+    def __init__(self, path: Path, head_bytes: int = 2_000_000, tail_lines: int = 200) -> None:
+        self.path = path
+        self.head_bytes = head_bytes
+        self.tail: deque[str] = deque(maxlen=tail_lines)
+        self.dropped_bytes = 0
+        self._written = 0
+        self._thread: threading.Thread | None = None
+
+    def follow(self, stream: Any) -> None:
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: Any) -> None:
+        with self.path.open("w", encoding="utf-8", errors="replace") as out:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode("utf-8", errors="replace")
+                self.tail.append(line)
+                if self._written + len(raw) <= self.head_bytes:
+                    out.write(line)
+                    out.flush()
+                    self._written += len(raw)
+                else:
+                    self.dropped_bytes += len(raw)
+            if self.dropped_bytes:
+                out.write(f"\n[servetune: {self.dropped_bytes} bytes of log dropped; last lines:]\n")
+                out.writelines(self.tail)
+
+    def join(self, timeout: float = 5.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def tail_text(self, lines: int = 40) -> str:
+        return "".join(list(self.tail)[-lines:])
+
+
+class BentoServer:
+    """One `bentoml serve` process group; use as a context manager so it is always stopped."""
+
+    def __init__(self, spec: ServerSpec, log_dir: Path | None = None) -> None:
+        self.spec = spec
+        self.port = spec.port or free_port(spec.host)
+        self._own_dirs: list[Path] = []
+        self.log_dir = log_dir or self._temp_dir("servetune-logs-")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.home = private_bentoml_home()
+        self._own_dirs.append(self.home)
+        self.log = BoundedLog(self.log_dir / f"server-{self.port}.log")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _temp_dir(self, prefix: str) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+        self._own_dirs.append(path)
+        return path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.spec.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "bentoml", "serve", self.spec.service.import_path,
+            "--host", self.spec.host, "--port", str(self.port),
+            "--working-dir", str(REPO_ROOT),
+        ]  # fmt: skip
+        for key, value in self.spec.args.items():
+            if value is not None:
+                cmd += ["--arg", f"{key}={value}"]
+        return cmd
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            BENTOML_HOME=str(self.home),
+            BENTOML_DO_NOT_TRACK="True",
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            BENTOML_CONFIG_OVERRIDES=json.dumps(self.spec.config_overrides()),
+            PYTHONUNBUFFERED="1",
+        )
+        if self.spec.gpus <= 0:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        env.update(self.spec.extra_env)
+        return env
+
+    def start(self, ready_timeout_s: float = 90.0) -> None:
+        """Launch and wait for /readyz; raises ServerError (after cleaning up) on failure."""
+        self.process = subprocess.Popen(
+            self.command(),
+            env=self.environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.log.follow(self.process.stdout)
+        try:
+            self.wait_ready(ready_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    self.log.join(2.0)
+                    raise ServerError(
+                        f"server exited with code {self.process.returncode} before it was "
+                        f"ready:\n{self.log.tail_text()}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.url}/readyz").status_code == 200:
+                        return
+                time.sleep(0.2)
+        raise ServerError(f"server not ready after {timeout_s:.0f}s:\n{self.log.tail_text()}")
+
+    def wait(self) -> int | None:
+        """Block until the server process exits; its exit code."""
+        return self.process.wait() if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the server, wait, then SIGKILL its whole process group; frees the port."""
+        process = self.process
+        if process is not None:
+            pgid = process.pid
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(grace_s)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(5.0)
+            self.log.join()
+            self.process = None
+        for path in self._own_dirs:
+            _remove_tree(path, keep_logs=path == self.log_dir)
+
+    def __enter__(self) -> BentoServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _remove_tree(path: Path, keep_logs: bool) -> None:
+    import shutil
+
+    if keep_logs:
+        return
+    if (path / "models").is_symlink():
+        (path / "models").unlink()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_server(spec: ServerSpec, ready_timeout_s: float = 90.0) -> Iterator[BentoServer]:
+    """Start a server, yield it, and always stop it (including on Ctrl-C)."""
+    server = BentoServer(spec)
+    try:
+        server.start(ready_timeout_s)
+        yield server
+    finally:
+        server.stop()
