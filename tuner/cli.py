@@ -1,10 +1,13 @@
-"""The `servetune` command line: each command group lives in tuner/commands/."""
+"""The `servetune` command line: every module in tuner/commands/ with `register(app)` adds commands."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import typer
 
-from tuner.commands import demo, models, serving
+import tuner.commands
 
 app = typer.Typer(
     name="servetune",
@@ -14,8 +17,11 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (models, serving, demo):
-    module.register(app)
+for info in sorted(pkgutil.iter_modules(tuner.commands.__path__), key=lambda m: m.name):
+    module = importlib.import_module(f"tuner.commands.{info.name}")
+    register = getattr(module, "register", None)
+    if callable(register):
+        register(app)
 
 
 if __name__ == "__main__":

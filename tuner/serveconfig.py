@@ -73,3 +73,31 @@ def load_serve_config(path: Path) -> ServeConfig:
 
 def dump_serve_config(config: ServeConfig, path: Path) -> None:
     path.write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+
+
+class WinnerFile(BaseModel):
+    """What the tuner writes for its winner; `servetune serve --config` and `deploy` read it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    config: ServeConfig
+    slo_p95_ms: float = Field(gt=0)
+    max_failure_ratio: float = Field(0.01, ge=0, le=1)
+    goodput_rps: float = Field(ge=0, description="max sustainable successful RPS of one replica")
+    p95_ms: float | None = Field(None, ge=0, description="server p95 at that goodput")
+    rss_mb: float | None = Field(None, gt=0, description="peak resident memory of server + workers")
+    cores: int | None = Field(None, ge=1, description="cores of the machine it was measured on")
+
+
+def load_winner(path: Path) -> WinnerFile:
+    """Read a winner file written by the tuner, with a clear error naming the bad field."""
+    try:
+        document: Any = yaml.safe_load(path.read_text())
+        return WinnerFile.model_validate(document)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigFileError(f"cannot read {path}: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigFileError(f"{path}: {problems}") from exc

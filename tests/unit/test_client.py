@@ -29,8 +29,10 @@ def test_service_errors_carry_status_and_the_field_in_error() -> None:
         "error": "1 validation error for Input",
         "detail": [{"loc": ["sentences", 0], "msg": "String should have at least 1 character"}],
     }
-    with ServetuneClient("http://svc", transport=transport(400, body, seen)) as client:
-        with pytest.raises(ServiceError) as info:
-            client.embed([""])
+    with (
+        ServetuneClient("http://svc", transport=transport(400, body, seen)) as client,
+        pytest.raises(ServiceError) as info,
+    ):
+        client.embed([""])
     assert info.value.status_code == 400
     assert "sentences.0" in info.value.message

@@ -1,0 +1,64 @@
+"""The seams between the tuner's parts: measurement records and the LoadRunner protocol.
+
+`loadtests/runner.py` + `tuner/metrics.py` implement LoadRunner against a real server; the study
+(`tuner/study.py`) only sees these types, so it can be tested with fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class LoadStep:
+    """One step of a stepped load: `users` concurrent users (closed loop) or an arrival `rate`/s."""
+
+    users: int
+    duration_s: float
+    rate: float | None = None
+
+
+@dataclass(frozen=True)
+class StepMeasurement:
+    """Client and server figures of one accepted load window."""
+
+    step: LoadStep
+    duration_s: float
+    requests: int
+    successes: int
+    failures_by_status: dict[str, int]
+    rps: float
+    goodput_rps: float
+    failure_ratio: float
+    client_p50_ms: float
+    client_p95_ms: float
+    client_p99_ms: float
+    server_p50_ms: float | None = None
+    server_p95_ms: float | None = None
+    server_p99_ms: float | None = None
+    in_progress: float | None = None
+    batch_size_hist: dict[str, float] = field(default_factory=dict)
+    requests_per_worker: dict[str, float] = field(default_factory=dict)
+    generator_cpu: float = 0.0
+    stable: bool = True
+    valid: bool = True
+    invalid_reasons: tuple[str, ...] = ()
+
+
+StopRule = Callable[[StepMeasurement], bool]
+
+
+class LoadRunner(Protocol):
+    """Drives a running service through load steps and measures each one."""
+
+    def run_steps(
+        self,
+        url: str,
+        service: str,
+        steps: Sequence[LoadStep],
+        stop_after: StopRule | None = None,
+    ) -> list[StepMeasurement]:
+        """Run `steps` in order against `url`; stop early once `stop_after(step)` is true."""
+        ...
