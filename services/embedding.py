@@ -42,6 +42,14 @@ class TextEmbedding:
     )
     def encode(self, sentences: Sentences) -> list[list[float]]:
         """One unit-length 384-float vector per sentence."""
+        return self._embed(sentences)
+
+    @bentoml.api
+    def encode_unbatched(self, sentences: Sentences) -> list[list[float]]:
+        """Same as /encode without adaptive batching: the naive baseline the tuner compares with."""
+        return self._embed(sentences)
+
+    def _embed(self, sentences: list[str]) -> list[list[float]]:
         vectors = self.model.encode(
             list(sentences),
             batch_size=len(sentences),
