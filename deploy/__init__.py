@@ -1,0 +1,1 @@
+"""Deployment artefacts from a tuned winner: Bento, Kubernetes, Prometheus rules, Grafana, Locust."""

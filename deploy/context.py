@@ -1,0 +1,76 @@
+"""What every renderer needs: the winner, the options, the sizing and the names derived from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deploy.plan import DeployOptions, Sizing
+from tuner.serveconfig import WinnerFile
+from tuner.server import ServiceTarget, service_target
+
+HTTP_PORT = 3000
+CONTAINER_NAME = "bentoml"
+BENTO_UID = 1034  # the user BentoML's generated Dockerfile creates (BENTO_USER_UID)
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Inputs of one rendering; names are computed once so all artefacts agree."""
+
+    winner: WinnerFile
+    options: DeployOptions
+    sizing: Sizing
+    bento_tag: str
+    model_tag: str
+
+    @property
+    def target(self) -> ServiceTarget:
+        return service_target(self.winner.config.service)
+
+    @property
+    def name(self) -> str:
+        """Kubernetes name of the inference Deployment/Service (e.g. servetune-digits)."""
+        return self.options.name or f"servetune-{self.winner.config.service}"
+
+    @property
+    def namespace(self) -> str:
+        return self.options.namespace
+
+    @property
+    def image(self) -> str:
+        """The option, else the image `bentoml containerize <bento_tag>` produces."""
+        return self.options.image or self.bento_tag
+
+    @property
+    def route(self) -> str:
+        """The inference route whose traffic is measured, alerted on and autoscaled on."""
+        return f"/{self.target.endpoint}"
+
+    @property
+    def selector(self) -> str:
+        """PromQL label matchers for this service's inference traffic (without braces)."""
+        return (
+            f'namespace="{self.namespace}", runner_name="{self.target.bento_name}", endpoint="{self.route}"'
+        )
+
+    @property
+    def slo_seconds(self) -> float:
+        return self.winner.slo_p95_ms / 1000.0
+
+    def labels(self, component: str = "inference") -> dict[str, str]:
+        return {
+            "app.kubernetes.io/name": self.name if component == "inference" else f"{self.name}-{component}",
+            "app.kubernetes.io/part-of": "servetune",
+            "app.kubernetes.io/component": component,
+        }
+
+    def selector_labels(self, component: str = "inference") -> dict[str, str]:
+        labels = self.labels(component)
+        return {"app.kubernetes.io/name": labels["app.kubernetes.io/name"]}
+
+    def config_overrides(self) -> dict[str, object]:
+        """BENTOML_CONFIG_OVERRIDES for workers and GPUs (per-service key, see DESIGN.md)."""
+        service: dict[str, object] = {"workers": self.sizing.workers}
+        if self.sizing.gpus > 0:
+            service["resources"] = {"gpu": self.sizing.gpus}
+        return {"services": {self.target.bento_name: service}}

@@ -1,0 +1,266 @@
+"""Kubernetes objects for the tuned service: Namespace, Deployment, Service, HPA, PDB, ServiceMonitor.
+
+Plain dicts (dumped as YAML by render.py), so the tests can validate exactly what is written.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from deploy.context import BENTO_UID, CONTAINER_NAME, HTTP_PORT, RenderContext
+from deploy.plan import quantity
+
+Obj = dict[str, Any]
+
+# The custom metric prometheus-adapter serves (see prometheus.adapter_values).
+RPS_METRIC = "servetune_inference_requests_per_second"
+TMP_MOUNT = "/tmp"
+WRITABLE_HOME = "/tmp/bentoml"  # BENTOML_HOME: its prometheus_multiproc_dir must be writable
+
+
+def metadata(context: RenderContext, name: str, component: str = "inference", **extra: Any) -> Obj:
+    meta: Obj = {"name": name, "namespace": context.namespace, "labels": context.labels(component)}
+    meta.update(extra)
+    return meta
+
+
+def namespace(context: RenderContext) -> Obj:
+    """The namespace, enforcing the `restricted` Pod Security Standard our pods meet."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": context.namespace,
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/warn": "restricted",
+            },
+        },
+    }
+
+
+def pod_security_context(uid: int) -> Obj:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> Obj:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def tmp_volume() -> tuple[Obj, Obj]:
+    """The writable scratch volume of a read-only root filesystem: (volume, mount)."""
+    return (
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "tmp", "mountPath": TMP_MOUNT},
+    )
+
+
+def resources(context: RenderContext) -> Obj:
+    sizing = context.sizing
+    requests: Obj = {"cpu": quantity(sizing.cpu_request), "memory": f"{sizing.memory_request_mi}Mi"}
+    limits: Obj = {"cpu": quantity(sizing.cpu_limit), "memory": f"{sizing.memory_limit_mi}Mi"}
+    if sizing.gpus > 0:
+        requests["nvidia.com/gpu"] = sizing.gpus
+        limits["nvidia.com/gpu"] = sizing.gpus
+    return {"requests": requests, "limits": limits}
+
+
+def _probe(path: str, period_s: int, failures: int, timeout_s: int = 2) -> Obj:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period_s,
+        "timeoutSeconds": timeout_s,
+        "failureThreshold": failures,
+    }
+
+
+def deployment(context: RenderContext) -> Obj:
+    """The inference Deployment; replicas are left to the HPA (no spec.replicas)."""
+    volume, mount = tmp_volume()
+    winner = context.winner
+    env = [
+        {"name": "BENTOML_CONFIG_OVERRIDES", "value": json.dumps(context.config_overrides())},
+        {"name": "BENTOML_HOME", "value": WRITABLE_HOME},
+        {"name": "BENTOML_DO_NOT_TRACK", "value": "True"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+        {"name": "TRANSFORMERS_OFFLINE", "value": "1"},
+        {"name": "HOME", "value": TMP_MOUNT},
+        {"name": "XDG_CACHE_HOME", "value": f"{TMP_MOUNT}/.cache"},
+    ]
+    container: Obj = {
+        "name": CONTAINER_NAME,
+        "image": context.image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "env": env,
+        "resources": resources(context),
+        # BentoML answers /livez once the HTTP server runs and /readyz once the workers loaded
+        # the model (4-6 s measured): the startup probe covers loading, then liveness takes over.
+        "startupProbe": _probe("/livez", period_s=2, failures=60),
+        "readinessProbe": _probe("/readyz", period_s=5, failures=3),
+        "livenessProbe": _probe("/livez", period_s=10, failures=3),
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
+        "securityContext": container_security_context(),
+        "volumeMounts": [mount],
+    }
+    pod_spec: Obj = {
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(BENTO_UID),
+        "terminationGracePeriodSeconds": 30,
+        "containers": [container],
+        "volumes": [volume],
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": context.selector_labels()},
+            }
+        ],
+    }
+    if context.sizing.gpus > 0:
+        pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    knobs = winner.config
+    annotations = {
+        "servetune.io/bento": context.bento_tag,
+        "servetune.io/knobs": json.dumps(knobs.model_dump(), sort_keys=True),
+        "servetune.io/slo-p95-ms": f"{winner.slo_p95_ms:g}",
+        "servetune.io/measured-goodput-rps": f"{winner.goodput_rps:g}",
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(context, context.name, annotations=annotations),
+        "spec": {
+            "selector": {"matchLabels": context.selector_labels()},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": context.labels(),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(HTTP_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def service(context: RenderContext) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(context, context.name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": context.selector_labels(),
+            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def hpa(context: RenderContext) -> Obj:
+    """autoscaling/v2 HPA: RPS per pod (custom metric) with CPU utilisation as the fallback."""
+    sizing = context.sizing
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata(
+            context,
+            context.name,
+            annotations={"servetune.io/sizing": "; ".join(sizing.explain())},
+        ),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": context.name},
+            "minReplicas": sizing.min_replicas,
+            "maxReplicas": sizing.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": RPS_METRIC},
+                        "target": {
+                            "type": "AverageValue",
+                            "averageValue": quantity(sizing.target_rps_per_pod),
+                        },
+                    },
+                },
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": sizing.cpu_target_utilization,
+                        },
+                    },
+                },
+            ],
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "selectPolicy": "Max",
+                    "policies": [
+                        {"type": "Percent", "value": 100, "periodSeconds": 30},
+                        {"type": "Pods", "value": 2, "periodSeconds": 30},
+                    ],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 300,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                },
+            },
+        },
+    }
+
+
+def pdb(context: RenderContext) -> Obj:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(context, context.name),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": context.selector_labels()}},
+    }
+
+
+def service_monitor(context: RenderContext) -> Obj:
+    """Prometheus Operator scrape config. honorLabels keeps BentoML's own `endpoint` label
+    (the API route), which the operator's target label of the same name would otherwise rename."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": metadata(context, context.name),
+        "spec": {
+            "selector": {"matchLabels": context.selector_labels()},
+            "namespaceSelector": {"matchNames": [context.namespace]},
+            "endpoints": [
+                {"port": "http", "path": "/metrics", "interval": "15s", "honorLabels": True},
+            ],
+        },
+    }
+
+
+def inference_objects(context: RenderContext) -> dict[str, Obj]:
+    """File name -> object, for DIR/k8s/."""
+    return {
+        "00-namespace.yaml": namespace(context),
+        "deployment.yaml": deployment(context),
+        "service.yaml": service(context),
+        "hpa.yaml": hpa(context),
+        "pdb.yaml": pdb(context),
+    }
