@@ -1,0 +1,59 @@
+"""SLO constraints and objectives on synthetic load steps."""
+
+from __future__ import annotations
+
+from tests.fakes import make_step
+from tuner.objective import SLO, Objective, Prices
+from tuner.seams import LoadStep
+from tuner.space import Config
+
+CONFIG = Config(16, 200, 2, 1, 0, "fp32")
+
+
+def step(users: int, rps: float, p95: float, failures: float = 0.0):  # type: ignore[no-untyped-def]
+    return make_step(LoadStep(users=users, duration_s=10), rps, p95, failures)
+
+
+def test_goodput_is_the_best_step_that_meets_the_slo() -> None:
+    objective = Objective(SLO(latency_ms=200))
+    outcome = objective.evaluate(CONFIG, [step(4, 50, 60), step(8, 100, 150), step(16, 120, 400)])
+    assert outcome.feasible
+    assert outcome.best_step == 1
+    assert abs(outcome.goodput_rps - 100) < 1
+    assert outcome.score == outcome.goodput_rps
+
+
+def test_failures_503_included_break_the_slo() -> None:
+    objective = Objective(SLO(latency_ms=200, max_failure_ratio=0.01))
+    outcome = objective.evaluate(CONFIG, [step(4, 50, 60, failures=0.3)])
+    assert not outcome.feasible
+    assert outcome.score is None
+    assert "failure ratio" in outcome.reason and "503" in outcome.reason
+
+
+def test_p99_quantile_is_used_when_asked() -> None:
+    steps = [step(4, 50, 180)]  # client p99 = 1.2 x p95 = 216 ms, server p99 unknown
+    assert Objective(SLO(latency_ms=200, quantile="p95")).evaluate(CONFIG, steps).feasible
+    assert not Objective(SLO(latency_ms=200, quantile="p99")).evaluate(CONFIG, steps).feasible
+
+
+def test_cost_objective_prefers_cheaper_per_request() -> None:
+    objective = Objective(SLO(latency_ms=200), kind="cost", prices=Prices(core_hour=0.05))
+    small = objective.evaluate(Config(16, 200, 1, 1, 0), [step(8, 60, 100)])
+    large = objective.evaluate(Config(16, 200, 2, 1, 0), [step(8, 100, 100)])
+    assert small.cost_per_million is not None and large.cost_per_million is not None
+    assert abs(small.cost_per_million - 0.05 / (60 * 3600) * 1e6) < 1e-6
+    assert small.score is not None and large.score is not None
+    assert small.score > large.score  # 60 RPS on 1 core is cheaper than 100 on 2
+
+
+def test_cost_without_price_is_infeasible_with_reason() -> None:
+    outcome = Objective(SLO(), kind="cost").evaluate(CONFIG, [step(8, 60, 100)])
+    assert not outcome.feasible and "price" in outcome.reason
+
+
+def test_clear_breach_stops_stepping() -> None:
+    slo = SLO(latency_ms=200, max_failure_ratio=0.01)
+    assert not slo.clearly_breached(step(4, 50, 210))
+    assert slo.clearly_breached(step(4, 50, 300))
+    assert slo.clearly_breached(step(4, 50, 50, failures=0.2))

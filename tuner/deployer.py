@@ -1,0 +1,127 @@
+"""The Deployer seam and its local implementation: `bentoml serve` via tuner.server.BentoServer."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+
+from tuner.server import BentoServer, ServerError
+from tuner.space import Config
+
+
+class DeployError(RuntimeError):
+    """The server did not start or did not become ready; the message carries the reason."""
+
+
+class Deployment(Protocol):
+    """A running service a load runner can aim at."""
+
+    url: str
+
+    def alive(self) -> bool: ...
+
+    def peak_rss_mb(self) -> float | None: ...
+
+    def log_tail(self) -> str: ...
+
+
+class Deployer(Protocol):
+    """Starts a config and always stops it when the `with` block ends (also on Ctrl-C)."""
+
+    def deploy(self, config: Config) -> AbstractContextManager[Deployment]: ...
+
+
+class RssSampler:
+    """Samples the resident memory of a process and all its children; keeps the peak sum."""
+
+    def __init__(self, pid: int, interval_s: float = 0.5) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def sample(self) -> int:
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        total = 0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        self.peak_bytes = max(self.peak_bytes, total)
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+
+
+@dataclass
+class LocalDeployment:
+    """A BentoServer that is up, with its memory sampler."""
+
+    server: BentoServer
+    sampler: RssSampler | None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def alive(self) -> bool:
+        return self.server.alive()
+
+    def peak_rss_mb(self) -> float | None:
+        if self.sampler is None or self.sampler.peak_bytes <= 0:
+            return None
+        return self.sampler.peak_bytes / 2**20
+
+    def log_tail(self) -> str:
+        return self.server.log.tail_text(20)
+
+
+class LocalBentoDeployer:
+    """Runs each config as `bentoml serve` on 127.0.0.1 (free port, own BENTOML_HOME, bounded log)."""
+
+    def __init__(self, service: str, log_dir: Path | None = None, ready_timeout_s: float = 90.0) -> None:
+        self.service = service
+        self.log_dir = log_dir
+        self.ready_timeout_s = ready_timeout_s
+
+    @contextlib.contextmanager
+    def deploy(self, config: Config) -> Iterator[LocalDeployment]:
+        spec = config.serve_config(self.service).server_spec()
+        log_dir = self.log_dir / config.key if self.log_dir is not None else None
+        server = BentoServer(spec, log_dir=log_dir)
+        sampler: RssSampler | None = None
+        try:
+            try:
+                server.start(self.ready_timeout_s)
+            except ServerError as exc:
+                raise DeployError(str(exc)) from exc
+            assert server.process is not None
+            sampler = RssSampler(server.process.pid).start()
+            yield LocalDeployment(server, sampler)
+        finally:
+            if sampler is not None:
+                sampler.stop()
+            server.stop()

@@ -1,0 +1,120 @@
+"""SLO constraints and the objective: a trial's load steps -> score, or infeasible with a reason."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from tuner.seams import StepMeasurement
+from tuner.space import Config
+
+ObjectiveKind = Literal["goodput", "cost"]
+Quantile = Literal["p95", "p99"]
+
+
+@dataclass(frozen=True)
+class SLO:
+    """Latency bound (on the server-side quantile when measured, else the client's) and failure bound."""
+
+    latency_ms: float = 200.0
+    quantile: Quantile = "p95"
+    max_failure_ratio: float = 0.01
+    breach_factor: float = 1.15  # "clear breach": latency this much above the bound stops stepping
+
+    def latency_of(self, step: StepMeasurement) -> float:
+        if self.quantile == "p99":
+            server, client = step.server_p99_ms, step.client_p99_ms
+        else:
+            server, client = step.server_p95_ms, step.client_p95_ms
+        return float(server) if server is not None else float(client)
+
+    def violations(self, step: StepMeasurement) -> list[str]:
+        """Why a step does not meet the SLO (empty when it does)."""
+        why = []
+        latency = self.latency_of(step)
+        if latency > self.latency_ms:
+            why.append(f"{self.quantile} {latency:.0f} ms > {self.latency_ms:.0f} ms")
+        if step.failure_ratio > self.max_failure_ratio:
+            codes = ", ".join(f"{k}: {v}" for k, v in sorted(step.failures_by_status.items()))
+            why.append(
+                f"failure ratio {step.failure_ratio:.3f} > {self.max_failure_ratio:.3f}"
+                + (f" ({codes})" if codes else "")
+            )
+        if step.successes <= 0:
+            why.append("no successful request")
+        if not step.valid:
+            why.append("invalid measurement: " + "; ".join(step.invalid_reasons))
+        return why
+
+    def clearly_breached(self, step: StepMeasurement) -> bool:
+        """Stop stepping: latency well above the bound, or failures well above theirs."""
+        return (
+            self.latency_of(step) > self.latency_ms * self.breach_factor
+            or step.failure_ratio > max(2 * self.max_failure_ratio, self.max_failure_ratio + 0.02)
+            or step.successes <= 0
+        )
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Prices per core-hour and per GPU-hour (for the cost objective)."""
+
+    core_hour: float = 0.0
+    gpu_hour: float = 0.0
+
+    def per_hour(self, config: Config) -> float:
+        return config.workers * config.threads * self.core_hour + config.gpus * self.gpu_hour
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The verdict on one trial."""
+
+    feasible: bool
+    score: float | None
+    goodput_rps: float
+    latency_ms: float | None
+    failure_ratio: float | None
+    cost_per_million: float | None
+    best_step: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Max sustainable goodput, or the lowest cost per 1M requests at that goodput."""
+
+    slo: SLO
+    kind: ObjectiveKind = "goodput"
+    prices: Prices = Prices()
+
+    def evaluate(self, config: Config, steps: Sequence[StepMeasurement]) -> Outcome:
+        """Goodput = the best step that meets the SLO; infeasible (with why) when none does."""
+        good = [(i, s) for i, s in enumerate(steps) if not self.slo.violations(s)]
+        if not good:
+            why = "no load step was measured"
+            if steps:
+                why = "no step met the SLO; lowest load: " + "; ".join(self.slo.violations(steps[0]))
+            return Outcome(False, None, 0.0, None, None, None, None, why)
+        index, best = max(good, key=lambda pair: pair[1].goodput_rps)
+        cost = self.cost_per_million(config, best.goodput_rps)
+        if self.kind == "cost":
+            if cost is None:
+                why = "cost needs a price and goodput > 0"
+                latency = self.slo.latency_of(best)
+                return Outcome(False, None, best.goodput_rps, latency, best.failure_ratio, None, index, why)
+            score: float = -cost
+        else:
+            score = best.goodput_rps
+        return Outcome(
+            True, score, best.goodput_rps, self.slo.latency_of(best), best.failure_ratio, cost, index,
+            f"{best.goodput_rps:.1f} good RPS at {best.step.users} users",
+        )  # fmt: skip
+
+    def cost_per_million(self, config: Config, goodput_rps: float) -> float | None:
+        """Cost of one replica serving 1M requests at `goodput_rps`; None without a price."""
+        per_hour = self.prices.per_hour(config)
+        if per_hour <= 0 or goodput_rps <= 0:
+            return None
+        return per_hour / (goodput_rps * 3600.0) * 1e6

@@ -1,0 +1,354 @@
+"""The search space: dimensions read from a YAML file, frozen configs with a stable key, legality."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from services.knobs import Variant
+from tuner.serveconfig import ServeConfig, ServiceName
+
+SPACES_DIR = Path(__file__).resolve().parent / "spaces"
+DIMENSIONS = ("max_batch_size", "max_latency_ms", "workers", "threads", "gpus", "variant")
+ALL_VARIANTS: tuple[Variant, ...] = ("fp32", "int8", "pruned", "bf16", "fp16")
+STORE_BASE = {"digits": "digits", "embedding": "minilm"}
+
+
+class SpaceError(ValueError):
+    """A search-space file that cannot be read or does not validate."""
+
+
+@dataclass(frozen=True, order=True)
+class Config:
+    """One point of the space; frozen, hashable, with a stable human-readable key."""
+
+    max_batch_size: int
+    max_latency_ms: int
+    workers: int
+    threads: int
+    gpus: int = 0
+    variant: str = "fp32"
+
+    @property
+    def key(self) -> str:
+        return (
+            f"b{self.max_batch_size}-l{self.max_latency_ms}-w{self.workers}-t{self.threads}"
+            f"-g{self.gpus}-{self.variant}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        return cls(**{name: data[name] for name in DIMENSIONS if name in data})
+
+    def serve_config(self, service: str) -> ServeConfig:
+        """The ServeConfig `bentoml serve` is started with."""
+        return ServeConfig.model_validate({"service": service, **self.to_dict()})
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """An ordered list of values; strategies move between neighbouring indices."""
+
+    name: str
+    values: tuple[Any, ...]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def index(self, value: Any) -> int:
+        return self.values.index(value)
+
+
+def pow2(low: int, high: int) -> tuple[int, ...]:
+    """Powers of two from `low` to `high` inclusive (both rounded to powers of two)."""
+    values = []
+    value = 1
+    while value <= high:
+        if value >= low:
+            values.append(value)
+        value *= 2
+    return tuple(values)
+
+
+class Pow2Range(BaseModel):
+    """`{pow2: [low, high]}` in YAML: the powers of two in that range."""
+
+    model_config = ConfigDict(extra="forbid")
+    pow2: tuple[int, int]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Pow2Range:
+        low, high = self.pow2
+        if low < 2 or high < low:
+            raise ValueError("pow2 needs [low, high] with 2 <= low <= high")
+        return self
+
+
+IntValues = list[int] | Pow2Range
+
+
+class SpaceFile(BaseModel):
+    """The YAML schema of a search space; `auto` entries are resolved against this machine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: ServiceName
+    max_batch_size: IntValues = Field(default_factory=lambda: Pow2Range(pow2=(8, 64)))
+    max_latency_ms: list[int] = Field(default_factory=lambda: [100, 200, 500])
+    workers: list[int] = Field(default_factory=lambda: [1, 2])
+    threads: Literal["auto"] | list[int] = Field("auto", description="'auto' = cores // workers")
+    gpus: Literal["auto"] | list[int] = Field("auto", description="'auto' = [0] without GPUs")
+    variant: Literal["auto"] | list[Variant] = Field(
+        "auto", description="'auto' = fp32 + variants in the store that passed the accuracy guard"
+    )
+    max_total_threads: int | None = Field(None, ge=1, description="cap on workers x threads; default cores")
+    max_workers: int | None = Field(None, ge=1, description="cap on workers; default cores")
+
+    @field_validator("max_batch_size")
+    @classmethod
+    def _batch_sizes(cls, value: IntValues) -> IntValues:
+        values = value.pow2 if isinstance(value, Pow2Range) else value
+        if isinstance(value, list) and not value:
+            raise ValueError("give at least one value")
+        if any(v <= 1 for v in values):
+            raise ValueError("every max_batch_size must be > 1 (BentoML needs a batch)")
+        return value
+
+    @field_validator("max_latency_ms", "workers")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("give at least one value")
+        if any(v <= 0 for v in value):
+            raise ValueError("every value must be > 0")
+        return value
+
+    @field_validator("threads", "gpus")
+    @classmethod
+    def _non_negative(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("give at least one value or 'auto'")
+            if any(v < 0 for v in value):
+                raise ValueError("values must be >= 0")
+        return value
+
+
+def detected_gpus() -> int:
+    """CUDA devices torch can see (0 on a machine without GPUs)."""
+    try:
+        import torch
+
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except Exception:  # torch missing or broken CUDA: treat as no GPU
+        return 0
+
+
+def eligible_variants(service: str) -> list[str]:
+    """fp32 plus every other variant in the store whose metadata says eligible=True."""
+    from services.models.store import ModelNotFound, get_model
+
+    found = ["fp32"]
+    for variant in ALL_VARIANTS[1:]:
+        try:
+            model = get_model(STORE_BASE[service], variant)
+        except (ModelNotFound, Exception):
+            continue
+        if model.info.metadata.get("eligible") is True:
+            found.append(variant)
+    return found
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the legality rules need to know about the machine trials run on."""
+
+    cores: int
+    gpus: int
+
+    @classmethod
+    def detect(cls) -> Machine:
+        return cls(cores=os.cpu_count() or 1, gpus=detected_gpus())
+
+
+class SearchSpace:
+    """Ordered dimensions, the legality rules, and the legal configs."""
+
+    def __init__(
+        self,
+        service: str,
+        dimensions: Sequence[Dimension],
+        machine: Machine,
+        max_total_threads: int | None = None,
+        max_workers: int | None = None,
+        auto_threads: bool = False,
+    ) -> None:
+        self.service = service
+        self.dimensions = tuple(dimensions)
+        self.machine = machine
+        self.max_total_threads = max_total_threads or machine.cores
+        self.max_workers = max_workers or max(machine.cores, max(self.dim("workers").values))
+        self.auto_threads = auto_threads
+        names = tuple(d.name for d in self.dimensions)
+        if names != DIMENSIONS:
+            raise SpaceError(f"dimensions must be {DIMENSIONS}, got {names}")
+        self._legal = tuple(c for c in self._product() if not self.why_illegal(c))
+        if not self._legal:
+            raise SpaceError(
+                f"no legal config in the space (cap workers x threads <= {self.max_total_threads}, "
+                f"gpus <= {machine.gpus})"
+            )
+
+    def dim(self, name: str) -> Dimension:
+        return next(d for d in self.dimensions if d.name == name)
+
+    def _product(self) -> Iterator[Config]:
+        for values in itertools.product(*(d.values for d in self.dimensions)):
+            config = Config(*values)
+            if self.auto_threads:
+                config = Config(
+                    config.max_batch_size, config.max_latency_ms, config.workers,
+                    max(1, self.machine.cores // config.workers), config.gpus, config.variant,
+                )  # fmt: skip
+            yield config
+
+    def why_illegal(self, config: Config) -> str | None:
+        """The reason a config is filtered out before measuring, or None when it is legal."""
+        for dimension in self.dimensions:
+            value = getattr(config, dimension.name)
+            if value not in dimension.values:
+                return f"{dimension.name}={value} is outside the space"
+        if config.workers > self.max_workers:
+            return f"workers={config.workers} > cap {self.max_workers}"
+        if config.workers * config.threads > self.max_total_threads:
+            return f"workers x threads = {config.workers * config.threads} > cap {self.max_total_threads}"
+        if config.gpus > self.machine.gpus:
+            return f"gpus={config.gpus} > available {self.machine.gpus}"
+        if self.auto_threads and config.threads != max(1, self.machine.cores // config.workers):
+            return "threads is 'auto' (cores // workers)"
+        return None
+
+    @property
+    def configs(self) -> tuple[Config, ...]:
+        """Every legal config, in a fixed (product) order."""
+        return self._legal
+
+    def __len__(self) -> int:
+        return len(self._legal)
+
+    def __contains__(self, config: object) -> bool:
+        return isinstance(config, Config) and self.why_illegal(config) is None
+
+    def indices(self, config: Config) -> tuple[int, ...]:
+        return tuple(d.index(getattr(config, d.name)) for d in self.dimensions)
+
+    def from_indices(self, indices: Sequence[int]) -> Config:
+        values = [d.values[i] for d, i in zip(self.dimensions, indices, strict=True)]
+        config = Config(*values)
+        if self.auto_threads:
+            config = Config(
+                config.max_batch_size, config.max_latency_ms, config.workers,
+                max(1, self.machine.cores // config.workers), config.gpus, config.variant,
+            )  # fmt: skip
+        return config
+
+    @property
+    def free_dimensions(self) -> tuple[Dimension, ...]:
+        """Dimensions a strategy chooses (more than one value; not threads when 'auto')."""
+        return tuple(
+            d for d in self.dimensions if len(d) > 1 and not (self.auto_threads and d.name == "threads")
+        )
+
+    def neighbours(self, config: Config) -> list[Config]:
+        """Legal configs one index step away in one dimension (the quick search's moves)."""
+        base = list(self.indices(config))
+        found = []
+        for axis, dimension in enumerate(self.dimensions):
+            for delta in (-1, 1):
+                moved = base[axis] + delta
+                if 0 <= moved < len(dimension):
+                    candidate = self.from_indices([*base[:axis], moved, *base[axis + 1 :]])
+                    if candidate in self and candidate != config:
+                        found.append(candidate)
+        return found
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "dimensions": {d.name: list(d.values) for d in self.dimensions},
+            "threads": "auto" if self.auto_threads else "listed",
+            "max_total_threads": self.max_total_threads,
+            "cores": self.machine.cores,
+            "gpus_available": self.machine.gpus,
+            "legal_configs": len(self),
+        }
+
+    @classmethod
+    def from_file_model(cls, spec: SpaceFile, machine: Machine | None = None) -> SearchSpace:
+        machine = machine or Machine.detect()
+        batch = spec.max_batch_size
+        batch_values = pow2(*batch.pow2) if isinstance(batch, Pow2Range) else tuple(batch)
+        workers = tuple(sorted(set(spec.workers)))
+        auto_threads = spec.threads == "auto"
+        if auto_threads:
+            threads: tuple[int, ...] = tuple(sorted({max(1, machine.cores // w) for w in workers}))
+        else:
+            threads = tuple(sorted(set(spec.threads)))  # type: ignore[arg-type]
+        if spec.gpus == "auto":
+            gpus: tuple[int, ...] = tuple(range(machine.gpus + 1))
+        else:
+            gpus = tuple(sorted(set(spec.gpus)))
+        variants = eligible_variants(spec.service) if spec.variant == "auto" else list(spec.variant)
+        dims = [
+            Dimension("max_batch_size", tuple(sorted(set(batch_values)))),
+            Dimension("max_latency_ms", tuple(sorted(set(spec.max_latency_ms)))),
+            Dimension("workers", workers),
+            Dimension("threads", threads),
+            Dimension("gpus", gpus),
+            Dimension("variant", tuple(dict.fromkeys(variants))),
+        ]
+        return cls(spec.service, dims, machine, spec.max_total_threads, spec.max_workers, auto_threads)
+
+
+def _format_errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def parse_space(document: Any, origin: str = "<space>", machine: Machine | None = None) -> SearchSpace:
+    """Validate a parsed YAML document into a SearchSpace; SpaceError names the bad field."""
+    if not isinstance(document, dict):
+        raise SpaceError(f"{origin}: expected a mapping with `service` and dimensions")
+    try:
+        spec = SpaceFile.model_validate(document)
+    except ValidationError as exc:
+        raise SpaceError(f"{origin}: {_format_errors(exc)}") from exc
+    return SearchSpace.from_file_model(spec, machine)
+
+
+def load_space(path: Path, machine: Machine | None = None) -> SearchSpace:
+    """Read a YAML search-space file."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpaceError(f"cannot read {path}: {exc}") from exc
+    return parse_space(document, str(path), machine)
+
+
+def default_space(service: str, machine: Machine | None = None) -> SearchSpace:
+    """The shipped space for a service (tuner/spaces/<service>.yaml)."""
+    path = SPACES_DIR / f"{service}.yaml"
+    if not path.exists():
+        raise SpaceError(f"no default space for service {service!r}; give --space FILE")
+    return load_space(path, machine)

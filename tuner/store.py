@@ -1,0 +1,122 @@
+"""Resumable study persistence: one append-only JSONL file of finished trials per study folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuner.seams import LoadStep, StepMeasurement
+from tuner.space import Config
+
+TrialKind = Literal["trial", "finalist", "baseline"]
+TrialStatus = Literal["ok", "infeasible", "failed"]
+TRIALS_FILE = "trials.jsonl"
+SETTINGS_FILE = "study.json"
+
+
+class StoreError(ValueError):
+    """The study folder belongs to a different study, or cannot be read."""
+
+
+class TrialRecord(BaseModel):
+    """One finished measurement of one config, as stored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    number: int
+    kind: TrialKind = "trial"
+    label: str = ""
+    strategy: str = ""
+    key: str
+    config: dict[str, Any]
+    status: TrialStatus
+    score: float | None = None
+    goodput_rps: float = 0.0
+    latency_ms: float | None = None
+    failure_ratio: float | None = None
+    cost_per_million: float | None = None
+    best_step: int | None = None
+    reason: str = ""
+    rss_mb: float | None = None
+    wall_s: float = 0.0
+    started_at: float = 0.0
+    steps: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def cfg(self) -> Config:
+        return Config.from_dict(self.config)
+
+    def step_measurements(self) -> list[StepMeasurement]:
+        return [step_from_dict(s) for s in self.steps]
+
+
+def step_to_dict(step: StepMeasurement) -> dict[str, Any]:
+    data = asdict(step)
+    data["invalid_reasons"] = list(step.invalid_reasons)
+    return data
+
+
+def step_from_dict(data: dict[str, Any]) -> StepMeasurement:
+    fields = dict(data)
+    fields["step"] = LoadStep(**fields["step"])
+    fields["invalid_reasons"] = tuple(fields.get("invalid_reasons", ()))
+    known = StepMeasurement.__dataclass_fields__
+    return StepMeasurement(**{k: v for k, v in fields.items() if k in known})
+
+
+class StudyStore:
+    """`<dir>/study.json` (the settings) + `<dir>/trials.jsonl` (one line per finished trial).
+
+    Every record is written and fsynced as soon as its trial ends, so a crash or Ctrl-C loses at
+    most the trial in flight; a torn last line is ignored on reading.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / TRIALS_FILE
+
+    def exists(self) -> bool:
+        return (self.folder / SETTINGS_FILE).exists()
+
+    def open(self, settings: dict[str, Any], resume: bool) -> list[TrialRecord]:
+        """Start a study (refusing to mix with an old one) or resume it; the finished records."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        settings_path = self.folder / SETTINGS_FILE
+        if settings_path.exists():
+            if not resume:
+                raise StoreError(f"{self.folder} already holds a study; pass --resume or another --out")
+            stored = json.loads(settings_path.read_text())
+            differing = sorted(k for k in settings if stored.get(k) != settings[k])
+            if differing:
+                raise StoreError(
+                    f"--resume with different settings than {settings_path}: {', '.join(differing)}"
+                )
+            return self.records()
+        if self.path.exists() and self.path.stat().st_size:
+            raise StoreError(f"{self.path} exists without {SETTINGS_FILE}; use another --out")
+        settings_path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        return []
+
+    def records(self) -> list[TrialRecord]:
+        if not self.path.exists():
+            return []
+        found = []
+        for line in self.path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                found.append(TrialRecord.model_validate_json(line))
+            except ValueError:
+                continue  # a torn line from an interrupted write
+        return found
+
+    def append(self, record: TrialRecord) -> None:
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(record.model_dump_json() + "\n")
+            out.flush()
+            os.fsync(out.fileno())

@@ -1,0 +1,31 @@
+"""Search strategies behind one ask/tell interface, looked up by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tuner.space import SearchSpace
+from tuner.strategies.base import SearchStrategy
+from tuner.strategies.grid import GridSearch
+from tuner.strategies.quick import QuickSearch
+from tuner.strategies.random import RandomSearch
+from tuner.strategies.tpe import TPESearch
+
+STRATEGIES: dict[str, Callable[[SearchSpace, int], SearchStrategy]] = {
+    "grid": GridSearch,
+    "random": RandomSearch,
+    "tpe": TPESearch,
+    "quick": QuickSearch,
+}
+
+
+def make_strategy(name: str, space: SearchSpace, seed: int = 0) -> SearchStrategy:
+    """A strategy by name, seeded; ValueError names the choices for an unknown name."""
+    try:
+        factory = STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}") from None
+    return factory(space, seed)
+
+
+__all__ = ["STRATEGIES", "SearchStrategy", "make_strategy"]

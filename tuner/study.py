@@ -1,0 +1,190 @@
+"""The study loop: ask -> deploy -> load -> read -> score -> tell -> store, then the finalists."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.objective import Objective
+from tuner.seams import StepMeasurement
+from tuner.space import Config, SearchSpace
+from tuner.store import StudyStore, TrialKind, TrialRecord, step_to_dict
+from tuner.strategies.base import SearchStrategy
+from tuner.trial import Measurement, TrialRunner
+
+
+@dataclass
+class StudyEvents:
+    """Hooks for a live view; every one is optional."""
+
+    trial_start: Callable[[int, int, str, Config], None] | None = None
+    step: Callable[[int, StepMeasurement], None] | None = None
+    trial_end: Callable[[TrialRecord], None] | None = None
+
+
+@dataclass
+class Finalist:
+    """A top config re-measured `r` times; ranked on the mean goodput (or score)."""
+
+    config: Config
+    first: TrialRecord
+    repeats: list[TrialRecord]
+
+    @property
+    def scores(self) -> list[float]:
+        measured = self.repeats or [self.first]
+        return [r.score if r.score is not None else float("-inf") for r in measured]
+
+    @property
+    def goodputs(self) -> list[float]:
+        return [r.goodput_rps for r in (self.repeats or [self.first])]
+
+    @property
+    def mean_score(self) -> float:
+        return statistics.fmean(self.scores)
+
+    @property
+    def mean_goodput(self) -> float:
+        return statistics.fmean(self.goodputs)
+
+    @property
+    def spread(self) -> float:
+        return max(self.goodputs) - min(self.goodputs)
+
+    @property
+    def stdev(self) -> float:
+        return statistics.stdev(self.goodputs) if len(self.goodputs) > 1 else 0.0
+
+
+@dataclass
+class StudyResult:
+    records: list[TrialRecord]
+    finalists: list[Finalist] = field(default_factory=list)
+    winner: Finalist | None = None
+    asked_duplicates: int = 0
+    illegal: int = 0
+
+    @property
+    def trials(self) -> list[TrialRecord]:
+        return [r for r in self.records if r.kind == "trial"]
+
+
+class Study:
+    """Runs `n_trials` new measurements chosen by the strategy, then re-measures the finalists."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        strategy: SearchStrategy,
+        objective: Objective,
+        runner: TrialRunner,
+        store: StudyStore,
+        n_trials: int,
+        finalists_k: int = 3,
+        finalists_r: int = 3,
+        events: StudyEvents | None = None,
+    ) -> None:
+        self.space = space
+        self.strategy = strategy
+        self.objective = objective
+        self.runner = runner
+        self.store = store
+        self.n_trials = n_trials
+        self.finalists_k = finalists_k
+        self.finalists_r = finalists_r
+        self.events = events or StudyEvents()
+        self.records: list[TrialRecord] = []
+        self.result_duplicates = 0
+        self.result_illegal = 0
+
+    # -- one measurement -------------------------------------------------------------------
+    def measure(self, config: Config, kind: TrialKind, label: str = "", **runner_kw: Any) -> TrialRecord:
+        """Measure one config now, score it and store the record at once."""
+        number = len(self.records)
+        if self.events.trial_start:
+            self.events.trial_start(number, self.n_trials, label or kind, config)
+        measured: Measurement = self.runner.measure(config, on_step=self.events.step, **runner_kw)
+        record = self._record(number, kind, label, config, measured)
+        self.store.append(record)
+        self.records.append(record)
+        if self.events.trial_end:
+            self.events.trial_end(record)
+        return record
+
+    def _record(
+        self, number: int, kind: TrialKind, label: str, config: Config, measured: Measurement
+    ) -> TrialRecord:
+        common: dict[str, Any] = {
+            "number": number, "kind": kind, "label": label, "strategy": self.strategy.name,
+            "key": config.key, "config": config.to_dict(), "rss_mb": measured.rss_mb,
+            "wall_s": measured.wall_s, "started_at": measured.started_at,
+            "steps": [step_to_dict(s) for s in measured.steps],
+        }  # fmt: skip
+        if not measured.ok:
+            return TrialRecord(status="failed", reason=measured.reason, **common)
+        outcome = self.objective.evaluate(config, measured.steps)
+        return TrialRecord(
+            status="ok" if outcome.feasible else "infeasible",
+            score=outcome.score,
+            goodput_rps=outcome.goodput_rps,
+            latency_ms=outcome.latency_ms,
+            failure_ratio=outcome.failure_ratio,
+            cost_per_million=outcome.cost_per_million,
+            best_step=outcome.best_step,
+            reason=outcome.reason,
+            **common,
+        )
+
+    # -- the loop ------------------------------------------------------------------------
+    def resume(self, records: list[TrialRecord]) -> None:
+        """Replay stored records: the strategy learns them, nothing is measured again."""
+        self.records = list(records)
+        for record in records:
+            if record.kind == "trial":
+                self.strategy.tell(record.cfg, record.score)
+
+    def finished_trials(self) -> dict[str, TrialRecord]:
+        return {r.key: r for r in self.records if r.kind == "trial"}
+
+    def search(self) -> None:
+        """Ask for configs until `n_trials` distinct configs have been measured."""
+        done = self.finished_trials()
+        asks_left = 50 * max(1, self.n_trials) + len(self.space)
+        while len(done) < self.n_trials and asks_left > 0:
+            asks_left -= 1
+            config = self.strategy.ask()
+            if config is None:
+                break
+            if config.key in done:
+                self.result_duplicates += 1
+                self.strategy.tell(config, done[config.key].score)
+                continue
+            if config not in self.space:
+                self.result_illegal += 1
+                self.strategy.tell(config, None)
+                continue
+            record = self.measure(config, "trial")
+            done[config.key] = record
+            self.strategy.tell(config, record.score)
+
+    def select_finalists(self) -> list[Finalist]:
+        """Re-measure the top-k feasible configs r times each (skipping repeats already stored)."""
+        ranked = sorted(
+            (r for r in self.finished_trials().values() if r.score is not None),
+            key=lambda r: (-(r.score or 0.0), r.number),
+        )[: self.finalists_k]
+        finalists = []
+        for first in ranked:
+            repeats = [r for r in self.records if r.kind == "finalist" and r.key == first.key]
+            while len(repeats) < self.finalists_r:
+                repeats.append(self.measure(first.cfg, "finalist"))
+            finalists.append(Finalist(first.cfg, first, repeats))
+        return finalists
+
+    def run(self) -> StudyResult:
+        self.search()
+        finalists = self.select_finalists()
+        winner = max(finalists, key=lambda f: f.mean_score) if finalists else None
+        return StudyResult(self.records, finalists, winner, self.result_duplicates, self.result_illegal)
