@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.context import RenderContext
-from tuner.server import REPO_ROOT
+from tuner.server import REPO_ROOT, BentoServer, ServerSpec, main_bentoml_home, service_target
 
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 COMMON_PACKAGES = ("torch", "bentoml", "numpy", "pydantic", "safetensors", "scikit-learn")
@@ -128,3 +128,31 @@ def export_dockerfile(tag: str, dest: Path) -> Path:
     for name in ("Dockerfile", "entrypoint.sh"):
         shutil.copyfile(docker_dir / name, dest / name)
     return dest / "Dockerfile"
+
+
+class BuiltBentoServer(BentoServer):
+    """`bentoml serve <bento tag>` from the store: the knobs come from the Bento's build-time args.
+
+    Like BentoServer (own BENTOML_HOME, free port, bounded log, process-group stop), with the
+    store's `bentos` linked next to `models`. No `--arg` is passed, so what the service sees is
+    what `bentoml build` baked in; workers/GPUs still come from BENTOML_CONFIG_OVERRIDES.
+    """
+
+    def __init__(self, tag: str, service: str, workers: int = 1, gpus: int = 0) -> None:
+        super().__init__(ServerSpec(service=service_target(service), workers=workers, gpus=gpus))
+        self.tag = tag
+        bentos = main_bentoml_home() / "bentos"
+        bentos.mkdir(parents=True, exist_ok=True)
+        (self.home / "bentos").symlink_to(bentos, target_is_directory=True)
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "bentoml", "serve", self.tag,
+            "--host", self.spec.host, "--port", str(self.port),
+        ]  # fmt: skip
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        link = self.home / "bentos"
+        if link.is_symlink():
+            link.unlink()
+        super().stop(grace_s)
