@@ -23,7 +23,8 @@ class DeployError(RuntimeError):
 class Deployment(Protocol):
     """A running service a load runner can aim at."""
 
-    url: str
+    @property
+    def url(self) -> str: ...
 
     def alive(self) -> bool: ...
 

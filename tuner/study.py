@@ -19,7 +19,7 @@ from tuner.trial import Measurement, TrialRunner
 class StudyEvents:
     """Hooks for a live view; every one is optional."""
 
-    trial_start: Callable[[int, int, str, Config], None] | None = None
+    trial_start: Callable[[int, str, Config], None] | None = None  # (number, kind or label, config)
     step: Callable[[int, StepMeasurement], None] | None = None
     trial_end: Callable[[TrialRecord], None] | None = None
 
@@ -104,7 +104,7 @@ class Study:
         """Measure one config now, score it and store the record at once."""
         number = len(self.records)
         if self.events.trial_start:
-            self.events.trial_start(number, self.n_trials, label or kind, config)
+            self.events.trial_start(number, label or kind, config)
         measured: Measurement = self.runner.measure(config, on_step=self.events.step, **runner_kw)
         record = self._record(number, kind, label, config, measured)
         self.store.append(record)
@@ -136,6 +136,13 @@ class Study:
             reason=outcome.reason,
             **common,
         )
+
+    def baseline(self, config: Config, label: str, **runner_kw: Any) -> TrialRecord:
+        """Measure a reference config once per study (kept in the store, so resume skips it)."""
+        for record in self.records:
+            if record.kind == "baseline" and record.label == label:
+                return record
+        return self.measure(config, "baseline", label, **runner_kw)
 
     # -- the loop ------------------------------------------------------------------------
     def resume(self, records: list[TrialRecord]) -> None:

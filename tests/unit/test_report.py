@@ -1,0 +1,53 @@
+"""Study outputs from a fake study: HTML report, steps CSV/JSON, a winner file `serve --config` reads."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from tests.fakes import FakeDeployer, FakeLoadRunner
+from tuner.commands.tune import TuneOptions, run_tune
+from tuner.serveconfig import load_serve_config, load_winner
+from tuner.space import Machine, default_space
+
+
+def test_outputs_of_a_fake_study(tmp_path: Path) -> None:
+    deployer = FakeDeployer(fail_keys={"b8-l100-w1-t1-g0-fp32"})
+    options = TuneOptions(
+        service="embedding", strategy="grid", trials=6, out=tmp_path, finalists=2, repeats=2,
+        users=(2, 4, 8, 16), step_s=5, warmup_s=1, naive_baseline=True,
+    )  # fmt: skip
+    space = default_space("embedding", Machine(2, 0))
+    outcome = run_tune(options, FakeLoadRunner(deployer), space, live=False, deployer=deployer)
+    assert outcome.baseline is not None and outcome.baseline.label == "naive"
+    assert outcome.baseline.cfg.workers == 1 and outcome.baseline.cfg.threads == 2
+    html = outcome.report.read_text()
+    for heading in ("Goodput per trial", "Latency vs throughput", "batch sizes", "Trials by strategy"):
+        assert heading in html
+    assert html.count("<svg") >= 2
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # offline
+    rows = list(csv.DictReader((tmp_path / "steps.csv").open()))
+    stored = json.loads((tmp_path / "steps.json").read_text())
+    assert len(rows) == sum(len(r["steps"]) for r in stored)
+    assert {r["kind"] for r in rows} == {"trial", "finalist", "baseline"}
+    assert outcome.winner_file is not None
+    winner = load_winner(outcome.winner_file)
+    assert outcome.result.winner is not None
+    assert winner.config == outcome.result.winner.config.serve_config("embedding")
+    assert winner.goodput_rps == round(outcome.result.winner.mean_goodput, 2)
+    assert load_serve_config(outcome.winner_file) == winner.config  # what `serve --config` reads
+    failed = [r for r in outcome.result.records if r.status == "failed"]
+    assert failed and "fake start failure" in failed[0].reason
+
+
+def test_no_winner_when_nothing_meets_the_slo(tmp_path: Path) -> None:
+    deployer = FakeDeployer()
+    options = TuneOptions(service="embedding", strategy="random", trials=3, out=tmp_path, finalists=1,
+                          repeats=1, users=(2,), step_s=5, warmup_s=0, slo_ms=1.0)  # fmt: skip
+    outcome = run_tune(options, FakeLoadRunner(deployer), default_space("embedding", Machine(2, 0)),
+                       live=False, deployer=deployer)  # fmt: skip
+    assert outcome.result.winner is None and outcome.winner_file is None
+    assert not (tmp_path / "winner.yaml").exists()
+    assert "No feasible config" in outcome.report.read_text()
+    assert all("no step met the SLO" in r.reason for r in outcome.result.records)

@@ -1,0 +1,308 @@
+"""`servetune tune`: search the serving configuration of a service under an SLO with real trials."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from tuner.commands.console import console, fail
+from tuner.deployer import Deployer
+from tuner.objective import SLO, Objective, ObjectiveKind, Prices, Quantile
+from tuner.seams import LoadRunner, StepMeasurement
+from tuner.space import Config, SearchSpace
+from tuner.store import TrialRecord
+from tuner.study import Study, StudyEvents, StudyResult
+
+DEFAULT_USERS = {"embedding": (4, 8, 16, 24, 32, 48), "digits": (4, 16, 32)}
+NAIVE_LOAD_SERVICE = {"embedding": "embedding-naive"}
+NAIVE_LABEL = "naive"
+
+
+@dataclass
+class TuneOptions:
+    """Everything `servetune tune` (and the demo) decides; also the study's stored settings."""
+
+    service: str
+    space: Path | None = None
+    strategy: str = "quick"
+    trials: int = 12
+    slo_ms: float = 200.0
+    quantile: Quantile = "p95"
+    max_failure_ratio: float = 0.01
+    objective: ObjectiveKind = "goodput"
+    price_core_hour: float = 0.0
+    price_gpu_hour: float = 0.0
+    seed: int = 0
+    out: Path = Path("reports/tune")
+    resume: bool = False
+    finalists: int = 3
+    repeats: int = 3
+    users: tuple[int, ...] = ()
+    step_s: float = 10.0
+    warmup_s: float = 3.0
+    naive_baseline: bool = False
+    ready_timeout_s: float = 90.0
+
+    def settings(self, space: SearchSpace) -> dict[str, Any]:
+        """What must match for `--resume` to continue a study."""
+        return {
+            "service": self.service, "strategy": self.strategy, "seed": self.seed,
+            "slo_p95_ms": self.slo_ms, "quantile": self.quantile,
+            "max_failure_ratio": self.max_failure_ratio, "objective": self.objective,
+            "price_core_hour": self.price_core_hour, "price_gpu_hour": self.price_gpu_hour,
+            "users": list(self.load_users()), "step_s": self.step_s, "warmup_s": self.warmup_s,
+            "space": space.describe(),
+        }  # fmt: skip
+
+    def load_users(self) -> tuple[int, ...]:
+        return self.users or DEFAULT_USERS.get(self.service, (4, 8, 16, 32))
+
+
+@dataclass
+class TuneOutcome:
+    result: StudyResult
+    baseline: TrialRecord | None
+    out: Path
+    report: Path
+    winner_file: Path | None
+    wall_seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def naive_config(cores: int | None = None) -> Config:
+    """What a user writes without tuning: 1 worker, torch threads = all cores, no batching."""
+    return Config(max_batch_size=2, max_latency_ms=1000, workers=1, threads=cores or os.cpu_count() or 1)
+
+
+def real_load_runner() -> LoadRunner:
+    """The Locust-subprocess load runner from loadtests/ (imported lazily)."""
+    from loadtests.runner import LocustRunner  # type: ignore[import-not-found,unused-ignore]
+
+    runner: LoadRunner = LocustRunner()
+    return runner
+
+
+class LiveView:
+    """A Rich live panel: trial i/N, current config, step, RPS, p95, best so far."""
+
+    def __init__(self, total_trials: int, slo: SLO) -> None:
+        self.total = total_trials
+        self.slo = slo
+        self.trials_done = 0
+        self.current = "-"
+        self.kind = ""
+        self.step_line = ""
+        self.best: TrialRecord | None = None
+        self.rows: list[TrialRecord] = []
+        self.live = Live(self.render(), console=console, refresh_per_second=4, transient=False)
+
+    def render(self) -> Group:
+        head = Text.assemble(
+            ("trial ", "bold"), f"{min(self.trials_done + 1, self.total)}/{self.total}  ",
+            (self.kind, "cyan"), f"  {self.current}\n", self.step_line or "starting server ...",
+        )  # fmt: skip
+        best = "best so far: -"
+        if self.best is not None:
+            best = f"best so far: {self.best.key}  {self.best.goodput_rps:.1f} good RPS"
+        return Group(head, Text(best, style="green"), trial_table(self.rows[-8:]))
+
+    def trial_start(self, number: int, kind: str, config: Config) -> None:
+        self.kind, self.current, self.step_line = kind, config.key, ""
+        self.live.update(self.render())
+
+    def step(self, index: int, step: StepMeasurement) -> None:
+        self.step_line = (
+            f"step {index + 1}: {step.step.users} users  {step.rps:.1f} RPS  "
+            f"{self.slo.quantile} {self.slo.latency_of(step):.0f} ms  failures {step.failure_ratio:.1%}"
+        )
+        self.live.update(self.render())
+
+    def trial_end(self, record: TrialRecord) -> None:
+        self.rows.append(record)
+        if record.kind == "trial":
+            self.trials_done += 1
+        better = self.best is None or (record.score or 0.0) > (self.best.score or float("-inf"))
+        if record.score is not None and record.kind != "baseline" and better:
+            self.best = record
+        self.live.update(self.render())
+
+    def events(self) -> StudyEvents:
+        return StudyEvents(self.trial_start, self.step, self.trial_end)
+
+
+def trial_table(records: list[TrialRecord], title: str | None = None) -> Table:
+    table = Table("#", "kind", "config", "status", "goodput", "p95 ms", "fail", "RSS MB", "s", "why",
+                  title=title)  # fmt: skip
+    colours = {"ok": "green", "infeasible": "yellow", "failed": "red"}
+    for r in records:
+        why = r.reason.splitlines()[0][:60] if r.reason and r.status != "ok" else ""
+        table.add_row(
+            str(r.number), r.label or r.kind, r.key, f"[{colours[r.status]}]{r.status}[/]",
+            f"{r.goodput_rps:.1f}", "-" if r.latency_ms is None else f"{r.latency_ms:.0f}",
+            "-" if r.failure_ratio is None else f"{r.failure_ratio:.3f}",
+            "-" if r.rss_mb is None else f"{r.rss_mb:.0f}", f"{r.wall_s:.0f}", why,
+        )  # fmt: skip
+    return table
+
+
+def run_tune(
+    options: TuneOptions,
+    load_runner: LoadRunner | None = None,
+    space: SearchSpace | None = None,
+    live: bool = True,
+    deployer: Deployer | None = None,
+) -> TuneOutcome:
+    """Run (or resume) a study and write its outputs; raises ValueError-family errors on bad input."""
+    from tuner.deployer import LocalBentoDeployer
+    from tuner.report import ReportInputs, write_report
+    from tuner.space import default_space, load_space
+    from tuner.store import StudyStore
+    from tuner.strategies import make_strategy
+    from tuner.trial import LoadPlan, TrialRunner
+
+    t0 = time.monotonic()
+    if space is None:
+        space = load_space(options.space) if options.space else default_space(options.service)
+    if space.service != options.service:
+        raise ValueError(f"--space is for service {space.service!r}, not {options.service!r}")
+    slo = SLO(
+        latency_ms=options.slo_ms, quantile=options.quantile, max_failure_ratio=options.max_failure_ratio
+    )
+    objective = Objective(
+        slo,
+        options.objective,
+        Prices(options.price_core_hour, options.price_gpu_hour),
+    )
+    if options.objective == "cost" and options.price_core_hour <= 0 and options.price_gpu_hour <= 0:
+        raise ValueError("--objective cost needs --price-core-hour and/or --price-gpu-hour > 0")
+    strategy = make_strategy(options.strategy, space, options.seed)
+    settings = options.settings(space)
+    store = StudyStore(options.out)
+    records = store.open(settings, options.resume)
+    plan = LoadPlan.users(options.load_users(), options.step_s, options.warmup_s)
+    if deployer is None:
+        deployer = LocalBentoDeployer(options.service, options.out / "logs", options.ready_timeout_s)
+    runner = TrialRunner(deployer, load_runner or real_load_runner(), plan, slo, options.service)
+    view = LiveView(options.trials, slo)
+    study = Study(space, strategy, objective, runner, store, options.trials, options.finalists,
+                  options.repeats, view.events())  # fmt: skip
+    study.resume(records)
+    if records:
+        console.print(f"resuming {options.out}: {len(records)} finished measurements are not repeated")
+    baseline = None
+    if live:
+        view.live.start()
+    try:
+        if options.naive_baseline:
+            naive_service = NAIVE_LOAD_SERVICE.get(options.service)
+            if naive_service is None:
+                raise ValueError(f"no naive baseline endpoint for service {options.service!r}")
+            baseline = study.baseline(
+                naive_config(space.machine.cores), NAIVE_LABEL, load_service=naive_service
+            )
+        result = study.run()
+    finally:
+        if live:
+            view.live.stop()
+    wall = time.monotonic() - t0
+    inputs = ReportInputs(options.service, settings, space.describe(), baseline, wall)
+    report = write_report(options.out, result, inputs)
+    winner = options.out / "winner.yaml" if result.winner is not None else None
+    return TuneOutcome(result, baseline, options.out, report, winner, wall, settings)
+
+
+def print_outcome(outcome: TuneOutcome) -> None:
+    """The table of trials, the finalists and the winner."""
+    result = outcome.result
+    console.print(trial_table(result.records, title="trials"))
+    for f in result.finalists:
+        console.print(
+            f"finalist {f.config.key}: mean {f.mean_goodput:.1f} good RPS over {len(f.goodputs)} "
+            f"run(s) (spread {f.spread:.1f}; {', '.join(f'{g:.1f}' for g in f.goodputs)})"
+        )
+    if result.winner is None:
+        console.print("[red]no config met the SLO[/]; see the report for why each was infeasible")
+    else:
+        w = result.winner
+        console.print(
+            f"[bold green]winner[/] {w.config.key}: {w.mean_goodput:.1f} good RPS (spread {w.spread:.1f})"
+        )
+        console.print(f"winner file: {outcome.winner_file}  (servetune serve --config {outcome.winner_file})")
+    console.print(f"report: {outcome.report}   steps: {outcome.out / 'steps.csv'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune)
+
+
+def _users(text: str) -> tuple[int, ...]:
+    try:
+        users = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        fail(f"--users: expected comma-separated integers, got {text!r}")
+    if not users or any(u <= 0 for u in users):
+        fail("--users: give at least one positive user count")
+    return users
+
+
+def tune(
+    service: Annotated[str, typer.Argument(help="digits or embedding")],
+    space: Annotated[
+        Path | None, typer.Option(help="search-space YAML (default: tuner/spaces/<service>.yaml)")
+    ] = None,
+    strategy: Annotated[str, typer.Option(help="grid, random, tpe or quick")] = "quick",
+    trials: Annotated[int, typer.Option(min=1, help="distinct configs to measure")] = 12,
+    slo_p95_ms: Annotated[float, typer.Option(min=1, help="latency SLO in ms")] = 200.0,
+    slo_quantile: Annotated[str, typer.Option(help="p95 or p99")] = "p95",
+    max_failure_ratio: Annotated[
+        float, typer.Option(min=0, max=1, help="bound on failures (503 incl.)")
+    ] = 0.01,
+    objective: Annotated[str, typer.Option(help="goodput or cost")] = "goodput",
+    price_core_hour: Annotated[float, typer.Option(min=0, help="price per core-hour (cost objective)")] = 0.0,
+    price_gpu_hour: Annotated[float, typer.Option(min=0, help="price per GPU-hour (cost objective)")] = 0.0,
+    seed: Annotated[int, typer.Option(help="strategy seed")] = 0,
+    out: Annotated[Path | None, typer.Option(help="study folder (default reports/<service>)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the study in --out")] = False,
+    finalists: Annotated[int, typer.Option(min=0, help="top-k configs re-measured")] = 3,
+    repeats: Annotated[int, typer.Option(min=0, help="re-measurements per finalist")] = 3,
+    users: Annotated[
+        str, typer.Option(help="closed-loop user steps, e.g. 4,8,16,32 (default per service)")
+    ] = "",
+    step_seconds: Annotated[float, typer.Option(min=1, help="seconds per load step")] = 10.0,
+    warmup_seconds: Annotated[float, typer.Option(min=0, help="warm-up seconds (not scored)")] = 3.0,
+    baseline: Annotated[bool, typer.Option(help="also measure the naive config (embedding)")] = False,
+) -> None:
+    """Find the serving config with the highest sustainable goodput (or lowest cost) under an SLO."""
+    from tuner.space import SpaceError
+    from tuner.store import StoreError
+
+    if slo_quantile not in ("p95", "p99"):
+        fail("--slo-quantile: choose p95 or p99")
+    if objective not in ("goodput", "cost"):
+        fail("--objective: choose goodput or cost")
+    options = TuneOptions(
+        service=service, space=space, strategy=strategy, trials=trials, slo_ms=slo_p95_ms,
+        quantile=cast(Quantile, slo_quantile), max_failure_ratio=max_failure_ratio,
+        objective=cast(ObjectiveKind, objective),
+        price_core_hour=price_core_hour, price_gpu_hour=price_gpu_hour, seed=seed,
+        out=out or Path("reports") / service, resume=resume, finalists=finalists, repeats=repeats,
+        users=_users(users) if users else (), step_s=step_seconds, warmup_s=warmup_seconds,
+        naive_baseline=baseline,
+    )  # fmt: skip
+    try:
+        outcome = run_tune(options)
+    except (SpaceError, StoreError, ValueError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: finished trials are in {options.out}; rerun with --resume")
+        raise typer.Exit(130) from None
+    print_outcome(outcome)
