@@ -25,8 +25,8 @@ Resources
   CPU limit = max(request, cores of the machine the winner was measured on): the replica may use
   what it had while being measured, and never less than it asked for.
 - memory request = rss_mb x memory_headroom (1.3), limit = request x 1.5, in MiB rounded up to 16.
-  Without a measured rss_mb: an estimate of MB_PER_WORKER (270, measured in DESIGN.md) plus the
-  model size per worker, plus SUPERVISOR_MB for the `bentoml serve` parent process.
+  Without a measured rss_mb: an estimate of MB_PER_WORKER (385, measured) plus the model size
+  per worker, plus SUPERVISOR_MB (360, measured) for the `bentoml serve` parent process.
 - `nvidia.com/gpu` = gpus (requests == limits, as Kubernetes requires for extended resources).
 """
 
@@ -40,8 +40,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuner.serveconfig import WinnerFile
 
-MB_PER_WORKER = 270.0
-SUPERVISOR_MB = 150.0
+# Fallback memory estimate when the winner has no rss_mb. Measured on this machine kind
+# (BentoML 1.4.40, torch 2.13 CPU, `bentoml serve <bento>`, RSS after 20 requests): the
+# `bentoml serve` parent imports the service (torch included) and holds ~358 MB; each digits
+# worker ~384 MB RSS (~265 MB unique, DESIGN.md's "~270 MB per worker"); a MiniLM worker
+# 490-570 MB, i.e. the worker figure plus the model and its libraries.
+MB_PER_WORKER = 385.0
+SUPERVISOR_MB = 360.0
 MEMORY_ROUND_MI = 16
 DEFAULT_MAX_REPLICAS = 10
 
@@ -135,7 +140,7 @@ def memory_mi(winner: WinnerFile, headroom: float, model_mb: float = 0.0) -> tup
         workers = winner.config.workers
         base = SUPERVISOR_MB + workers * (MB_PER_WORKER + model_mb)
         source = (
-            f"estimate {SUPERVISOR_MB:g} + {workers} x ({MB_PER_WORKER:g} + model {model_mb:g}) MB "
+            f"estimate {SUPERVISOR_MB:g} + {workers} x ({MB_PER_WORKER:g} + model {model_mb:.0f}) MB "
             f"x {headroom:g} (no rss_mb in the winner)"
         )
     request = _round_up(base * headroom, MEMORY_ROUND_MI)
