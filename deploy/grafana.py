@@ -6,9 +6,11 @@ lists every expression so the tests can parse each one with promtool.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from deploy.context import CONTAINER_NAME, RenderContext
+from deploy.k8s import monitoring_metadata
 from deploy.prometheus import DURATION, REQUESTS
 
 Obj = dict[str, Any]
@@ -177,3 +179,13 @@ def dashboard(context: RenderContext) -> Obj:
 def dashboard_queries(board: Obj) -> list[str]:
     """Every PromQL expression in a dashboard (panel targets)."""
     return [target["expr"] for panel in board.get("panels", []) for target in panel.get("targets", [])]
+
+
+def dashboard_configmap(context: RenderContext, board: Obj) -> Obj:
+    """The dashboard as a ConfigMap the Grafana sidecar (kube-prometheus-stack) picks up."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": monitoring_metadata(context, f"{context.name}-dashboard", grafana_dashboard="1"),
+        "data": {f"{context.name}.json": json.dumps(board, indent=2)},
+    }

@@ -25,6 +25,13 @@ def metadata(context: RenderContext, name: str, component: str = "inference", **
     return meta
 
 
+def monitoring_metadata(context: RenderContext, name: str, **labels: str) -> Obj:
+    """Metadata of objects a Prometheus Operator / Grafana sidecar selects by label."""
+    meta = metadata(context, name)
+    meta["labels"] = {**meta["labels"], **labels, **context.options.monitoring_labels}
+    return meta
+
+
 def namespace(context: RenderContext) -> Obj:
     """The namespace, enforcing the `restricted` Pod Security Standard our pods meet."""
     return {
@@ -244,7 +251,7 @@ def service_monitor(context: RenderContext) -> Obj:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": metadata(context, context.name),
+        "metadata": monitoring_metadata(context, context.name),
         "spec": {
             "selector": {"matchLabels": context.selector_labels()},
             "namespaceSelector": {"matchNames": [context.namespace]},

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from deploy.context import RenderContext
-from deploy.k8s import RPS_METRIC, metadata
+from deploy.k8s import RPS_METRIC, monitoring_metadata
 from tuner.server import SERVICES
 
 Obj = dict[str, Any]
@@ -119,7 +119,7 @@ def prometheus_rule(context: RenderContext) -> Obj:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": metadata(context, context.name),
+        "metadata": monitoring_metadata(context, context.name),
         "spec": {"groups": rule_groups(context)},
     }
 

@@ -3,7 +3,8 @@
 Layout of DIR:
   bento/bentofile.yaml (+ Dockerfile, entrypoint.sh once built)
   k8s/*.yaml                 Namespace, Deployment, Service, HPA, PDB  (kubectl apply -f DIR/k8s/)
-  k8s/monitoring/*.yaml      ServiceMonitor, PrometheusRule (need the Prometheus Operator CRDs)
+  k8s/monitoring/*.yaml      ServiceMonitor, PrometheusRule (need the Prometheus Operator CRDs),
+                             the dashboard as a ConfigMap for the Grafana sidecar
   k8s/locust/*.yaml          distributed Locust (apply only to load-test)
   prometheus/rules.yml       the same rules for a plain Prometheus (`rule_files:`)
   prometheus/adapter-values.yaml  prometheus-adapter rule for the HPA's RPS metric
@@ -81,13 +82,18 @@ def render_all(context: RenderContext, out: Path, locustfile_source: str) -> Ren
     }
     for name, obj in monitoring.items():
         done.crds.append(_write(out / "k8s" / "monitoring" / name, dump_yaml(obj)))
+    board = grafana.dashboard(context)
+    done.k8s.append(
+        _write(
+            out / "k8s" / "monitoring" / "grafana-dashboard-configmap.yaml",
+            dump_yaml(grafana.dashboard_configmap(context, board)),
+        )
+    )
     done.rules = _write(out / "prometheus" / "rules.yml", dump_yaml(prometheus.rules_file(context)))
     done.other.append(
         _write(out / "prometheus" / "adapter-values.yaml", dump_yaml(prometheus.adapter_values(context)))
     )
-    done.dashboard = _write(
-        out / "grafana" / "dashboard.json", json.dumps(grafana.dashboard(context), indent=2) + "\n"
-    )
+    done.dashboard = _write(out / "grafana" / "dashboard.json", json.dumps(board, indent=2) + "\n")
     done.other.append(_write(out / "locust" / "Dockerfile", locust.dockerfile()))
     sizing = {
         "winner": context.winner.model_dump(mode="json"),

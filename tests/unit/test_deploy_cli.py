@@ -70,6 +70,10 @@ def test_bad_options_name_the_option(tmp_path: Path, locustfile: Path) -> None:
         winner, "--out", out, "--no-build", "--namespace", "Bad_NS", "--locustfile", str(locustfile)
     )
     assert result.exit_code == 2 and "--namespace" in result.output
+    result = invoke(
+        winner, "--out", out, "--no-build", "--monitor-label", "novalue", "--locustfile", str(locustfile)
+    )
+    assert result.exit_code == 2 and "--monitor-label" in result.output
     result = invoke(winner, "--out", out, "--no-build", "--locustfile", str(tmp_path / "missing.py"))
     assert result.exit_code == 2 and "--locustfile" in result.output
 

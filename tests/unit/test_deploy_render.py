@@ -71,7 +71,9 @@ def make_context(gpus: int = 0, **winner_fields: Any) -> RenderContext:
     }
     fields.update(winner_fields)
     winner = WinnerFile(config=config, **fields)
-    options = DeployOptions(peak_rps=500, namespace="ml-prod", locust_workers=3)
+    options = DeployOptions(
+        peak_rps=500, namespace="ml-prod", locust_workers=3, monitoring_labels={"release": "kps"}
+    )
     return RenderContext(winner, options, size(winner, options), "servetune-digits:abc123", "digits:v1")
 
 
@@ -98,7 +100,8 @@ def test_layout_and_kinds(rendered: Rendered) -> None:
     kinds = sorted(d["kind"] for p in rendered.k8s + rendered.crds for d in load_documents(p))
     inference = ["Namespace", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
     load_test = ["ConfigMap", "Deployment", "Service", "Deployment"]  # locust master, service, workers
-    assert kinds == sorted([*inference, *load_test, "ServiceMonitor", "PrometheusRule"])
+    monitoring = ["ServiceMonitor", "PrometheusRule", "ConfigMap"]  # + the Grafana dashboard
+    assert kinds == sorted([*inference, *load_test, *monitoring])
     assert all(p.parent == out / "k8s" / "monitoring" for p in rendered.crds)
 
 
@@ -123,6 +126,17 @@ def test_validators_reject_mistakes(rendered: Rendered) -> None:
     bad_rule = copy.deepcopy(rule)
     bad_rule["spec"]["groups"][0]["rules"][0]["alert"] = "Both"  # record and alert: not allowed
     assert validate_object(bad_rule, "1.30.0")
+
+
+def test_monitoring_objects_carry_the_selector_labels(rendered: Rendered) -> None:
+    monitoring = [p for p in rendered.k8s + rendered.crds if p.parent.name == "monitoring"]
+    docs = [load_documents(p)[0] for p in monitoring]
+    assert len(docs) == 3 and all(d["metadata"]["labels"]["release"] == "kps" for d in docs)
+    (configmap,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert rendered.dashboard is not None
+    (board,) = configmap["data"].values()
+    assert json.loads(board) == json.loads(rendered.dashboard.read_text())
 
 
 def test_deployment_resources_probes_and_security(rendered: Rendered, context: RenderContext) -> None:

@@ -52,6 +52,10 @@ def deploy(
         Path, typer.Option(help="locustfile for the Locust ConfigMap")
     ] = DEFAULT_LOCUSTFILE,
     locust_workers: Annotated[int, typer.Option(help="Locust worker replicas")] = 2,
+    monitor_label: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE label for ServiceMonitor/PrometheusRule (repeatable)"),
+    ] = None,
     k8s_version: Annotated[str, typer.Option(help="Kubernetes version to validate against")] = "1.30.0",
     validate: Annotated[bool, typer.Option(help="validate manifests, rules and dashboard")] = False,
 ) -> None:
@@ -66,11 +70,17 @@ def deploy(
         winner = load_winner(winner_file)
     except ConfigFileError as exc:
         fail(str(exc))
+    labels: dict[str, str] = {}
+    for item in monitor_label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--monitor-label: expected KEY=VALUE, got {item!r}")
+        labels[key] = value
     try:
         options = DeployOptions(
             namespace=namespace, name=name, image=image, peak_rps=peak_rps, min_replicas=min_replicas,
             max_replicas=max_replicas, safety_factor=safety_factor, locust_workers=locust_workers,
-            k8s_version=k8s_version,
+            k8s_version=k8s_version, monitoring_labels=labels,
         )  # fmt: skip
     except ValidationError as exc:
         err = exc.errors()[0]
