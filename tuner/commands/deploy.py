@@ -132,7 +132,10 @@ def _validate(rendered: Rendered, k8s_version: str) -> None:
         validate_manifests,
     )
 
-    problems = validate_manifests([*rendered.k8s, *rendered.crds], k8s_version)
+    try:
+        problems = validate_manifests([*rendered.k8s, *rendered.crds], k8s_version)
+    except ImportError as exc:
+        fail(f"--validate needs kubernetes-validate (pip install -e '.[dev]'): {exc}", code=1)
     for where, found in problems.items():
         console.print(f"[red]invalid[/] {where}: {'; '.join(found)}")
     try:
