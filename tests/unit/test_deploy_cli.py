@@ -29,6 +29,10 @@ def write_winner(path: Path, **overrides: Any) -> Path:
         "goodput_rps": 250.0,
         "rss_mb": 420.0,
         "cores": 2,
+        # extra fields the tuner's report writes; deploy must accept them
+        "goodput_spread_rps": 12.5,
+        "goodput_measurements": [240.0, 252.5, 257.5],
+        "key": "digits|8|500|1|1|0|fp32",
     }
     document.update(overrides)
     path.write_text(yaml.safe_dump(document))
