@@ -74,7 +74,7 @@ def bentofile(context: RenderContext) -> dict[str, Any]:
         "description": f"servetune {service} with tuned serving knobs",
         "labels": {
             "servetune.io/service": service,
-            "servetune.io/slo-p95-ms": f"{context.winner.slo_p95_ms:g}",
+            "servetune.io/slo": context.slo_text,
             "servetune.io/goodput-rps": f"{context.winner.goodput_rps:g}",
         },
         "include": ["services/**/*.py"],

@@ -57,6 +57,15 @@ class RenderContext:
     def slo_seconds(self) -> float:
         return self.winner.slo_p95_ms / 1000.0
 
+    @property
+    def slo_quantile(self) -> str:
+        """The latency quantile the tuner's SLO bounds: "p95" (default) or "p99"."""
+        return self.winner.slo_quantile
+
+    @property
+    def slo_text(self) -> str:
+        return f"{self.slo_quantile} <= {self.winner.slo_p95_ms:g} ms"
+
     def labels(self, component: str = "inference") -> dict[str, str]:
         return {
             "app.kubernetes.io/name": self.name if component == "inference" else f"{self.name}-{component}",

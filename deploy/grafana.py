@@ -75,7 +75,7 @@ def panels(context: RenderContext) -> list[Obj]:
         ),
         _panel(
             2,
-            f"Latency p50 / p95 / p99 (SLO p95 {winner.slo_p95_ms:g} ms)",
+            f"Latency p50 / p95 / p99 (SLO {context.slo_text})",
             [
                 (quantile(0.5), "p50"),
                 (quantile(0.95), "p95"),

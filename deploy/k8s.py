@@ -143,7 +143,7 @@ def deployment(context: RenderContext) -> Obj:
     annotations = {
         "servetune.io/bento": context.bento_tag,
         "servetune.io/knobs": json.dumps(knobs.model_dump(), sort_keys=True),
-        "servetune.io/slo-p95-ms": f"{winner.slo_p95_ms:g}",
+        "servetune.io/slo": context.slo_text,
         "servetune.io/measured-goodput-rps": f"{winner.goodput_rps:g}",
     }
     return {

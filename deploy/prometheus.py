@@ -57,7 +57,7 @@ def recording_rules(context: RenderContext) -> list[Obj]:
 
 
 def alert_rules(context: RenderContext) -> list[Obj]:
-    """SLO alerts with the tuner's numbers: p95 over the SLO, failure ratio over its bound,
+    """SLO alerts with the tuner's numbers: p95 (or p99, as tuned) over the SLO, failure ratio over its bound,
     pods past the measured per-replica capacity (the HPA is not keeping up or is at max)."""
     winner = context.winner
     names = record_names(context)
@@ -66,14 +66,14 @@ def alert_rules(context: RenderContext) -> list[Obj]:
     return [
         {
             "alert": "ServetuneLatencySLOBreached",
-            "expr": f"{names['p95']}{{{ns}}} > {context.slo_seconds:g}",
+            "expr": f"{names[context.slo_quantile]}{{{ns}}} > {context.slo_seconds:g}",
             "for": "10m",
             "labels": {**labels, "severity": "page"},
             "annotations": {
-                "summary": f"{context.name}: p95 latency above the {winner.slo_p95_ms:g} ms SLO",
+                "summary": f"{context.name}: latency above the SLO ({context.slo_text})",
                 "description": (
-                    "p95 over 5m is {{ $value | humanizeDuration }}; the tuner sized this service "
-                    f"for p95 <= {winner.slo_p95_ms:g} ms."
+                    f"{context.slo_quantile} over 5m is {{{{ $value | humanizeDuration }}}}; the tuner sized "
+                    f"this service for {context.slo_text}."
                 ),
             },
         },

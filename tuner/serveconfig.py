@@ -82,6 +82,7 @@ class WinnerFile(BaseModel):
 
     config: ServeConfig
     slo_p95_ms: float = Field(gt=0)
+    slo_quantile: Literal["p95", "p99"] = Field("p95", description="quantile slo_p95_ms bounds")
     max_failure_ratio: float = Field(0.01, ge=0, le=1)
     goodput_rps: float = Field(ge=0, description="max sustainable successful RPS of one replica")
     p95_ms: float | None = Field(None, ge=0, description="server p95 at that goodput")

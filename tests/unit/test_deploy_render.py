@@ -211,11 +211,21 @@ def test_rules_pass_promtool_and_use_the_tuner_slo(rendered: Rendered, needs_pro
         for r in g["rules"]
         if "alert" in r
     }
-    assert alerts["ServetuneLatencySLOBreached"]["expr"].endswith("> 0.25")  # slo_p95_ms 250
+    latency = alerts["ServetuneLatencySLOBreached"]["expr"]
+    assert latency.startswith("servetune:request_duration_seconds:p95_5m{") and latency.endswith("> 0.25")
     assert alerts["ServetuneErrorRatioHigh"]["expr"].endswith("> 0.02")  # max_failure_ratio
     assert alerts["ServetunePodOverMeasuredCapacity"]["expr"].endswith("> 180")  # goodput_rps
     crd_groups = only(rendered.crds, "PrometheusRule")["spec"]["groups"]
     assert crd_groups == yaml.safe_load(rendered.rules.read_text())["groups"]
+
+
+def test_a_p99_slo_alerts_on_p99(tmp_path: Path, needs_promtool: None) -> None:
+    context = make_context(slo_quantile="p99", slo_p95_ms=400.0)
+    (latency,) = [r for r in prometheus.alert_rules(context) if r["alert"] == "ServetuneLatencySLOBreached"]
+    assert latency["expr"].startswith("servetune:request_duration_seconds:p99_5m{")
+    assert latency["expr"].endswith("> 0.4") and "p99 <= 400 ms" in latency["annotations"]["description"]
+    rules = render_all(context, tmp_path, LOCUSTFILE).rules
+    assert rules is not None and check_rules(rules)[0]
 
 
 def test_promtool_catches_a_broken_rule(tmp_path: Path, needs_promtool: None) -> None:
