@@ -75,6 +75,7 @@ def winner_file(service: str, winner: Finalist, settings: dict[str, Any]) -> Win
         config=winner.config.serve_config(service),
         slo_p95_ms=float(settings["slo_p95_ms"]),
         max_failure_ratio=float(settings["max_failure_ratio"]),
+        slo_quantile=settings.get("quantile", "p95"),
         goodput_rps=round(winner.mean_goodput, 2),
         p95_ms=best.latency_ms,
         rss_mb=round(max(rss), 1) if rss else None,

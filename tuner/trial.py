@@ -63,13 +63,15 @@ class TrialRunner:
         on_step: StepCallback | None = None,
         load_service: str | None = None,
         deployer: Deployer | None = None,
+        plan: LoadPlan | None = None,
     ) -> Measurement:
         started_at, t0 = time.time(), time.monotonic()
         result = Measurement(ok=False, started_at=started_at)
         try:
             with (deployer or self.deployer).deploy(config) as deployment:
                 try:
-                    result.steps = self._load(deployment.url, load_service or self.load_service, on_step)
+                    service = load_service or self.load_service
+                    result.steps = self._load(deployment.url, service, plan or self.plan, on_step)
                     result.ok = deployment.alive()
                     if not result.ok:
                         result.reason = "server died during the load:\n" + deployment.log_tail()
@@ -82,11 +84,13 @@ class TrialRunner:
         result.wall_s = time.monotonic() - t0
         return result
 
-    def _load(self, url: str, service: str, on_step: StepCallback | None) -> list[StepMeasurement]:
-        warm = self.plan.warmup is not None
-        steps = (
-            [self.plan.warmup, *self.plan.steps] if self.plan.warmup is not None else list(self.plan.steps)
-        )
+    def _load(
+        self, url: str, service: str, plan: LoadPlan, on_step: StepCallback | None
+    ) -> list[StepMeasurement]:
+        warm = plan.warmup is not None
+        steps = list(plan.steps)
+        if plan.warmup is not None:
+            steps.insert(0, plan.warmup)
         seen = 0
 
         def stop_after(step: StepMeasurement) -> bool:

@@ -50,6 +50,7 @@ class TuneOptions:
     step_s: float = 10.0
     warmup_s: float = 3.0
     naive_baseline: bool = False
+    naive_users: tuple[int, ...] = (1, 2, 4, 8)
     ready_timeout_s: float = 90.0
 
     def settings(self, space: SearchSpace) -> dict[str, Any]:
@@ -59,7 +60,8 @@ class TuneOptions:
             "slo_p95_ms": self.slo_ms, "quantile": self.quantile,
             "max_failure_ratio": self.max_failure_ratio, "objective": self.objective,
             "price_core_hour": self.price_core_hour, "price_gpu_hour": self.price_gpu_hour,
-            "users": list(self.load_users()), "step_s": self.step_s, "warmup_s": self.warmup_s,
+            "users": list(self.load_users()), "naive_users": list(self.naive_users),
+            "step_s": self.step_s, "warmup_s": self.warmup_s,
             "space": space.describe(),
         }  # fmt: skip
 
@@ -206,8 +208,9 @@ def run_tune(
             naive_service = NAIVE_LOAD_SERVICE.get(options.service)
             if naive_service is None:
                 raise ValueError(f"no naive baseline endpoint for service {options.service!r}")
+            naive_plan = LoadPlan.users(options.naive_users, options.step_s, options.warmup_s)
             baseline = study.baseline(
-                naive_config(space.machine.cores), NAIVE_LABEL, load_service=naive_service
+                naive_config(space.machine.cores), NAIVE_LABEL, load_service=naive_service, plan=naive_plan
             )
         result = study.run()
     finally:
