@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections.abc import Iterator, Sequence
@@ -270,17 +271,30 @@ class SearchSpace:
         )
 
     def neighbours(self, config: Config) -> list[Config]:
-        """Legal configs one index step away in one dimension (the quick search's moves)."""
+        """Legal configs one index step away in one dimension (the quick search's moves).
+
+        A workers step that breaks the workers x threads cap keeps the most threads that fit,
+        so 1 worker x 2 threads and 2 workers x 1 thread are neighbours.
+        """
         base = list(self.indices(config))
-        found = []
+        found: list[Config] = []
         for axis, dimension in enumerate(self.dimensions):
             for delta in (-1, 1):
                 moved = base[axis] + delta
                 if 0 <= moved < len(dimension):
-                    candidate = self.from_indices([*base[:axis], moved, *base[axis + 1 :]])
-                    if candidate in self and candidate != config:
+                    candidate = self._repair(self.from_indices([*base[:axis], moved, *base[axis + 1 :]]))
+                    if candidate is not None and candidate != config and candidate not in found:
                         found.append(candidate)
         return found
+
+    def _repair(self, config: Config) -> Config | None:
+        if config in self:
+            return config
+        fitting = [t for t in self.dim("threads").values if config.workers * t <= self.max_total_threads]
+        if not fitting:
+            return None
+        repaired = dataclasses.replace(config, threads=max(fitting))
+        return repaired if repaired in self else None
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -60,7 +60,7 @@ def test_neighbours_move_one_index_in_one_dimension() -> None:
     config = Config(16, 200, 1, 1, 0, "fp32")
     for other in space.neighbours(config):
         moved = [a != b for a, b in zip(space.indices(config), space.indices(other), strict=True)]
-        assert sum(moved) == 1
+        assert sum(moved) == 1 or (sum(moved) == 2 and moved[2] and moved[3])  # workers + threads
         assert other in space
 
 
@@ -94,3 +94,8 @@ def test_bad_yaml_file_gives_a_clear_error(tmp_path: Path) -> None:
 def test_a_space_with_no_legal_config_is_refused() -> None:
     with pytest.raises(SpaceError, match="no legal config"):
         parse_space({"service": "digits", "workers": [4], "threads": [2]}, machine=TWO_CORES)
+
+
+def test_workers_and_threads_trade_places_in_one_move() -> None:
+    space = default_space("embedding", TWO_CORES)
+    assert Config(16, 200, 2, 1, 0, "fp32") in space.neighbours(Config(16, 200, 1, 2, 0, "fp32"))
