@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -100,6 +101,37 @@ class LocalDeployment:
         return self.server.log.tail_text(20)
 
 
+WORKER_INIT_FAILED = "Initializing service error"
+
+
+class FailFastServer(BentoServer):
+    """A BentoServer that gives up as soon as a worker fails to initialise.
+
+    BentoML keeps the parent alive and retries a worker whose service constructor raises (a
+    missing model, say), so waiting for /readyz alone would burn the whole ready timeout.
+    """
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                super().wait_ready(max(0.1, min(1.0, deadline - time.monotonic())))
+                return
+            except ServerError:
+                if not self.alive() or time.monotonic() >= deadline:
+                    raise
+                lines = list(self.log.tail)
+                if any(WORKER_INIT_FAILED in line for line in lines):
+                    raise ServerError("a worker failed to initialise: " + _last_error(lines)) from None
+
+
+def _last_error(lines: list[str]) -> str:
+    errors = [
+        line.strip() for line in lines if ("Error: " in line or "Exception: " in line or "NotFound: " in line)
+    ]
+    return errors[-1] if errors else "see the server log"
+
+
 class LocalBentoDeployer:
     """Runs each config as `bentoml serve` on 127.0.0.1 (free port, own BENTOML_HOME, bounded log)."""
 
@@ -112,7 +144,7 @@ class LocalBentoDeployer:
     def deploy(self, config: Config) -> Iterator[LocalDeployment]:
         spec = config.serve_config(self.service).server_spec()
         log_dir = self.log_dir / config.key if self.log_dir is not None else None
-        server = BentoServer(spec, log_dir=log_dir)
+        server = FailFastServer(spec, log_dir=log_dir)
         sampler: RssSampler | None = None
         try:
             try:
