@@ -37,6 +37,7 @@ class ServiceTarget:
 SERVICES: dict[str, ServiceTarget] = {
     "digits": ServiceTarget("digits", "services.digits:DigitsClassifier", "DigitsClassifier", "predict"),
     "embedding": ServiceTarget("embedding", "services.embedding:TextEmbedding", "TextEmbedding", "encode"),
+    "noop": ServiceTarget("noop", "services.noop:NoOp", "NoOp", "echo"),
 }
 
 

@@ -1,0 +1,486 @@
+"""Run Locust as a subprocess through load steps and measure each step window (client + server).
+
+Locust is never imported here (it monkey-patches the importing process with gevent). One Locust
+process follows a control file (`ControlledLoad`) for the whole step sequence, so connections
+and the server live through all steps; every request is logged by the locustfile with its end
+time, latency and status, and /metrics is scraped at every sub-window boundary. A step runs
+`settle_s`, then sub-windows until its duration is covered and the last three agree on goodput
+(within `tolerance`), at most `max_extend` times its duration; the step window is the last
+`duration_s` of it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import psutil
+
+from loadtests.shapes import write_control
+from tuner.metrics import MetricsReader, Snapshot, WindowFigures, window_figures, workers_seen
+from tuner.seams import LoadStep, StepMeasurement, StopRule
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+LOCUSTFILES = f"{HERE / 'locustfile.py'},{HERE / 'locust_shapes.py'}"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    """The Locust user class and endpoint path a service name loads."""
+
+    user_class: str
+    endpoint: str
+
+
+LOAD_TARGETS: dict[str, LoadTarget] = {
+    "digits": LoadTarget("DigitsUser", "/predict"),
+    "embedding": LoadTarget("EmbeddingUser", "/encode"),
+    "embedding-naive": LoadTarget("EmbeddingUser", "/encode_unbatched"),
+    "noop": LoadTarget("NoOpUser", "/echo"),
+    "noop-unbatched": LoadTarget("NoOpUser", "/echo_unbatched"),
+}
+
+
+class LoadRunError(RuntimeError):
+    """Locust failed to start, died, or stopped following the runner."""
+
+
+def load_target(service: str) -> LoadTarget:
+    try:
+        return LOAD_TARGETS[service]
+    except KeyError:
+        raise ValueError(f"unknown load service {service!r}; choose one of {sorted(LOAD_TARGETS)}") from None
+
+
+def check_url(url: str, allow_remote: bool) -> str:
+    """The base URL without a trailing slash; loopback only unless `allow_remote`."""
+    parsed = urlparse(url)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise ValueError(f"url must look like http://127.0.0.1:3000, got {url!r}")
+    if not allow_remote and parsed.hostname not in LOOPBACK_HOSTS:
+        raise ValueError(f"url {url!r} is not on this machine; pass allow_remote=True (--url) to load it")
+    return url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class ClientFigures:
+    """What the load generator saw in one window (quantiles over 2xx responses, ms)."""
+
+    requests: int
+    successes: int
+    by_status: dict[str, int]
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class EventLog:
+    """Reads the locustfile's per-request lines (`<prefix>.<pid>`) as they are appended."""
+
+    def __init__(self, prefix: Path) -> None:
+        self.prefix = prefix
+        self._offsets: dict[Path, int] = {}
+        self._partial: dict[Path, str] = {}
+        self.events: list[tuple[float, float, str]] = []
+        self._sorted = True
+
+    def poll(self) -> None:
+        for path in sorted(self.prefix.parent.glob(self.prefix.name + ".*")):
+            with path.open("r") as handle:
+                handle.seek(self._offsets.get(path, 0))
+                chunk = handle.read()
+                self._offsets[path] = handle.tell()
+            text = self._partial.pop(path, "") + chunk
+            lines = text.split("\n")
+            if lines and lines[-1]:
+                self._partial[path] = lines[-1]
+            for line in lines[:-1]:
+                parts = line.split()
+                if len(parts) == 3:
+                    self.events.append((float(parts[0]), float(parts[1]), parts[2]))
+                    self._sorted = False
+
+    def window(self, start: float, end: float) -> list[tuple[float, float, str]]:
+        """Requests that completed in [start, end)."""
+        if not self._sorted:
+            self.events.sort()
+            self._sorted = True
+        lo = bisect.bisect_left(self.events, (start, -math.inf, ""))
+        hi = bisect.bisect_left(self.events, (end, -math.inf, ""))
+        return self.events[lo:hi]
+
+
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile of sorted values (numpy's default); nan when empty."""
+    if not sorted_values:
+        return math.nan
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def client_figures(events: Sequence[tuple[float, float, str]]) -> ClientFigures:
+    by_status: dict[str, int] = {}
+    ok: list[float] = []
+    for _, latency, status in events:
+        by_status[status] = by_status.get(status, 0) + 1
+        if status.startswith("2"):
+            ok.append(latency)
+    ok.sort()
+    return ClientFigures(
+        requests=len(events),
+        successes=len(ok),
+        by_status=by_status,
+        p50_ms=quantile(ok, 0.50),
+        p95_ms=quantile(ok, 0.95),
+        p99_ms=quantile(ok, 0.99),
+        max_ms=ok[-1] if ok else math.nan,
+    )
+
+
+def spread(values: Sequence[float]) -> float:
+    """Largest relative deviation from the mean ((max-min)/mean); inf for a zero mean."""
+    mean = sum(values) / len(values)
+    if mean <= 0:
+        return 0.0 if max(values) <= 0 else math.inf
+    return (max(values) - min(values)) / mean
+
+
+def uneven_workers(rows: dict[str, float], workers: int, min_share: float = 0.5) -> list[str]:
+    """Workers below `min_share` of their fair share of rows (missing workers count as 0)."""
+    total = sum(rows.values())
+    if workers < 2 or total < 10 * workers:
+        return []
+    fair = total / workers
+    reasons = []
+    for index in range(1, workers + 1):
+        got = rows.get(str(index), 0.0)
+        if got < min_share * fair:
+            reasons.append(
+                f"worker {index} served {got / total:.0%} of the rows (fair share {1 / workers:.0%})"
+            )
+    return reasons
+
+
+@dataclass
+class GeneratorCpu:
+    """CPU seconds of the Locust process tree, per process, between two samples."""
+
+    root: psutil.Process
+    last: dict[int, float] = field(default_factory=dict)
+    last_at: float = 0.0
+
+    def sample(self) -> tuple[float, float]:
+        """(total cores, busiest process cores) since the previous sample."""
+        now = time.monotonic()
+        times: dict[int, float] = {}
+        procs = [self.root]
+        with contextlib.suppress(psutil.Error):
+            procs += self.root.children(recursive=True)
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                cpu = proc.cpu_times()
+                times[proc.pid] = cpu.user + cpu.system
+        elapsed = now - self.last_at
+        deltas = [t - self.last.get(pid, t) for pid, t in times.items()] if self.last_at else []
+        self.last, self.last_at = times, now
+        if not deltas or elapsed <= 0:
+            return 0.0, 0.0
+        return sum(deltas) / elapsed, max(deltas) / elapsed
+
+
+@dataclass(frozen=True)
+class SubWindow:
+    start: float
+    end: float
+    server_goodput_rps: float | None
+    generator_cores: float
+    generator_peak_core: float
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """One accepted step window: the tuner's StepMeasurement plus the raw figures behind it."""
+
+    measurement: StepMeasurement
+    client: ClientFigures
+    server: WindowFigures | None
+    sub_windows: tuple[SubWindow, ...]
+    window_start: float
+    window_end: float
+
+    def to_dict(self) -> dict[str, object]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass
+class LocustRunner:
+    """LoadRunner over a Locust subprocess; see the module docstring for the timing rules."""
+
+    rows_per_request: int = 1
+    processes: int = 1
+    settle_s: float = 1.0
+    tolerance: float = 0.10
+    max_extend: float = 2.0
+    cpu_saturation: float = 0.9
+    expected_workers: int | None = None
+    allow_remote: bool = False
+    start_timeout_s: float = 60.0
+    log_dir: Path | None = None
+    last_reports: list[LoadReport] = field(default_factory=list)
+
+    def run_steps(
+        self,
+        url: str,
+        service: str,
+        steps: Sequence[LoadStep],
+        stop_after: StopRule | None = None,
+    ) -> list[StepMeasurement]:
+        """LoadRunner protocol: one StepMeasurement per step run."""
+        return [r.measurement for r in self.run(url, service, steps, stop_after)]
+
+    def run(
+        self,
+        url: str,
+        service: str,
+        steps: Sequence[LoadStep],
+        stop_after: StopRule | None = None,
+    ) -> list[LoadReport]:
+        """Run `steps` against `url` in one Locust process; stop after `stop_after` says so."""
+        base = check_url(url, self.allow_remote)
+        target = load_target(service)
+        if not steps:
+            return []
+        for step in steps:
+            if step.users < 1 or not step.duration_s > 0:
+                raise ValueError(f"a load step needs users >= 1 and duration_s > 0, got {step}")
+        self.last_reports = []
+        with tempfile.TemporaryDirectory(prefix="servetune-locust-", dir=self.log_dir) as tmp:
+            work = Path(tmp)
+            control = work / "control.json"
+            events = EventLog(work / "events")
+            write_control(control, 0, steps[0].users, steps[0].rate)
+            budget = self.start_timeout_s + sum(
+                self.settle_s + 15.0 + s.duration_s * max(1.0, self.max_extend) + 5.0 for s in steps
+            )
+            proc = self._start(base, target, work, control, budget)
+            try:
+                cpu = GeneratorCpu(psutil.Process(proc.pid))
+                with MetricsReader(base) as reader:
+                    for index, step in enumerate(steps):
+                        if index:
+                            write_control(control, index, step.users, step.rate)
+                        timeout = self.start_timeout_s if index == 0 else 15.0
+                        self._wait_ack(control, index, proc, timeout, work)
+                        time.sleep(self.settle_s)
+                        report = self._measure(step, target, reader, events, cpu, proc, work)
+                        self.last_reports.append(report)
+                        if stop_after is not None and stop_after(report.measurement):
+                            break
+            finally:
+                write_control(control, len(steps), 1, None, stop=True)
+                _stop(proc)
+        return list(self.last_reports)
+
+    def _start(
+        self, url: str, target: LoadTarget, work: Path, control: Path, budget_s: float
+    ) -> subprocess.Popen[bytes]:
+        cmd = [
+            sys.executable, "-m", "locust", "-f", LOCUSTFILES, "--headless", "--host", url,
+            "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "2",
+            "--exit-code-on-error", "0",
+        ]  # fmt: skip
+        if self.processes > 1:
+            cmd += ["--processes", str(self.processes)]
+        cmd.append(target.user_class)
+        env = dict(os.environ)
+        pythonpath = [str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
+        env.update(
+            PYTHONPATH=os.pathsep.join(pythonpath),
+            SERVETUNE_SHAPE="control",
+            SERVETUNE_CONTROL=str(control),
+            SERVETUNE_EVENTS=str(work / "events"),
+            SERVETUNE_ENDPOINT=target.endpoint,
+            SERVETUNE_ROWS=str(self.rows_per_request),
+            SERVETUNE_MAX_RUN_S=f"{budget_s:.0f}",
+            PYTHONUNBUFFERED="1",
+        )
+        log = (work / "locust.log").open("wb")
+        return subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=REPO_ROOT,
+        )  # fmt: skip
+
+    def _wait_ack(
+        self, control: Path, seq: int, proc: subprocess.Popen[bytes], timeout_s: float, work: Path
+    ) -> None:
+        ack = control.with_name(control.name + ".ack")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LoadRunError(f"locust exited with code {proc.returncode}:\n{_log_tail(work)}")
+            with contextlib.suppress(OSError, ValueError):
+                import json
+
+                if json.loads(ack.read_text()).get("seq") == seq:
+                    return
+            time.sleep(0.05)
+        raise LoadRunError(
+            f"locust did not apply load step {seq} within {timeout_s:.0f}s:\n{_log_tail(work)}"
+        )
+
+    def _measure(
+        self,
+        step: LoadStep,
+        target: LoadTarget,
+        reader: MetricsReader,
+        events: EventLog,
+        cpu: GeneratorCpu,
+        proc: subprocess.Popen[bytes],
+        work: Path,
+    ) -> LoadReport:
+        sub_s = min(5.0, max(0.5, step.duration_s / 3))
+        per_window = max(3, round(step.duration_s / sub_s))
+        cap_s = step.duration_s * max(1.0, self.max_extend)
+        snaps: list[Snapshot | None] = [_scrape(reader)]
+        cpu.sample()
+        t0 = time.time()
+        bounds = [snaps[0].taken_at if snaps[0] else t0]
+        subs: list[SubWindow] = []
+        stable = False
+        while True:
+            next_at = t0 + (len(subs) + 1) * sub_s
+            time.sleep(max(0.0, next_at - time.time()))
+            if proc.poll() is not None:
+                raise LoadRunError(f"locust exited with code {proc.returncode}:\n{_log_tail(work)}")
+            snap = _scrape(reader)
+            cores, peak = cpu.sample()
+            end = snap.taken_at if snap else time.time()
+            before = snaps[-1]
+            goodput = None
+            if snap is not None and before is not None:
+                fig = window_figures(before, snap, target.endpoint)
+                goodput = sum(n for c, n in fig.by_status.items() if c.startswith("2")) / fig.seconds
+            subs.append(SubWindow(bounds[-1], end, goodput, cores, peak))
+            snaps.append(snap)
+            bounds.append(end)
+            if len(subs) >= per_window:
+                stable = self._stable(subs[-3:], events)
+                if stable or (end - t0) >= cap_s - 1e-6:
+                    break
+        time.sleep(0.35)  # the locustfile flushes its request log every 0.2 s
+        events.poll()
+        used = subs[-per_window:]
+        start, end = used[0].start, used[-1].end
+        client = client_figures(events.window(start, end))
+        first, last = snaps[-per_window - 1], snaps[-1]
+        server = None
+        if first is not None and last is not None:
+            middle = [s for s in snaps[-per_window:-1] if s is not None]
+            server = window_figures(first, last, target.endpoint, middle)
+        reasons: list[str] = []
+        peak = max(s.generator_peak_core for s in used)
+        if peak >= self.cpu_saturation:
+            reasons.append(f"load generator saturated ({peak:.2f} cores in one process)")
+        if server is not None and last is not None and server.rows_per_worker:
+            known = max([int(w) for w in workers_seen(last) if w.isdigit()] + [self.expected_workers or 0])
+            reasons += uneven_workers(server.rows_per_worker, known)
+        measurement = _measurement(step, end - start, client, server, used, stable, reasons)
+        return LoadReport(measurement, client, server, tuple(subs), start, end)
+
+    def _stable(self, last3: Sequence[SubWindow], events: EventLog) -> bool:
+        rates = [s.server_goodput_rps for s in last3]
+        if any(r is None for r in rates):
+            events.poll()
+            rates = [
+                sum(1 for e in events.window(s.start, s.end) if e[2].startswith("2")) / (s.end - s.start)
+                for s in last3
+            ]
+        return spread([float(r or 0.0) for r in rates]) <= self.tolerance
+
+
+def _scrape(reader: MetricsReader) -> Snapshot | None:
+    try:
+        return reader.scrape()
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _measurement(
+    step: LoadStep,
+    seconds: float,
+    client: ClientFigures,
+    server: WindowFigures | None,
+    used: Sequence[SubWindow],
+    stable: bool,
+    reasons: list[str],
+) -> StepMeasurement:
+    failures = {code: n for code, n in client.by_status.items() if not code.startswith("2")}
+    seconds = max(seconds, 1e-9)
+    return StepMeasurement(
+        step=step,
+        duration_s=seconds,
+        requests=client.requests,
+        successes=client.successes,
+        failures_by_status=failures,
+        rps=client.requests / seconds,
+        goodput_rps=client.successes / seconds,
+        failure_ratio=(client.requests - client.successes) / client.requests if client.requests else 0.0,
+        client_p50_ms=_finite(client.p50_ms),
+        client_p95_ms=_finite(client.p95_ms),
+        client_p99_ms=_finite(client.p99_ms),
+        server_p50_ms=server.p50_ms if server else None,
+        server_p95_ms=server.p95_ms if server else None,
+        server_p99_ms=server.p99_ms if server else None,
+        in_progress=server.in_progress if server else None,
+        batch_size_hist=dict(server.batch_size_hist) if server else {},
+        requests_per_worker=dict(server.rows_per_worker) if server else {},
+        generator_cpu=sum(s.generator_cores for s in used) / len(used),
+        stable=stable,
+        valid=not reasons,
+        invalid_reasons=tuple(reasons),
+    )
+
+
+def _finite(value: float) -> float:
+    """nan (no successful request) becomes +inf so an SLO check fails instead of passing."""
+    return math.inf if math.isnan(value) else value
+
+
+def _log_tail(work: Path, lines: int = 30) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join((work / "locust.log").read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def _stop(proc: subprocess.Popen[bytes], grace_s: float = 8.0) -> None:
+    """Let Locust stop on its own (control says stop), then SIGTERM/SIGKILL its process group."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(min(grace_s, 3.0))
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace_s)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5.0)

@@ -1,0 +1,45 @@
+"""NoOp: a batchable endpoint that does no model work, to measure the serving stack itself."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import bentoml
+from pydantic import Field
+
+from services.config import service_config
+from services.knobs import read_knobs
+from services.limits import BodyLimitMiddleware
+
+SERVICE_NAME = "NoOp"
+MAX_ITEMS_PER_REQUEST = 256
+KNOBS = read_knobs()
+
+Items = Annotated[list[float], Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)]
+
+
+@bentoml.service(name=SERVICE_NAME, **service_config())
+class NoOp:
+    """Echoes its input through adaptive batching (same knobs as the model services)."""
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=KNOBS.max_batch_size,
+        max_latency_ms=KNOBS.max_latency_ms,
+    )
+    def echo(self, items: Items) -> list[float]:
+        """Returns the items unchanged: one output row per input row."""
+        return list(items)
+
+    @bentoml.api
+    def echo_unbatched(self, items: Items) -> list[float]:
+        """Same as /echo without adaptive batching."""
+        return list(items)
+
+    @bentoml.api
+    def info(self) -> dict[str, object]:
+        """The knobs and worker index of this worker."""
+        return {"knobs": KNOBS.model_dump(), "worker_index": bentoml.server_context.worker_index}
+
+
+NoOp.add_asgi_middleware(BodyLimitMiddleware)  # type: ignore[attr-defined]
