@@ -66,6 +66,8 @@ class TrialRunner:
         plan: LoadPlan | None = None,
     ) -> Measurement:
         started_at, t0 = time.time(), time.monotonic()
+        if hasattr(self.load_runner, "expected_workers"):  # lets the runner flag a silent worker
+            self.load_runner.expected_workers = config.workers
         result = Measurement(ok=False, started_at=started_at)
         try:
             with (deployer or self.deployer).deploy(config) as deployment:

@@ -52,6 +52,8 @@ class TuneOptions:
     naive_baseline: bool = False
     naive_users: tuple[int, ...] = (1, 2, 4, 8)
     ready_timeout_s: float = 90.0
+    max_extend: float = 2.0
+    settle_s: float = 1.0
 
     def settings(self, space: SearchSpace) -> dict[str, Any]:
         """What must match for `--resume` to continue a study."""
@@ -61,7 +63,7 @@ class TuneOptions:
             "max_failure_ratio": self.max_failure_ratio, "objective": self.objective,
             "price_core_hour": self.price_core_hour, "price_gpu_hour": self.price_gpu_hour,
             "users": list(self.load_users()), "naive_users": list(self.naive_users),
-            "step_s": self.step_s, "warmup_s": self.warmup_s,
+            "step_s": self.step_s, "warmup_s": self.warmup_s, "max_extend": self.max_extend,
             "space": space.describe(),
         }  # fmt: skip
 
@@ -85,12 +87,14 @@ def naive_config(cores: int | None = None) -> Config:
     return Config(max_batch_size=2, max_latency_ms=1000, workers=1, threads=cores or os.cpu_count() or 1)
 
 
-def real_load_runner() -> LoadRunner:
-    """The Locust-subprocess load runner from loadtests/ (imported lazily)."""
-    from loadtests.runner import LocustRunner  # type: ignore[import-not-found,unused-ignore]
+def real_load_runner(max_extend: float = 2.0, settle_s: float = 1.0) -> LoadRunner:
+    """The Locust-subprocess load runner from loadtests/ (imported lazily: Locust needs gevent).
 
-    runner: LoadRunner = LocustRunner()
-    return runner
+    `max_extend` bounds how long an unsteady step may be stretched (1.0 = fixed windows).
+    """
+    from loadtests.runner import LocustRunner
+
+    return LocustRunner(max_extend=max_extend, settle_s=settle_s)
 
 
 class LiveView:
@@ -193,7 +197,8 @@ def run_tune(
     plan = LoadPlan.users(options.load_users(), options.step_s, options.warmup_s)
     if deployer is None:
         deployer = LocalBentoDeployer(options.service, options.out / "logs", options.ready_timeout_s)
-    runner = TrialRunner(deployer, load_runner or real_load_runner(), plan, slo, options.service)
+    load_runner = load_runner or real_load_runner(options.max_extend, options.settle_s)
+    runner = TrialRunner(deployer, load_runner, plan, slo, options.service)
     view = LiveView(options.trials, slo)
     study = Study(space, strategy, objective, runner, store, options.trials, options.finalists,
                   options.repeats, view.events())  # fmt: skip
@@ -282,6 +287,9 @@ def tune(
     ] = "",
     step_seconds: Annotated[float, typer.Option(min=1, help="seconds per load step")] = 10.0,
     warmup_seconds: Annotated[float, typer.Option(min=0, help="warm-up seconds (not scored)")] = 3.0,
+    max_extend: Annotated[
+        float, typer.Option(min=1, help="stretch an unsteady step up to this many times its length")
+    ] = 2.0,
     baseline: Annotated[bool, typer.Option(help="also measure the naive config (embedding)")] = False,
 ) -> None:
     """Find the serving config with the highest sustainable goodput (or lowest cost) under an SLO."""
@@ -299,7 +307,7 @@ def tune(
         price_core_hour=price_core_hour, price_gpu_hour=price_gpu_hour, seed=seed,
         out=out or Path("reports") / service, resume=resume, finalists=finalists, repeats=repeats,
         users=_users(users) if users else (), step_s=step_seconds, warmup_s=warmup_seconds,
-        naive_baseline=baseline,
+        naive_baseline=baseline, max_extend=max_extend,
     )  # fmt: skip
     try:
         outcome = run_tune(options)
