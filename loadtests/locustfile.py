@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import time
 from typing import Any
 
@@ -65,12 +66,16 @@ class ServetuneUser(FastHttpUser):
         self.path = os.environ.get("SERVETUNE_ENDPOINT") or ENDPOINTS[self.service].path
         self.bodies = itertools.cycle(_bodies(self.service))
         self._last_start = 0.0
+        self._paced = False
 
     def wait_time(self) -> float:
         interval = per_user_interval(current_rate(self.environment), self.environment.runner.user_count
                                      if self.environment.runner else 1)  # fmt: skip
         if interval is None:
             return 0.0
+        if not self._paced:  # a random phase, so paced users do not fire in lock-step
+            self._paced = True
+            return random.uniform(0.0, interval)
         return max(0.0, self._last_start + interval - time.monotonic())
 
     @task

@@ -10,6 +10,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from services.config import service_config
+from services.gcpolicy import tune_gc
 from services.knobs import apply_placement, read_knobs
 from services.limits import BodyLimitMiddleware
 from services.models.data import CLASS_LABELS, PIXEL_MAX, normalise
@@ -41,6 +42,7 @@ class DigitsClassifier:
         model = get_model(DIGITS, KNOBS.variant, KNOBS.model_tag)
         self.model_tag = str(model.tag)
         self.net = load_digits_net(model).to(self.device)
+        tune_gc()  # no 100-250 ms full GC pauses under load (services/gcpolicy.py)
 
     @bentoml.api(
         batchable=True,

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import Field, StringConstraints
 
 from services.config import service_config
+from services.gcpolicy import tune_gc
 from services.knobs import apply_placement, read_knobs
 from services.limits import BodyLimitMiddleware
 from services.models.minilm import load_sentence_model
@@ -34,6 +35,7 @@ class TextEmbedding:
         model = get_model(MINILM, KNOBS.variant, KNOBS.model_tag)
         self.model_tag = str(model.tag)
         self.model = load_sentence_model(model.path, self.device)
+        tune_gc()  # no 100-250 ms full GC pauses under load (services/gcpolicy.py)
 
     @bentoml.api(
         batchable=True,

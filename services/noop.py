@@ -8,6 +8,7 @@ import bentoml
 from pydantic import Field
 
 from services.config import service_config
+from services.gcpolicy import tune_gc
 from services.knobs import read_knobs
 from services.limits import BodyLimitMiddleware
 
@@ -21,6 +22,9 @@ Items = Annotated[list[float], Field(min_length=1, max_length=MAX_ITEMS_PER_REQU
 @bentoml.service(name=SERVICE_NAME, **service_config())
 class NoOp:
     """Echoes its input through adaptive batching (same knobs as the model services)."""
+
+    def __init__(self) -> None:
+        self.gc_tuned = tune_gc()
 
     @bentoml.api(
         batchable=True,
@@ -39,7 +43,11 @@ class NoOp:
     @bentoml.api
     def info(self) -> dict[str, object]:
         """The knobs and worker index of this worker."""
-        return {"knobs": KNOBS.model_dump(), "worker_index": bentoml.server_context.worker_index}
+        return {
+            "knobs": KNOBS.model_dump(),
+            "worker_index": bentoml.server_context.worker_index,
+            "gc_tuned": self.gc_tuned,
+        }
 
 
 NoOp.add_asgi_middleware(BodyLimitMiddleware)  # type: ignore[attr-defined]
