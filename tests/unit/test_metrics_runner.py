@@ -1,0 +1,66 @@
+"""The runner's pure parts: request log, client quantiles, stability and worker-spread rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loadtests.runner import (
+    EventLog,
+    check_url,
+    client_figures,
+    load_target,
+    quantile,
+    spread,
+    uneven_workers,
+)
+
+
+def test_event_log_reads_appended_lines_across_processes_and_partial_writes(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "events")
+    (tmp_path / "events.11").write_text("10.5 3.0 200\n11.5 4.0 503\n12.")
+    (tmp_path / "events.12").write_text("10.9 9.0 200\n")
+    log.poll()
+    assert [e[0] for e in log.window(0, 100)] == [10.5, 10.9, 11.5]
+    with (tmp_path / "events.11").open("a") as f:
+        f.write("25 5.0 200\n")
+    log.poll()
+    assert log.window(12, 13) == [(12.25, 5.0, "200")]
+    assert len(log.window(10.5, 11.5)) == 2, "the window is [start, end)"
+
+
+def test_client_figures_count_failures_and_take_quantiles_of_successes() -> None:
+    events = [(float(i), float(i + 1), "200") for i in range(100)] + [(0.0, 0.1, "503")] * 10
+    fig = client_figures(events)
+    assert fig.requests == 110 and fig.successes == 100
+    assert fig.by_status == {"200": 100, "503": 10}
+    assert fig.p50_ms == pytest.approx(50.5)
+    assert fig.p99_ms == pytest.approx(99.01)
+    assert quantile([], 0.5) != quantile([], 0.5), "empty -> nan"
+
+
+def test_stability_spread() -> None:
+    assert spread([100, 105, 95]) == pytest.approx(0.1)
+    assert spread([100, 100, 100]) == 0
+    assert spread([0, 0, 0]) == 0
+
+
+def test_uneven_workers_flags_a_starved_worker() -> None:
+    assert uneven_workers({"1": 394}, workers=2) == ["worker 2 served 0% of the rows (fair share 50%)"]
+    assert uneven_workers({"1": 60, "2": 40}, workers=2) == []
+    assert uneven_workers({"1": 80, "2": 20}, workers=2)[0].startswith("worker 2 served 20%")
+    assert uneven_workers({"1": 5}, workers=2) == [], "too few rows to judge"
+    assert uneven_workers({"1": 500}, workers=1) == []
+
+
+def test_urls_and_services_are_checked() -> None:
+    assert check_url("http://127.0.0.1:3000/", allow_remote=False) == "http://127.0.0.1:3000"
+    with pytest.raises(ValueError, match="not on this machine"):
+        check_url("http://example.com:3000", allow_remote=False)
+    assert check_url("http://example.com:3000", allow_remote=True) == "http://example.com:3000"
+    with pytest.raises(ValueError, match="url must look like"):
+        check_url("127.0.0.1:3000", allow_remote=False)
+    assert load_target("embedding-naive").endpoint == "/encode_unbatched"
+    with pytest.raises(ValueError, match="unknown load service"):
+        load_target("nope")
