@@ -1,10 +1,26 @@
-"""`servetune demo`: the README's main job."""
+"""`servetune demo`: the README's main job — tune the MiniLM embedding service against the naive one."""
 
 from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from tuner.commands.console import console, fail
+
+DEMO_OUT = Path("reports/demo")
+DEMO_SLO_MS = 200.0
+DEMO_TRIALS = 12
+# Closed-loop user steps (one Locust process per trial, stepping stops at the first clear breach).
+# Fixed-length windows after a 0.5 s settle keep 12 trials + naive + finalists inside 6 minutes.
+DEMO_USERS = (8, 18, 28)
+NAIVE_USERS = (1, 2, 4)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,28 +42,125 @@ def ensure_models() -> None:
         console.print(f"imported MiniLM as {import_minilm()}")
 
 
-PARAPHRASES = (
-    "A man is playing a guitar on stage.",
-    "Someone performs a song on the guitar in front of an audience.",
-    "The central bank raised interest rates again this quarter.",
-)
+def sentence_stats() -> dict[str, Any]:
+    """Word and MiniLM token lengths of the shipped sentence set the load sends."""
+    from loadtests.payloads import load_sentences  # type: ignore[import-not-found,unused-ignore]
+    from services.models.minilm import load_sentence_model
+    from services.models.store import MINILM, get_model
+
+    sentences: list[str] = list(load_sentences())
+    tokenizer = load_sentence_model(get_model(MINILM).path, "cpu").tokenizer
+    tokens = sorted(len(tokenizer(s)["input_ids"]) for s in sentences)
+    words = [len(s.split()) for s in sentences]
+
+    def pct(q: float) -> int:
+        return tokens[min(len(tokens) - 1, int(q * len(tokens)))]
+
+    return {
+        "sentences": len(sentences),
+        "words_min": min(words), "words_mean": round(statistics.fmean(words), 1), "words_max": max(words),
+        "tokens_min": tokens[0], "tokens_p50": pct(0.5), "tokens_mean": round(statistics.fmean(tokens), 1),
+        "tokens_p90": pct(0.9), "tokens_max": tokens[-1],
+    }  # fmt: skip
 
 
-def demo() -> None:
-    """Build the models if missing, start the embedding service, call it, stop it."""
-    from services.client import ServetuneClient
-    from tuner.serveconfig import ServeConfig
-    from tuner.server import ServerError, running_server
+def demo(
+    trials: Annotated[int, typer.Option(min=1, help="tuning trials (distinct configs)")] = DEMO_TRIALS,
+    strategy: Annotated[str, typer.Option(help="grid, random, tpe or quick")] = "quick",
+    step_seconds: Annotated[float, typer.Option(min=1, help="seconds per load step")] = 3.0,
+    finalists: Annotated[int, typer.Option(min=0, help="top-k re-measured")] = 2,
+    repeats: Annotated[int, typer.Option(min=0, help="re-measurements per finalist")] = 1,
+    out: Annotated[Path, typer.Option(help="study folder")] = DEMO_OUT,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted demo study")] = False,
+) -> None:
+    """Build models if missing, tune TextEmbedding (MiniLM) under p95 <= 200 ms, compare with naive."""
+    from tuner.commands.tune import TuneOptions, print_outcome, run_tune
+    from tuner.space import SpaceError
+    from tuner.store import StoreError
 
+    t0 = time.monotonic()
     ensure_models()
-    config = ServeConfig(service="embedding")
-    console.print(f"starting TextEmbedding with {config.model_dump()} ...")
+    stats = sentence_stats()
+    console.print(
+        f"load: {stats['sentences']} English sentences, {stats['words_min']}-{stats['words_max']} words "
+        f"(mean {stats['words_mean']}); MiniLM tokens min {stats['tokens_min']} / median "
+        f"{stats['tokens_p50']} / mean {stats['tokens_mean']} / p90 {stats['tokens_p90']} / max "
+        f"{stats['tokens_max']}; one sentence per request"
+    )
+    if out.exists() and not resume:
+        shutil.rmtree(out)
+    options = TuneOptions(
+        service="embedding", strategy=strategy, trials=trials, slo_ms=DEMO_SLO_MS, out=out,
+        resume=resume, finalists=finalists, repeats=repeats, step_s=step_seconds, warmup_s=0.0,
+        users=DEMO_USERS, naive_users=NAIVE_USERS, naive_baseline=True, max_extend=1.0, settle_s=0.5,
+    )  # fmt: skip
+    load_before = os.getloadavg()
     try:
-        with running_server(config.server_spec()) as server, ServetuneClient(server.url) as client:
-            vectors = client.embed(list(PARAPHRASES))
-    except ServerError as exc:
-        fail(str(exc), code=1)
-    similar = sum(a * b for a, b in zip(vectors[0], vectors[1], strict=True))
-    unrelated = sum(a * b for a, b in zip(vectors[0], vectors[2], strict=True))
-    console.print(f"cosine(paraphrases) = {similar:.3f}   cosine(unrelated) = {unrelated:.3f}")
-    console.print("[green]demo finished; the server is stopped[/]")
+        outcome = run_tune(options)
+    except (SpaceError, StoreError, ValueError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: rerun `servetune demo --resume` to continue {out}")
+        raise typer.Exit(130) from None
+    print_outcome(outcome)
+    wall = time.monotonic() - t0
+    summary = demo_summary(outcome, stats, wall, load_before)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print_closing(summary, out)
+
+
+def demo_summary(
+    outcome: Any, stats: dict[str, Any], wall: float, load_before: tuple[float, ...]
+) -> dict[str, Any]:
+    """The figures the closing note quotes (also reports/demo/summary.json)."""
+    result = outcome.result
+    winner = result.winner
+    naive = outcome.baseline
+    naive_rps = naive.goodput_rps if naive is not None else 0.0
+    winner_rps = winner.mean_goodput if winner is not None else 0.0
+    return {
+        "winner": winner.config.serve_config("embedding").model_dump() if winner else None,
+        "winner_key": winner.config.key if winner else None,
+        "winner_goodput_rps": round(winner_rps, 1),
+        "winner_goodput_runs": [round(g, 1) for g in winner.goodputs] if winner else [],
+        "winner_spread_rps": round(winner.spread, 1) if winner else None,
+        "naive": naive.config if naive is not None else None,
+        "naive_goodput_rps": round(naive_rps, 1),
+        "naive_status": naive.status if naive is not None else None,
+        "ratio": round(winner_rps / naive_rps, 2) if naive_rps > 0 else None,
+        "slo_p95_ms": DEMO_SLO_MS,
+        "max_failure_ratio": outcome.settings.get("max_failure_ratio"),
+        "trials": len(result.trials),
+        "finalist_runs": len([r for r in result.records if r.kind == "finalist"]),
+        "failed_trials": len([r for r in result.trials if r.status == "failed"]),
+        "infeasible_trials": len([r for r in result.trials if r.status == "infeasible"]),
+        "wall_seconds": round(wall, 1),
+        "cores": os.cpu_count(),
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "sentence_set": stats,
+        "report": str(outcome.report),
+        "winner_file": str(outcome.winner_file) if outcome.winner_file else None,
+    }
+
+
+def print_closing(summary: dict[str, Any], out: Path) -> None:
+    ratio = summary["ratio"]
+    console.rule("demo result")
+    console.print(
+        f"winner  {summary['winner_key']}: {summary['winner_goodput_rps']} good RPS "
+        f"(runs {summary['winner_goodput_runs']}) at p95 <= {summary['slo_p95_ms']:.0f} ms"
+    )
+    console.print(
+        f"naive   1 worker, non-batched /encode_unbatched, torch threads = {summary['cores']}: "
+        f"{summary['naive_goodput_rps']} good RPS"
+    )
+    if ratio is not None:
+        colour = "green" if ratio >= 2 else "yellow"
+        console.print(f"[bold {colour}]tuned / naive = {ratio:.2f}x[/] (both measured in this run)")
+    console.print(
+        f"{summary['trials']} trials + {summary['finalist_runs']} finalist re-runs + naive in "
+        f"{summary['wall_seconds']:.0f} s; load average before/after {summary['load_average_before'][0]}"
+        f"/{summary['load_average_after'][0]} on {summary['cores']} cores"
+    )
+    console.print(f"report: {summary['report']}   summary: {out / 'summary.json'}")

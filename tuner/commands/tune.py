@@ -145,17 +145,18 @@ class LiveView:
         return StudyEvents(self.trial_start, self.step, self.trial_end)
 
 
+STATUS_COLOURS = {"ok": "green", "infeasible": "yellow", "failed": "red"}
+
+
 def trial_table(records: list[TrialRecord], title: str | None = None) -> Table:
-    table = Table("#", "kind", "config", "status", "goodput", "p95 ms", "fail", "RSS MB", "s", "why",
-                  title=title)  # fmt: skip
-    colours = {"ok": "green", "infeasible": "yellow", "failed": "red"}
+    """One row per measurement; reasons for infeasible/failed trials are printed below it."""
+    table = Table("#", "kind", "config", "status", "good RPS", "p95 ms", "fail", "RSS MB", "s", title=title)
     for r in records:
-        why = r.reason.splitlines()[0][:60] if r.reason and r.status != "ok" else ""
         table.add_row(
-            str(r.number), r.label or r.kind, r.key, f"[{colours[r.status]}]{r.status}[/]",
+            str(r.number), r.label or r.kind, r.key, f"[{STATUS_COLOURS[r.status]}]{r.status}[/]",
             f"{r.goodput_rps:.1f}", "-" if r.latency_ms is None else f"{r.latency_ms:.0f}",
             "-" if r.failure_ratio is None else f"{r.failure_ratio:.3f}",
-            "-" if r.rss_mb is None else f"{r.rss_mb:.0f}", f"{r.wall_s:.0f}", why,
+            "-" if r.rss_mb is None else f"{r.rss_mb:.0f}", f"{r.wall_s:.0f}",
         )  # fmt: skip
     return table
 
@@ -232,6 +233,11 @@ def print_outcome(outcome: TuneOutcome) -> None:
     """The table of trials, the finalists and the winner."""
     result = outcome.result
     console.print(trial_table(result.records, title="trials"))
+    for r in result.records:
+        if r.status != "ok":
+            console.print(
+                f"  #{r.number} {r.key} {r.status}: {r.reason.splitlines()[0][:200]}", highlight=False
+            )
     for f in result.finalists:
         console.print(
             f"finalist {f.config.key}: mean {f.mean_goodput:.1f} good RPS over {len(f.goodputs)} "
