@@ -162,18 +162,18 @@ def spread(values: Sequence[float]) -> float:
     return (max(values) - min(values)) / mean
 
 
-def uneven_workers(rows: dict[str, float], workers: int, min_share: float = 0.5) -> list[str]:
-    """Workers below `min_share` of their fair share of rows (missing workers count as 0)."""
-    total = sum(rows.values())
+def uneven_workers(requests: dict[str, float], workers: int, min_share: float = 0.5) -> list[str]:
+    """Workers below `min_share` of their fair share of requests (missing workers count as 0)."""
+    total = sum(requests.values())
     if workers < 2 or total < 10 * workers:
         return []
     fair = total / workers
     reasons = []
     for index in range(1, workers + 1):
-        got = rows.get(str(index), 0.0)
+        got = requests.get(str(index), 0.0)
         if got < min_share * fair:
             reasons.append(
-                f"worker {index} served {got / total:.0%} of the rows (fair share {1 / workers:.0%})"
+                f"worker {index} served {got / total:.0%} of the requests (fair share {1 / workers:.0%})"
             )
     return reasons
 
@@ -400,9 +400,9 @@ class LocustRunner:
         peak = max(s.generator_peak_core for s in used)
         if peak >= self.cpu_saturation:
             reasons.append(f"load generator saturated ({peak:.2f} cores in one process)")
-        if server is not None and last is not None and server.rows_per_worker:
+        if server is not None and last is not None and server.requests_per_worker:
             known = max([int(w) for w in workers_seen(last) if w.isdigit()] + [self.expected_workers or 0])
-            reasons += uneven_workers(server.rows_per_worker, known)
+            reasons += uneven_workers(server.requests_per_worker, known)
         measurement = _measurement(step, end - start, client, server, used, stable, reasons)
         return LoadReport(measurement, client, server, tuple(subs), start, end)
 
@@ -452,7 +452,7 @@ def _measurement(
         server_p99_ms=server.p99_ms if server else None,
         in_progress=server.in_progress if server else None,
         batch_size_hist=dict(server.batch_size_hist) if server else {},
-        requests_per_worker=dict(server.rows_per_worker) if server else {},
+        requests_per_worker=dict(server.requests_per_worker) if server else {},
         generator_cpu=sum(s.generator_cores for s in used) / len(used),
         stable=stable,
         valid=not reasons,

@@ -33,7 +33,7 @@ class Snapshot:
     duration: dict[tuple[str, str], Buckets] = field(default_factory=dict)  # (endpoint, code) -> le
     in_progress: dict[str, float] = field(default_factory=dict)  # endpoint -> gauge
     batch: dict[tuple[str, str], Buckets] = field(default_factory=dict)  # (method, worker) -> le
-    batch_sum: dict[tuple[str, str], float] = field(default_factory=dict)  # rows per worker
+    batch_sum: dict[tuple[str, str], float] = field(default_factory=dict)  # requests per worker
     batch_count: dict[tuple[str, str], float] = field(default_factory=dict)  # batches per worker
 
 
@@ -142,13 +142,13 @@ class WindowFigures:
     p99_ms: float | None
     in_progress: float | None
     batch_size_hist: dict[str, float]
-    rows_per_worker: dict[str, float]
+    requests_per_worker: dict[str, float]
     batches_per_worker: dict[str, float]
 
     @property
     def mean_batch_size(self) -> float | None:
         batches = sum(self.batches_per_worker.values())
-        return sum(self.rows_per_worker.values()) / batches if batches else None
+        return sum(self.requests_per_worker.values()) / batches if batches else None
 
 
 def window_figures(
@@ -183,7 +183,7 @@ def window_figures(
     seen = [g for g in gauges if g is not None]
     batch_keys = [key for key in after.batch if key[0] == method]
     hist = merge_buckets(bucket_delta(after.batch[k], before.batch.get(k)) for k in batch_keys)
-    rows = {k[1]: after.batch_sum.get(k, 0.0) - before.batch_sum.get(k, 0.0) for k in batch_keys}
+    per_worker = {k[1]: after.batch_sum.get(k, 0.0) - before.batch_sum.get(k, 0.0) for k in batch_keys}
     batches = {k[1]: after.batch_count.get(k, 0.0) - before.batch_count.get(k, 0.0) for k in batch_keys}
     return WindowFigures(
         seconds=seconds,
@@ -197,7 +197,7 @@ def window_figures(
         p99_ms=q_ms(0.99),
         in_progress=sum(seen) / len(seen) if seen else None,
         batch_size_hist={k: v for k, v in bucket_counts(hist).items() if v > 0},
-        rows_per_worker={w: v for w, v in sorted(rows.items()) if v > 0},
+        requests_per_worker={w: v for w, v in sorted(per_worker.items()) if v > 0},
         batches_per_worker={w: v for w, v in sorted(batches.items()) if v > 0},
     )
 

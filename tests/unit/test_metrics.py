@@ -100,7 +100,7 @@ def test_window_figures_use_only_the_deltas() -> None:
     assert fig.p50_ms == pytest.approx(5 + 5 * (50 - 40) / 40)
     assert fig.p95_ms == pytest.approx(10 + 10 * (95 - 80) / 20)
     assert fig.p99_ms == pytest.approx(10 + 10 * (99 - 80) / 20)
-    assert fig.rows_per_worker == {"1": 60, "2": 60}
+    assert fig.requests_per_worker == {"1": 60, "2": 60}
     assert fig.batches_per_worker == {"1": 40, "2": 40}
     assert fig.mean_batch_size == pytest.approx(1.5)
     assert fig.batch_size_hist == {"1": 40, "2": 40}
@@ -112,6 +112,6 @@ def test_a_series_that_appears_during_the_window_counts_from_zero() -> None:
     before = parse_metrics(_exposition([0, 0, 0, 0], 0, {"1": (10, 10)}, 0), taken_at=0.0)
     after = parse_metrics(_exposition([10, 10, 10, 10], 0, {"1": (10, 10), "2": (5, 9)}, 0), taken_at=1.0)
     fig = window_figures(before, after, "/echo")
-    assert fig.rows_per_worker == {"2": 9}
+    assert fig.requests_per_worker == {"2": 9}
     assert fig.p99_ms is not None and fig.p99_ms <= 5.0
     assert fig.failure_ratio == 0.0

@@ -47,7 +47,7 @@ def test_stability_spread() -> None:
 
 
 def test_uneven_workers_flags_a_starved_worker() -> None:
-    assert uneven_workers({"1": 394}, workers=2) == ["worker 2 served 0% of the rows (fair share 50%)"]
+    assert uneven_workers({"1": 394}, workers=2) == ["worker 2 served 0% of the requests (fair share 50%)"]
     assert uneven_workers({"1": 60, "2": 40}, workers=2) == []
     assert uneven_workers({"1": 80, "2": 20}, workers=2)[0].startswith("worker 2 served 20%")
     assert uneven_workers({"1": 5}, workers=2) == [], "too few rows to judge"
