@@ -27,7 +27,7 @@ ENDPOINTS = {
 
 def load_sentences() -> list[str]:
     """The shipped sentence set (varied lengths) the embedding load sends."""
-    from services.models.sentences import load_sentences as shipped  # type: ignore[import-not-found,unused-ignore]
+    from services.models.sentences import load_sentences as shipped
 
     sentences: list[str] = list(shipped())
     return sentences
