@@ -205,7 +205,7 @@ def batch_chart(record: TrialRecord | None) -> str:
         return "<p>The load runner reported no batch-size histogram for the winner.</p>"
     items = sorted(hist.items(), key=lambda kv: _as_float(kv[0]))
     chart = Chart(height=260, x_max=len(items), y_max=max(v for _, v in items) * 1.1 or 1.0)
-    chart.axes("batch size (bucket)", "batches in the winning step")
+    chart.axes("requests per batch (histogram bucket, upper bound)", "batches in the winning step")
     slot = (chart.x(1) - chart.x(0)) * 0.8
     for i, (size, count) in enumerate(items):
         top = chart.y(count)
@@ -279,6 +279,15 @@ def render_html(result: StudyResult, inputs: ReportInputs) -> str:
         "th{background:#f3f3f3}code{background:#f6f6f6}"
     )
     wall = f"{inputs.wall_seconds:.0f} s" if inputs.wall_seconds else "-"
+    mean_batch = ""
+    if winner_record is not None and winner_record.best_step is not None and winner_record.steps:
+        step = winner_record.steps[winner_record.best_step]
+        batches = sum((step.get("batch_size_hist") or {}).values())
+        rows = sum((step.get("requests_per_worker") or {}).values())
+        if batches:
+            mean_batch = (
+                f"<p>Mean batch in that step: {rows / batches:.1f} requests ({batches:.0f} batches).</p>"
+            )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>servetune study: {
         _esc(inputs.service)
     }</title>
@@ -294,7 +303,7 @@ seed {_esc(inputs.settings.get("seed"))}; {len(trials)} trials; wall time {wall}
 or died).</p>
 <h2>Latency vs throughput per measured config</h2>{latency_chart(records, slo_ms)}
 <p>One line per measurement (black = naive baseline); dashed red = the SLO. Hover a line for its config.</p>
-<h2>Winner's batch sizes</h2>{batch_chart(winner_record)}
+<h2>Winner's batch sizes</h2>{batch_chart(winner_record)}{mean_batch}
 <h2>Finalists (re-measured)</h2>{_table(finalist_rows, ["config", "mean goodput", "stdev", "spread", "runs"])}
 <h2>Trials by strategy</h2>{
         _table(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,25 +42,11 @@ def ensure_models() -> None:
 
 
 def sentence_stats() -> dict[str, Any]:
-    """Word and MiniLM token lengths of the shipped sentence set the load sends."""
-    from loadtests.payloads import load_sentences  # type: ignore[import-not-found,unused-ignore]
-    from services.models.minilm import load_sentence_model
-    from services.models.store import MINILM, get_model
+    """Word and MiniLM token length distributions of the shipped sentence set the load sends."""
+    from services.models.sentences import load_sentences, token_length_stats, word_length_stats
 
-    sentences: list[str] = list(load_sentences())
-    tokenizer = load_sentence_model(get_model(MINILM).path, "cpu").tokenizer
-    tokens = sorted(len(tokenizer(s)["input_ids"]) for s in sentences)
-    words = [len(s.split()) for s in sentences]
-
-    def pct(q: float) -> int:
-        return tokens[min(len(tokens) - 1, int(q * len(tokens)))]
-
-    return {
-        "sentences": len(sentences),
-        "words_min": min(words), "words_mean": round(statistics.fmean(words), 1), "words_max": max(words),
-        "tokens_min": tokens[0], "tokens_p50": pct(0.5), "tokens_mean": round(statistics.fmean(tokens), 1),
-        "tokens_p90": pct(0.9), "tokens_max": tokens[-1],
-    }  # fmt: skip
+    sentences = load_sentences()
+    return {"words": word_length_stats(sentences), "tokens": token_length_stats(sentences)}
 
 
 def demo(
@@ -81,11 +66,13 @@ def demo(
     t0 = time.monotonic()
     ensure_models()
     stats = sentence_stats()
+    words, tokens = stats["words"], stats["tokens"]
     console.print(
-        f"load: {stats['sentences']} English sentences, {stats['words_min']}-{stats['words_max']} words "
-        f"(mean {stats['words_mean']}); MiniLM tokens min {stats['tokens_min']} / median "
-        f"{stats['tokens_p50']} / mean {stats['tokens_mean']} / p90 {stats['tokens_p90']} / max "
-        f"{stats['tokens_max']}; one sentence per request"
+        f"load: the shipped set of {words['count']} English sentences, one per request; words "
+        f"min {words['min']} / median {words['median']:.0f} / mean {words['mean']} / max {words['max']}; "
+        f"MiniLM tokens min {tokens['min']} / p10 {tokens['p10']} / median {tokens['median']:.0f} / "
+        f"mean {tokens['mean']} / p90 {tokens['p90']} / max {tokens['max']}",
+        highlight=False,
     )
     if out.exists() and not resume:
         shutil.rmtree(out)
