@@ -51,3 +51,22 @@ def test_no_winner_when_nothing_meets_the_slo(tmp_path: Path) -> None:
     assert not (tmp_path / "winner.yaml").exists()
     assert "No feasible config" in outcome.report.read_text()
     assert all("no step met the SLO" in r.reason for r in outcome.result.records)
+
+
+def test_resume_through_run_tune_measures_only_what_is_missing(tmp_path: Path) -> None:
+    space = default_space("embedding", Machine(2, 0))
+    common = dict(service="embedding", strategy="tpe", out=tmp_path, finalists=1, repeats=1,
+                  users=(2, 8), step_s=5, warmup_s=0)  # fmt: skip
+    first = FakeDeployer()
+    run_tune(TuneOptions(trials=3, **common), FakeLoadRunner(first), space, live=False, deployer=first)  # type: ignore[arg-type]
+    second = FakeDeployer()
+    outcome = run_tune(TuneOptions(trials=5, resume=True, **common), FakeLoadRunner(second), space,  # type: ignore[arg-type]
+                       live=False, deployer=second)  # fmt: skip
+    assert len(first.deployed) == 3 + 1
+    assert len(outcome.result.trials) == 5
+    assert not set(second.deployed[:2]) & set(first.deployed[:3])  # two new trials, none repeated
+    winner = outcome.result.winner
+    assert winner is not None and len(winner.repeats) == 1
+    # the finalist re-run is only measured again when the top config changed
+    changed = winner.config.key != first.deployed[3]
+    assert len(second.deployed) == 2 + int(changed)

@@ -99,3 +99,21 @@ def test_a_space_with_no_legal_config_is_refused() -> None:
 def test_workers_and_threads_trade_places_in_one_move() -> None:
     space = default_space("embedding", TWO_CORES)
     assert Config(16, 200, 2, 1, 0, "fp32") in space.neighbours(Config(16, 200, 1, 2, 0, "fp32"))
+
+
+def test_variant_auto_lists_only_eligible_variants_in_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from services.models import store
+
+    stored = {"minilm-int8": {"eligible": True}, "minilm-pruned": {"eligible": False}}
+
+    def fake_get_model(base: str, variant: str = "fp32", tag: str | None = None) -> object:
+        name = store.model_name(base, variant)
+        if name not in stored:
+            raise store.ModelNotFound(name)
+        return SimpleNamespace(info=SimpleNamespace(metadata=stored[name]))
+
+    monkeypatch.setattr(store, "get_model", fake_get_model)
+    space = parse_space({"service": "embedding", "variant": "auto"}, machine=TWO_CORES)
+    assert space.dim("variant").values == ("fp32", "int8")

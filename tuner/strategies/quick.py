@@ -8,12 +8,16 @@ from tuner.strategies.base import StrategyBase
 
 class QuickSearch(StrategyBase):
     """Start in the middle of every dimension, measure the neighbours of the best config so far,
-    move to a better one as soon as it is found; restart at a random unseen config when stuck."""
+    move to one that beats it by more than `min_gain` (relative; below that it is noise) as soon
+    as it is found; restart at a random unseen config when stuck."""
 
     name = "quick"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, start: Config | None = None) -> None:
+    def __init__(
+        self, space: SearchSpace, seed: int = 0, start: Config | None = None, min_gain: float = 0.03
+    ) -> None:
         super().__init__(space, seed)
+        self.min_gain = min_gain
         self.start = start if start is not None and start in space else self._middle()
         self.current: Config | None = None
         self.queue: list[Config] = []
@@ -25,8 +29,10 @@ class QuickSearch(StrategyBase):
             return candidate
         target = middle
 
-        def distance(config: Config) -> int:
-            return sum(abs(a - b) for a, b in zip(self.space.indices(config), target, strict=True))
+        def distance(config: Config) -> tuple[int, int]:
+            # ties go to more processes: the single process is the first bottleneck measured
+            steps = sum(abs(a - b) for a, b in zip(self.space.indices(config), target, strict=True))
+            return steps, -config.workers
 
         return min(self.space.configs, key=distance)
 
@@ -54,7 +60,7 @@ class QuickSearch(StrategyBase):
     def tell(self, config: Config, score: float | None) -> None:
         super().tell(config, score)
         best = self._score(self.current)
-        if score is not None and (best is None or score > best):
+        if score is not None and (best is None or score > best + abs(best) * self.min_gain):
             self.current = config
             self.queue = []
         elif self.current is None:
