@@ -94,15 +94,16 @@ def _bodies(service: str) -> list[bytes]:
     return _BODY_CACHE[service]
 
 
-class DigitsUser(ServetuneUser):
+# FastHttpUser is named again so tools that read this file (deploy/locust.py) see user classes.
+class DigitsUser(ServetuneUser, FastHttpUser):
     service = "digits"
 
 
-class EmbeddingUser(ServetuneUser):
+class EmbeddingUser(ServetuneUser, FastHttpUser):
     service = "embedding"
 
 
-class NoOpUser(ServetuneUser):
+class NoOpUser(ServetuneUser, FastHttpUser):
     service = "noop"
 
 
