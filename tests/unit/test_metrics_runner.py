@@ -64,3 +64,26 @@ def test_urls_and_services_are_checked() -> None:
     assert load_target("embedding-naive").endpoint == "/encode_unbatched"
     with pytest.raises(ValueError, match="unknown load service"):
         load_target("nope")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["loadtest", "nope", "--users", "2"], "service: choose one of"),
+        (["loadtest", "noop"], "--users or --rate"),
+        (["loadtest", "noop", "--users", "2,x"], "--users: expected comma-separated numbers"),
+        (["loadtest", "noop", "--users", "0"], "--users: every value must be > 0"),
+        (["loadtest", "noop", "--users", "2", "--max-batch-size", "1"], "--max-batch-size"),
+        (["loadtest", "digits", "--users", "2", "--unbatched"], "--unbatched"),
+        (["loadtest", "noop", "--users", "2", "--url", "ftp://x"], "--url"),
+    ],
+)
+def test_loadtest_cli_names_the_bad_field(args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from tuner.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output

@@ -85,7 +85,7 @@ def loadtest(
     """Run a stepped load; print client and server figures per step."""
     from pydantic import ValidationError
 
-    from loadtests.runner import LoadRunError, LocustRunner
+    from loadtests.runner import LoadRunError, LocustRunner, check_url
     from services.knobs import ServeKnobs
     from tuner.seams import LoadStep
     from tuner.server import SERVICES, ServerError
@@ -121,6 +121,11 @@ def loadtest(
     load_service = UNBATCHED.get(service, "") if unbatched else service
     if not load_service:
         fail(f"--unbatched: {service} has no non-batchable endpoint")
+    if url is not None:
+        try:
+            url = check_url(url, allow_remote=True)
+        except ValueError as exc:
+            fail(f"--url: {exc}")
     runner = LocustRunner(rows_per_request=rows, processes=processes, expected_workers=workers,
                           allow_remote=url is not None)  # fmt: skip
     try:
@@ -130,7 +135,7 @@ def loadtest(
     except (ServerError, LoadRunError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except ValueError as exc:
-        fail(f"--url: {exc}")
+        fail(str(exc))
     console.print(steps_table(reports, title=f"{load_service} load steps"))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
