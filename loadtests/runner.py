@@ -178,6 +178,31 @@ def uneven_workers(requests: dict[str, float], workers: int, min_share: float = 
     return reasons
 
 
+WORKER_MARK = "_bentoml_impl.worker.service"
+
+
+def local_server_workers(url: str) -> int | None:
+    """BentoML workers of the server listening on `url`'s port on this machine, or None."""
+    parsed = urlparse(url)
+    if parsed.hostname not in LOOPBACK_HOSTS or parsed.port is None:
+        return None
+    try:
+        pids = [
+            c.pid
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == parsed.port and c.pid
+        ]
+        if not pids:
+            return None
+        proc = psutil.Process(pids[0])
+        parent = proc.parent()
+        root = parent if WORKER_MARK in " ".join(proc.cmdline()) and parent is not None else proc
+        count = sum(1 for child in root.children() if WORKER_MARK in " ".join(child.cmdline()))
+    except (psutil.Error, OSError):
+        return None
+    return count or None
+
+
 @dataclass
 class GeneratorCpu:
     """CPU seconds of the Locust process tree, per process, between two samples."""
@@ -241,7 +266,7 @@ class LocustRunner:
     tolerance: float = 0.10
     max_extend: float = 2.0
     cpu_saturation: float = 0.9
-    expected_workers: int | None = None
+    expected_workers: int | None = None  # None: counted from the local server's processes
     allow_remote: bool = False
     start_timeout_s: float = 60.0
     log_dir: Path | None = None
@@ -273,6 +298,7 @@ class LocustRunner:
             if step.users < 1 or not step.duration_s > 0:
                 raise ValueError(f"a load step needs users >= 1 and duration_s > 0, got {step}")
         self.last_reports = []
+        workers = self.expected_workers or local_server_workers(base)
         with tempfile.TemporaryDirectory(prefix="servetune-locust-", dir=self.log_dir) as tmp:
             work = Path(tmp)
             control = work / "control.json"
@@ -291,7 +317,7 @@ class LocustRunner:
                         timeout = self.start_timeout_s if index == 0 else 15.0
                         self._wait_ack(control, index, proc, timeout, work)
                         time.sleep(self.settle_s)
-                        report = self._measure(step, target, reader, events, cpu, proc, work)
+                        report = self._measure(step, target, reader, events, cpu, proc, work, workers)
                         self.last_reports.append(report)
                         if stop_after is not None and stop_after(report.measurement):
                             break
@@ -356,6 +382,7 @@ class LocustRunner:
         cpu: GeneratorCpu,
         proc: subprocess.Popen[bytes],
         work: Path,
+        workers: int | None,
     ) -> LoadReport:
         sub_s = min(5.0, max(0.5, step.duration_s / 3))
         per_window = max(3, round(step.duration_s / sub_s))
@@ -401,7 +428,7 @@ class LocustRunner:
         if peak >= self.cpu_saturation:
             reasons.append(f"load generator saturated ({peak:.2f} cores in one process)")
         if server is not None and last is not None and server.requests_per_worker:
-            known = max([int(w) for w in workers_seen(last) if w.isdigit()] + [self.expected_workers or 0])
+            known = max([int(w) for w in workers_seen(last) if w.isdigit()] + [workers or 0])
             reasons += uneven_workers(server.requests_per_worker, known)
         measurement = _measurement(step, end - start, client, server, used, stable, reasons)
         return LoadReport(measurement, client, server, tuple(subs), start, end)

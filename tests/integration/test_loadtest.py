@@ -58,3 +58,15 @@ def test_a_dead_server_is_an_error_not_a_hang() -> None:
     assert m.successes == 0 and m.failure_ratio == 1.0
     assert m.failures_by_status and m.client_p95_ms == float("inf")
     assert not _locust_children()
+
+
+def test_workers_are_counted_and_uneven_load_is_flagged() -> None:
+    from loadtests.runner import local_server_workers
+
+    spec = ServerSpec(service_target("noop"), args={"max_batch_size": 4}, workers=2)
+    with running_server(spec) as server:
+        assert local_server_workers(server.url) == 2
+        # One user holds one keep-alive connection: every request lands on the same worker.
+        (m,) = LocustRunner(settle_s=0.3).run_steps(server.url, "noop", [LoadStep(users=1, duration_s=1.5)])
+    assert len(m.requests_per_worker) == 1
+    assert not m.valid and any("fair share 50%" in r for r in m.invalid_reasons), m.invalid_reasons
