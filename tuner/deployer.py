@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import httpx
 import psutil
 
 from tuner.server import BentoServer, ServerError
@@ -132,6 +133,25 @@ def _last_error(lines: list[str]) -> str:
     return errors[-1] if errors else "see the server log"
 
 
+def wait_all_workers(url: str, workers: int, timeout_s: float = 30.0) -> set[int]:
+    """Call /info on fresh connections until every worker index has answered (or time runs out).
+
+    /readyz turns 200 as soon as one worker is up; connections opened before the others finish
+    loading all land on that one and stay there (keep-alive), so the trial would measure one
+    worker. Returns the worker indices seen.
+    """
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    while len(seen) < workers and time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError, TypeError):
+            answer = httpx.post(f"{url}/info", json={}, headers={"Connection": "close"}, timeout=5.0)
+            if answer.status_code == 200:
+                seen.add(int(answer.json()["worker_index"]))
+                continue
+        time.sleep(0.1)
+    return seen
+
+
 class LocalBentoDeployer:
     """Runs each config as `bentoml serve` on 127.0.0.1 (free port, own BENTOML_HOME, bounded log)."""
 
@@ -152,6 +172,8 @@ class LocalBentoDeployer:
             except ServerError as exc:
                 raise DeployError(str(exc)) from exc
             assert server.process is not None
+            if config.workers > 1:
+                wait_all_workers(server.url, config.workers, self.ready_timeout_s / 3)
             sampler = RssSampler(server.process.pid).start()
             yield LocalDeployment(server, sampler)
         finally:

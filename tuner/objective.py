@@ -21,6 +21,10 @@ class SLO:
     quantile: Quantile = "p95"
     max_failure_ratio: float = 0.01
     breach_factor: float = 1.15  # "clear breach": latency this much above the bound stops stepping
+    # An uneven per-worker split is what BentoML did with these client connections (a burst of
+    # keep-alive connections is often accepted by one worker): count the step, note it in the
+    # reason. Set False to discard such steps instead.
+    accept_uneven_workers: bool = True
 
     def latency_of(self, step: StepMeasurement) -> float:
         if self.quantile == "p99":
@@ -43,8 +47,9 @@ class SLO:
             )
         if step.successes <= 0:
             why.append("no successful request")
-        if not step.valid:
-            why.append("invalid measurement: " + "; ".join(step.invalid_reasons))
+        reasons = [r for r in step.invalid_reasons if not (self.accept_uneven_workers and is_uneven(r))]
+        if not step.valid and (reasons or not step.invalid_reasons):
+            why.append("invalid measurement: " + "; ".join(reasons or ["flagged by the load runner"]))
         return why
 
     def clearly_breached(self, step: StepMeasurement) -> bool:
@@ -54,6 +59,11 @@ class SLO:
             or step.failure_ratio > max(2 * self.max_failure_ratio, self.max_failure_ratio + 0.02)
             or step.successes <= 0
         )
+
+
+def is_uneven(reason: str) -> bool:
+    """The load runner's per-worker split warning ("worker 2 served 6% of the requests ...")."""
+    return "fair share" in reason
 
 
 @dataclass(frozen=True)
@@ -107,9 +117,12 @@ class Objective:
             score: float = -cost
         else:
             score = best.goodput_rps
+        why = f"{best.goodput_rps:.1f} good RPS at {best.step.users} users"
+        uneven = [r for r in best.invalid_reasons if is_uneven(r)]
+        if uneven:
+            why += " (uneven worker split: " + "; ".join(uneven) + ")"
         return Outcome(
-            True, score, best.goodput_rps, self.slo.latency_of(best), best.failure_ratio, cost, index,
-            f"{best.goodput_rps:.1f} good RPS at {best.step.users} users",
+            True, score, best.goodput_rps, self.slo.latency_of(best), best.failure_ratio, cost, index, why
         )  # fmt: skip
 
     def cost_per_million(self, config: Config, goodput_rps: float) -> float | None:

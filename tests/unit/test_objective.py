@@ -57,3 +57,18 @@ def test_clear_breach_stops_stepping() -> None:
     assert not slo.clearly_breached(step(4, 50, 210))
     assert slo.clearly_breached(step(4, 50, 300))
     assert slo.clearly_breached(step(4, 50, 50, failures=0.2))
+
+
+def test_uneven_worker_split_counts_but_is_noted_unless_strict() -> None:
+    from dataclasses import replace
+
+    uneven = replace(
+        step(8, 100, 100), valid=False, invalid_reasons=("worker 2 served 6% of the rows (fair share 50%)",)
+    )
+    saturated = replace(
+        step(8, 100, 100), valid=False, invalid_reasons=("load generator saturated (0.95 cores)",)
+    )
+    lenient = Objective(SLO()).evaluate(CONFIG, [uneven])
+    assert lenient.feasible and "uneven worker split" in lenient.reason
+    assert not Objective(SLO(accept_uneven_workers=False)).evaluate(CONFIG, [uneven]).feasible
+    assert "saturated" in Objective(SLO()).evaluate(CONFIG, [saturated]).reason
