@@ -1,0 +1,323 @@
+"""Build, measure and store the compressed variants of digits and MiniLM."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import bentoml
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from services.models.compress import (
+    apply_int8,
+    linear_layer_names,
+    make_permanent,
+    prune_linear,
+    quantize_recipe,
+    sparsity_of,
+)
+from services.models.quality import (
+    DIGITS_MAX_ACCURACY_DROP,
+    MINILM_MIN_COSINE,
+    digits_runner,
+    embed,
+    embedding_quality,
+    embedding_runner,
+    interleaved_throughput,
+    rounded,
+)
+from services.models.store import DIGITS, MINILM, get_model, load_digits_net, model_name, save_digits
+from services.models.variants import RECIPE_FILE
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+BUILT_VARIANTS = ("int8", "pruned")
+DIGITS_SPARSITY = 0.5
+MINILM_SPARSITY = 0.1
+COSINE_TARGET_MARGIN = 0.005
+Row = dict[str, Any]
+Progress = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+def _row(variant: str, metric: str, quality: float, floor: float, extra: dict[str, Any]) -> Row:
+    return {
+        "variant": variant,
+        "quality_metric": metric,
+        "quality": round(quality, 6),
+        "floor": round(floor, 6),
+        "eligible": bool(quality >= floor),
+        **extra,
+    }
+
+
+def _attach_throughput(rows: dict[str, Row], figures: dict[str, dict[int, float]], threads: int) -> None:
+    fp32 = rounded(figures["fp32"])
+    for name, row in rows.items():
+        row.update(rounded(figures[name]), threads=threads)
+        row.update({f"fp32_{k}": v for k, v in fp32.items()})
+
+
+# ---------------------------------------------------------------- digits
+
+
+def _finetune_pruned(net: nn.Module, seed: int, epochs: int) -> None:
+    """Fine-tune a masked (pruned) network; masks keep the pruned weights at zero."""
+    from services.models.data import load_splits
+
+    data = load_splits(seed=seed)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    net.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(order), 64):
+            idx = order[start : start + 64]
+            optimizer.zero_grad()
+            loss_fn(net(x[idx]), y[idx]).backward()
+            optimizer.step()
+    net.eval()
+
+
+def build_digits(
+    threads: int = 2,
+    sparsity: float = DIGITS_SPARSITY,
+    finetune_epochs: int = 5,
+    repeats: int = 3,
+    variants: Sequence[str] = BUILT_VARIANTS,
+    progress: Progress = _noop,
+) -> list[Row]:
+    """Build int8 and pruned digits from the latest fp32 entry, measure, store; rows (fp32 first)."""
+    from services.models.data import load_splits
+    from services.models.train import evaluate
+
+    source = get_model(DIGITS)
+    hyper = source.info.metadata.get("hyperparameters")
+    seed = int(str(hyper.get("seed", 0))) if isinstance(hyper, dict) else 0
+    data = load_splits(seed=seed)
+    fp32 = load_digits_net(source)
+    base = evaluate(fp32, data.x_test, data.y_test)
+    floor = base.accuracy - DIGITS_MAX_ACCURACY_DROP
+    nets: dict[str, nn.Module] = {"fp32": fp32}
+    extra: dict[str, dict[str, Any]] = {"fp32": {}}
+    recipe: dict[str, Any] = {}
+    if "int8" in variants:
+        recipe = quantize_recipe(linear_layer_names(fp32))
+        nets["int8"] = apply_int8(fp32, recipe)
+        extra["int8"] = {"quantized_layers": len(recipe["layers"])}
+    if "pruned" in variants:
+        progress(f"digits: pruning {sparsity:.0%} and fine-tuning {finetune_epochs} epochs")
+        pruned = copy.deepcopy(fp32)
+        layers = prune_linear(pruned, sparsity, include_conv=True)
+        _finetune_pruned(pruned, seed, finetune_epochs)
+        make_permanent(pruned)
+        nets["pruned"] = pruned
+        extra["pruned"] = {
+            "sparsity": round(sparsity_of(pruned, layers), 4),
+            "finetune_epochs": finetune_epochs,
+        }
+    rows: dict[str, Row] = {}
+    for name, net in nets.items():
+        report = evaluate(net, data.x_test, data.y_test)
+        figures = {
+            "macro_f1": round(report.macro_f1, 6),
+            "accuracy_drop": round(base.accuracy - report.accuracy, 6),
+            **extra[name],
+        }
+        rows[name] = _row(name, "accuracy", report.accuracy, floor if name != "fp32" else 0.0, figures)
+    progress("digits: measuring throughput (interleaved)")
+    figures = interleaved_throughput(
+        {n: digits_runner(net, data.x_test) for n, net in nets.items()}, repeats=repeats, threads=threads
+    )
+    _attach_throughput(rows, figures, threads)
+    for name in variants:
+        meta = {**rows[name], "source_tag": str(source.tag), "max_accuracy_drop": DIGITS_MAX_ACCURACY_DROP}
+        if name == "int8":
+            rows[name]["tag"] = _save_recipe_entry(DIGITS, "int8", recipe, meta)
+        else:
+            arch = json.loads(Path(source.path_of("arch.json")).read_text())
+            rows[name]["tag"] = save_digits(nets[name], arch, meta, variant=name)
+    rows["fp32"]["tag"] = str(source.tag)
+    return [rows["fp32"], *(rows[v] for v in variants)]
+
+
+def _save_recipe_entry(base: str, variant: str, recipe: dict[str, Any], metadata: dict[str, Any]) -> str:
+    with bentoml.models.create(
+        model_name(base, variant), labels={"variant": variant}, metadata=metadata
+    ) as model:
+        Path(model.path_of(RECIPE_FILE)).write_text(json.dumps(recipe, indent=1))
+    return str(model.tag)
+
+
+# ---------------------------------------------------------------- MiniLM
+
+
+def _mean_cosine(reference: Any, model: SentenceTransformer, sentences: Sequence[str]) -> float:
+    from services.models.quality import cosine_rows
+
+    return float(cosine_rows(reference, embed(model, sentences)).mean())
+
+
+def select_int8_layers(
+    fp32: SentenceTransformer,
+    calibration: Sequence[str],
+    target: float,
+    progress: Progress = _noop,
+) -> tuple[list[str], float, list[dict[str, Any]]]:
+    """Greedy sensitivity pass: quantize every Linear per-channel; while the calibration mean
+    cosine is below `target`, keep the next most damaging layer (measured alone) in fp32.
+
+    Returns (quantized layers, calibration cosine, per-layer damage list).
+    """
+    reference = embed(fp32, calibration)
+    layers = linear_layer_names(fp32)
+    cosine = _mean_cosine(reference, apply_int8(fp32, quantize_recipe(layers)), calibration)
+    progress(f"minilm: all {len(layers)} Linear layers int8 -> calibration cosine {cosine:.4f}")
+    if cosine >= target:
+        return layers, cosine, []
+    damage = []
+    for i, name in enumerate(layers):
+        alone = _mean_cosine(reference, apply_int8(fp32, quantize_recipe([name])), calibration)
+        damage.append({"layer": name, "damage": round(1.0 - alone, 6)})
+        if i % 6 == 5:
+            progress(f"minilm: sensitivity {i + 1}/{len(layers)}")
+    damage.sort(key=lambda d: -float(str(d["damage"])))
+    kept = list(layers)
+    for entry in damage[: len(layers) // 2]:
+        kept.remove(str(entry["layer"]))
+        cosine = _mean_cosine(reference, apply_int8(fp32, quantize_recipe(kept)), calibration)
+        progress(f"minilm: keep {entry['layer']} fp32 -> calibration cosine {cosine:.4f}")
+        if cosine >= target:
+            break
+    return kept, cosine, damage
+
+
+def _save_pruned_minilm(source: bentoml.Model, pruned: SentenceTransformer, metadata: dict[str, Any]) -> str:
+    with bentoml.models.create(
+        model_name(MINILM, "pruned"),
+        labels={"task": "sentence-embedding", "variant": "pruned"},
+        metadata=metadata,
+    ) as model:
+        dest = Path(model.path)
+        for item in Path(source.path).rglob("*"):
+            rel = item.relative_to(source.path)
+            if item.is_file() and rel.parts[0] not in ("model.yaml",):
+                target = dest / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(item, target)
+        weights = dest / "model.safetensors"
+        state = load_file(str(weights))
+        fresh = pruned[0].auto_model.state_dict()  # type: ignore[union-attr]
+        for key in state:
+            if key in fresh:
+                state[key] = fresh[key].detach().contiguous()
+        save_file(state, str(weights), metadata={"format": "pt"})
+    return str(model.tag)
+
+
+def build_minilm(
+    threads: int = 2,
+    sparsity: float = MINILM_SPARSITY,
+    repeats: int = 3,
+    variants: Sequence[str] = BUILT_VARIANTS,
+    calibration_every: int = 5,
+    progress: Progress = _noop,
+    sentences: Sequence[str] | None = None,
+    pairs: Sequence[tuple[str, str]] | None = None,
+) -> list[Row]:
+    """Build int8 (sensitivity-selected layers) and pruned MiniLM, measure, store; rows."""
+    from services.models.minilm import load_sentence_model
+    from services.models.sentences import load_paraphrase_pairs, load_sentences
+
+    torch.set_num_threads(threads)
+    sentences = list(sentences if sentences is not None else load_sentences())
+    pairs = list(pairs if pairs is not None else load_paraphrase_pairs())
+    source = get_model(MINILM)
+    fp32 = load_sentence_model(source.path, "cpu").eval()
+    models: dict[str, SentenceTransformer] = {"fp32": fp32}
+    extra: dict[str, dict[str, Any]] = {"fp32": {}}
+    recipe: dict[str, Any] = {}
+    if "int8" in variants:
+        calibration = sentences[::calibration_every]
+        layers, calib_cos, damage = select_int8_layers(
+            fp32, calibration, MINILM_MIN_COSINE + COSINE_TARGET_MARGIN, progress
+        )
+        recipe = quantize_recipe(layers)
+        models["int8"] = apply_int8(fp32, recipe)
+        all_layers = linear_layer_names(fp32)
+        extra["int8"] = {
+            "quantized_layers": len(layers),
+            "fp32_layers": sorted(set(all_layers) - set(layers)),
+            "calibration_cosine": round(calib_cos, 6),
+            "calibration_sentences": len(calibration),
+            "sensitivity": damage[:8],
+        }
+    if "pruned" in variants:
+        pruned = copy.deepcopy(fp32)
+        names = prune_linear(pruned, sparsity)
+        make_permanent(pruned)
+        models["pruned"] = pruned
+        extra["pruned"] = {"sparsity": round(sparsity_of(pruned, names), 4)}
+    rows: dict[str, Row] = {}
+    for name, model in models.items():
+        progress(f"minilm: quality of {name} on {len(sentences)} sentences, {len(pairs)} pairs")
+        q = embedding_quality(fp32, model, sentences, pairs)
+        floor = MINILM_MIN_COSINE if name != "fp32" else 0.0
+        rows[name] = _row(name, "mean_cosine", q.mean_cosine, floor, {**q.as_metadata(), **extra[name]})
+    progress("minilm: measuring throughput (interleaved)")
+    bench = sentences[:128]
+    figures = interleaved_throughput(
+        {n: embedding_runner(m, bench) for n, m in models.items()}, repeats=repeats, threads=threads
+    )
+    _attach_throughput(rows, figures, threads)
+    for name in variants:
+        meta = {**rows[name], "source_tag": str(source.tag), "min_cosine_floor": MINILM_MIN_COSINE}
+        if name == "int8":
+            rows[name]["tag"] = _save_recipe_entry(MINILM, "int8", recipe, meta)
+        else:
+            rows[name]["tag"] = _save_pruned_minilm(source, models[name], meta)
+    rows["fp32"]["tag"] = str(source.tag)
+    return [rows["fp32"], *(rows[v] for v in variants)]
+
+
+def stored_rows(base: str) -> list[Row] | None:
+    """Rows of the stored variants when all exist and were built from the latest fp32; else None."""
+    from services.models.store import ModelNotFound
+
+    source = get_model(base)
+    rows: list[Row] = []
+    for variant in BUILT_VARIANTS:
+        try:
+            entry = get_model(base, variant)
+        except ModelNotFound:
+            return None
+        meta = dict(entry.info.metadata)
+        if meta.get("source_tag") != str(source.tag):
+            return None
+        rows.append({**meta, "variant": variant, "tag": str(entry.tag)})
+    first = rows[0]
+    fp32: Row = {
+        "variant": "fp32",
+        "quality_metric": first.get("quality_metric"),
+        "quality": first["quality"] + first.get("accuracy_drop", 0.0) if base == DIGITS else 1.0,
+        "floor": 0.0,
+        "eligible": True,
+        "throughput_bs1": first.get("fp32_throughput_bs1"),
+        "throughput_bs32": first.get("fp32_throughput_bs32"),
+        "threads": first.get("threads"),
+        "tag": str(source.tag),
+    }
+    return [fp32, *rows]
