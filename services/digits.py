@@ -14,7 +14,7 @@ from services.gcpolicy import tune_gc
 from services.knobs import apply_placement, read_knobs
 from services.limits import BodyLimitMiddleware
 from services.models.data import CLASS_LABELS, PIXEL_MAX, normalise
-from services.models.store import DIGITS, get_model, load_digits_net
+from services.models.variants import load_digits_variant
 
 SERVICE_NAME = "DigitsClassifier"
 MAX_IMAGES_PER_REQUEST = 256
@@ -39,9 +39,8 @@ class DigitsClassifier:
 
     def __init__(self) -> None:
         self.device, self.threads = apply_placement(KNOBS, SERVICE_NAME)
-        model = get_model(DIGITS, KNOBS.variant, KNOBS.model_tag)
-        self.model_tag = str(model.tag)
-        self.net = load_digits_net(model).to(self.device)
+        # Refuses a missing variant or one below its quality floor (VariantNotEligible).
+        self.model_tag, self.net = load_digits_variant(KNOBS.variant, KNOBS.model_tag, self.device)
         tune_gc()  # no 100-250 ms full GC pauses under load (services/gcpolicy.py)
 
     @bentoml.api(

@@ -12,8 +12,7 @@ from services.config import service_config
 from services.gcpolicy import tune_gc
 from services.knobs import apply_placement, read_knobs
 from services.limits import BodyLimitMiddleware
-from services.models.minilm import load_sentence_model
-from services.models.store import MINILM, get_model
+from services.models.variants import load_minilm_variant
 
 SERVICE_NAME = "TextEmbedding"
 MAX_SENTENCES_PER_REQUEST = 64
@@ -32,9 +31,8 @@ class TextEmbedding:
 
     def __init__(self) -> None:
         self.device, self.threads = apply_placement(KNOBS, SERVICE_NAME)
-        model = get_model(MINILM, KNOBS.variant, KNOBS.model_tag)
-        self.model_tag = str(model.tag)
-        self.model = load_sentence_model(model.path, self.device)
+        # Refuses a missing variant or one below its quality floor (VariantNotEligible).
+        self.model_tag, self.model = load_minilm_variant(KNOBS.variant, KNOBS.model_tag, self.device)
         tune_gc()  # no 100-250 ms full GC pauses under load (services/gcpolicy.py)
 
     @bentoml.api(

@@ -73,11 +73,9 @@ class FixedNet(torch.nn.Module):
 
 
 def test_digits_predict_with_a_patched_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    class FakeModel:
-        tag = "digits:fake"
-
-    monkeypatch.setattr(digits, "get_model", lambda *a, **k: FakeModel())
-    monkeypatch.setattr(digits, "load_digits_net", lambda model: FixedNet())
+    monkeypatch.setattr(
+        digits, "load_digits_variant", lambda variant, tag, device: ("digits:fake", FixedNet())
+    )
     service = digits.DigitsClassifier()
     flat = [3.0] + [0.0] * 63
     grid = [[7.0] + [0.0] * 7] + [[0.0] * 8 for _ in range(7)]
@@ -87,10 +85,6 @@ def test_digits_predict_with_a_patched_model(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_embedding_encode_with_a_patched_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    class FakeModel:
-        tag = "minilm:fake"
-        path = "/nowhere"
-
     class FakeEncoder:
         max_seq_length = 256
 
@@ -98,8 +92,9 @@ def test_embedding_encode_with_a_patched_model(monkeypatch: pytest.MonkeyPatch) 
             vecs = np.array([[len(s), 1.0, 0.0] for s in sentences], dtype=np.float32)
             return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
-    monkeypatch.setattr(embedding, "get_model", lambda *a, **k: FakeModel())
-    monkeypatch.setattr(embedding, "load_sentence_model", lambda path, device: FakeEncoder())
+    monkeypatch.setattr(
+        embedding, "load_minilm_variant", lambda variant, tag, device: ("minilm:fake", FakeEncoder())
+    )
     service = embedding.TextEmbedding()
     out = embedding.TextEmbedding.apis["encode"].func(service, ["a", "abc"])
     assert len(out) == 2
