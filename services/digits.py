@@ -39,7 +39,7 @@ class DigitsClassifier:
 
     def __init__(self) -> None:
         self.device, self.threads = apply_placement(KNOBS, SERVICE_NAME)
-        # Refuses a missing variant or one below its quality floor (VariantNotEligible).
+        # Refuses a missing variant or one below its quality floor (VariantNotEligibleError).
         self.model_tag, self.net = load_digits_variant(KNOBS.variant, KNOBS.model_tag, self.device)
         tune_gc()  # no 100-250 ms full GC pauses under load (services/gcpolicy.py)
 

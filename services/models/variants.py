@@ -3,7 +3,7 @@
 Variants are separate store entries (`digits-int8`, `minilm-pruned`, ...). `pruned` entries hold
 dense pruned weights; `int8` entries hold a recipe and are re-quantized from their fp32 source
 at load time. Every non-fp32 entry carries `quality`, `floor` and `eligible` in its metadata;
-an entry that fails the guard is refused with VariantNotEligible.
+an entry that fails the guard is refused with VariantNotEligibleError.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ RECIPE_FILE = "recipe.json"
 QUANTIZED = "int8"
 
 
-class VariantNotEligible(RuntimeError):
+class VariantNotEligibleError(RuntimeError):
     """The variant misses its quality floor (or was never measured) and must not be served."""
 
 
@@ -32,7 +32,7 @@ def _label(model: bentoml.Model, fallback: str) -> str:
 
 
 def check_eligible(model: bentoml.Model, base: str, variant: str) -> None:
-    """Raise VariantNotEligible unless the entry's metadata says it meets its floor."""
+    """Raise VariantNotEligibleError unless the entry's metadata says it meets its floor."""
     if variant == "fp32":
         return
     meta = model.info.metadata
@@ -40,11 +40,13 @@ def check_eligible(model: bentoml.Model, base: str, variant: str) -> None:
     quality, floor = meta.get("quality"), meta.get("floor")
     prefix = f"variant {variant!r} of {base} ({model.tag}) is not eligible"
     if not isinstance(quality, int | float) or not isinstance(floor, int | float):
-        raise VariantNotEligible(f"{prefix}: no quality measurement; run `servetune variants {base}`")
+        raise VariantNotEligibleError(f"{prefix}: no quality measurement; run `servetune variants {base}`")
     if quality < floor:
-        raise VariantNotEligible(f"{prefix}: {metric} {quality:.4f} < floor {floor:.4f}")
+        raise VariantNotEligibleError(f"{prefix}: {metric} {quality:.4f} < floor {floor:.4f}")
     if meta.get("eligible") is not True:
-        raise VariantNotEligible(f"{prefix}: marked ineligible ({metric} {quality:.4f}, floor {floor:.4f})")
+        raise VariantNotEligibleError(
+            f"{prefix}: marked ineligible ({metric} {quality:.4f}, floor {floor:.4f})"
+        )
 
 
 def read_recipe(model: bentoml.Model) -> dict[str, Any]:

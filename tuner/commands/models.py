@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,7 +13,7 @@ from rich.table import Table
 from tuner.commands.console import console, fail
 
 if TYPE_CHECKING:
-    from services.models.train import EpochRecord
+    from services.models.train import EpochRecord, TrainConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +37,14 @@ def train(
     init: Annotated[str, typer.Option(help="default, xavier, kaiming, orthogonal")] = "kaiming",
     augment: Annotated[bool, typer.Option(help="random 1-pixel shifts of training images")] = False,
     seed: Annotated[int, typer.Option(help="seed for split, init and shuffling")] = 0,
+    search: Annotated[
+        str | None, typer.Option(help="hyperparameter search: tpe, random or grid (Optuna)")
+    ] = None,
+    trials: Annotated[int, typer.Option(min=1, max=1000, help="search: total trials in the study")] = 20,
+    storage: Annotated[
+        Path, typer.Option(help="search: Optuna SQLite file (a study there is resumed)")
+    ] = Path("~/.servetune/hpo.db"),
+    study: Annotated[str | None, typer.Option(help="search: study name (default from the options)")] = None,
 ) -> None:
     """Train the digits classifier, print its test report and store it in the BentoML store."""
     if model != "digits":
@@ -51,6 +60,11 @@ def train(
     except ValidationError as exc:
         err = exc.errors()[0]
         fail(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}")
+    if search is not None:
+        if search not in ("tpe", "random", "grid"):
+            fail(f"--search: unknown sampler {search!r}; expected tpe, random or grid")
+        _search(config, search, trials, storage, study)
+        return
     from services.models.pipeline import train_and_store
 
     with Progress(
@@ -69,6 +83,43 @@ def train(
         outcome = train_and_store(config, on_epoch=on_epoch)
     print_report(outcome.tag, outcome.test.as_metadata(), outcome.best_epoch, outcome.stopped_early)
     console.print(f"confusion matrix (rows = true digit):\n{_matrix(outcome.test.confusion)}")
+
+
+def _search(config: TrainConfig, sampler: str, trials: int, storage: Path, study: str | None) -> None:
+    """Run or resume an Optuna study, retrain the best trial, report it."""
+    import time
+
+    from services.models.hpo import run_search
+
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]trials"), MofNCompleteColumn(), BarColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("search", total=trials, status="")
+
+        def on_trial(number: int, value: float, best: float) -> None:
+            progress.update(task, completed=number + 1, status=f"val F1 {value:.4f} best {best:.4f}")
+
+        try:
+            result = run_search(
+                sampler,  # type: ignore[arg-type]
+                trials=trials,
+                storage=storage,
+                study_name=study,
+                base=config,
+                on_trial=on_trial,
+            )
+        except (ValueError, OSError) as exc:
+            fail(f"--search: {exc}")
+    elapsed = time.perf_counter() - started
+    console.print(
+        f"study [bold]{result.study_name}[/]: ran {result.trials_run} new trial(s), "
+        f"{result.trials_total} in total, {elapsed:.0f} s; best val macro F1 {result.best_value:.4f} "
+        f"with {result.best_params}"
+    )
+    out = result.stored
+    print_report(out.tag, out.test.as_metadata(), out.best_epoch, out.stopped_early)
 
 
 def print_report(tag: str, metrics: dict[str, float], best_epoch: int, stopped_early: bool) -> None:
