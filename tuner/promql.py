@@ -12,7 +12,15 @@ from typing import Any
 
 import httpx
 
-from tuner.metrics import BATCH_SIZE, DURATION, IN_PROGRESS, REQUEST_TOTAL, WindowFigures, is_success
+from tuner.metrics import (
+    BATCH_SIZE,
+    DURATION,
+    IN_PROGRESS,
+    REQUEST_TOTAL,
+    WindowFigures,
+    bucket_counts,
+    is_success,
+)
 
 
 class PromQLError(RuntimeError):
@@ -77,13 +85,8 @@ class PromQLReader:
         gauge = self.query(f"sum(avg_over_time({IN_PROGRESS}{self._labels(endpoint=path)}[{w}]))", end)
         batch = self._labels(method_name=method)
         hist_rows = self.query(f"sum by (le) (increase({BATCH_SIZE}_bucket{batch}[{w}]))", end)
-        cumulative = sorted((float(labels["le"]), value) for labels, value in hist_rows)
-        hist: dict[str, float] = {}
-        below = 0.0
-        for le, value in cumulative:
-            if value - below > 0:
-                hist["+Inf" if math.isinf(le) else f"{le:g}"] = value - below
-            below = max(below, value)
+        cumulative = {float(labels["le"]): value for labels, value in hist_rows}
+        hist = {k: v for k, v in bucket_counts(cumulative).items() if v > 0}
         rows = self.query(f"sum by (worker_index) (increase({BATCH_SIZE}_sum{batch}[{w}]))", end)
         batches = self.query(f"sum by (worker_index) (increase({BATCH_SIZE}_count{batch}[{w}]))", end)
         return WindowFigures(
