@@ -63,6 +63,7 @@ def test_digits_variants_build_measure_and_guard(digits_tag: str) -> None:
     forced = save_digits(net, arch, meta, variant="pruned")
     with pytest.raises(VariantNotEligibleError, match=r"accuracy 0\.\d{4} < floor"):
         load_digits_variant("pruned", forced)
+    bentoml.models.delete(forced)  # the real pruned entry is "latest" again
     check_eligible(bentoml.models.get(pruned["tag"]), "digits", "pruned")  # the real one passes
 
 
@@ -73,7 +74,8 @@ def test_minilm_int8_on_a_handful_of_sentences(minilm_tag: str) -> None:
 
     rows = build_minilm(
         threads=2, repeats=1, variants=("int8",), calibration_every=1,
-        sentences=load_sentences()[:24], pairs=load_paraphrase_pairs()[:8],
+        sentences=load_sentences()[:16], pairs=load_paraphrase_pairs()[:6],
+        cosine_target=0.9,  # all layers int8 at once: the sensitivity pass is covered by the CLI
     )  # fmt: skip
     int8 = rows[1]
     assert int8["variant"] == "int8" and int8["quality_metric"] == "mean_cosine"
