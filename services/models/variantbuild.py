@@ -237,6 +237,7 @@ def build_minilm(
     progress: Progress = _noop,
     sentences: Sequence[str] | None = None,
     pairs: Sequence[tuple[str, str]] | None = None,
+    cosine_target: float = MINILM_MIN_COSINE + COSINE_TARGET_MARGIN,
 ) -> list[Row]:
     """Build int8 (sensitivity-selected layers) and pruned MiniLM, measure, store; rows."""
     from services.models.minilm import load_sentence_model
@@ -252,9 +253,7 @@ def build_minilm(
     recipe: dict[str, Any] = {}
     if "int8" in variants:
         calibration = sentences[::calibration_every]
-        layers, calib_cos, damage = select_int8_layers(
-            fp32, calibration, MINILM_MIN_COSINE + COSINE_TARGET_MARGIN, progress
-        )
+        layers, calib_cos, damage = select_int8_layers(fp32, calibration, cosine_target, progress)
         recipe = quantize_recipe(layers)
         models["int8"] = apply_int8(fp32, recipe)
         all_layers = linear_layer_names(fp32)
