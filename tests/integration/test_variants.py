@@ -1,59 +1,88 @@
-"""Digits variants through real `bentoml serve`: each loads and answers; the guard refuses at start-up."""
+"""Each compressed variant served through real `bentoml serve`; the guard refuses a weak one."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+import dataclasses
+from collections.abc import Iterator
 
 import bentoml
 import httpx
 import pytest
 
 from services.models.data import held_out_raw
-from services.models.store import ARCH_FILE, save_digits
+from services.models.store import save_digits
 from services.models.variants import load_digits_variant
-from tuner.server import BentoServer, ServerError, ServerSpec, service_target
+from tuner.deployer import FailFastServer
+from tuner.serveconfig import ServeConfig
+from tuner.server import ServerError
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def digits_rows(models_in_store: dict[str, str]) -> list[dict[str, Any]]:
+def digits_rows(digits_tag: str) -> Iterator[list[dict[str, object]]]:
     from services.models.variantbuild import build_digits
 
-    return build_digits(threads=1, finetune_epochs=2, repeats=1)
+    yield build_digits(threads=1, finetune_epochs=2, repeats=1)
 
 
-def _spec(variant: str, tag: str) -> ServerSpec:
-    args = {"max_batch_size": 4, "max_latency_ms": 5000, "threads": 1, "variant": variant, "model_tag": tag}
-    return ServerSpec(service=service_target("digits"), args=args)
+def _serve(config: ServeConfig, model_tag: str | None = None) -> FailFastServer:
+    spec = config.server_spec()
+    if model_tag is not None:
+        spec = dataclasses.replace(spec, args={**spec.args, "model_tag": model_tag})
+    server = FailFastServer(spec)
+    server.start(ready_timeout_s=60)
+    return server
 
 
 @pytest.mark.parametrize("variant", ["int8", "pruned"])
-def test_each_digits_variant_serves(digits_rows: list[dict[str, Any]], variant: str) -> None:
+def test_digits_variant_is_served(variant: str, digits_rows: list[dict[str, object]]) -> None:
     row = next(r for r in digits_rows if r["variant"] == variant)
-    images, labels = held_out_raw()
-    with BentoServer(_spec(variant, row["tag"])) as server:
-        info = httpx.post(f"{server.url}/info", json={}, timeout=30).json()
+    assert row["eligible"] is True
+    server = _serve(ServeConfig(service="digits", variant=variant, threads=1), str(row["tag"]))
+    try:
+        images, labels = held_out_raw()
+        answer = httpx.post(f"{server.url}/predict", json={"images": images[:20].tolist()}, timeout=30)
+        assert answer.status_code == 200
+        predicted = [p["label"] for p in answer.json()]
+        assert sum(int(p == y) for p, y in zip(predicted, labels[:20], strict=True)) >= 17
+        info = httpx.post(f"{server.url}/info", json={}, timeout=10).json()
         assert info["model_tag"] == row["tag"]
         assert info["knobs"]["variant"] == variant
-        body = {"images": [img.tolist() for img in images[:20]]}
-        reply = httpx.post(f"{server.url}/predict", json=body, timeout=30)
-    assert reply.status_code == 200
-    predicted = [p["label"] for p in reply.json()]
-    assert sum(int(p == y) for p, y in zip(predicted, labels[:20], strict=True)) >= 15
-
-
-def test_guard_refuses_a_variant_below_its_floor(digits_rows: list[dict[str, Any]]) -> None:
-    pruned = next(r for r in digits_rows if r["variant"] == "pruned")
-    model = bentoml.models.get(pruned["tag"])
-    _, net = load_digits_variant("pruned", pruned["tag"])
-    meta = {**model.info.metadata, "floor": pruned["quality"] + 0.05, "eligible": False}
-    arch = json.loads(Path(model.path_of(ARCH_FILE)).read_text())
-    forced = save_digits(net, arch, meta, variant="pruned")
-    try:
-        with pytest.raises(ServerError, match=r"not eligible[^\n]*accuracy 0\.\d{4} < floor"):
-            BentoServer(_spec("pruned", forced)).start(ready_timeout_s=60)
     finally:
-        bentoml.models.delete(forced)  # the real pruned entry is "latest" again
+        server.stop()
+
+
+def test_minilm_int8_is_served(minilm_tag: str) -> None:
+    from services.models.sentences import load_paraphrase_pairs, load_sentences
+    from services.models.variantbuild import build_minilm
+
+    rows = build_minilm(
+        threads=2, repeats=1, variants=("int8",), calibration_every=2,
+        sentences=load_sentences()[:40], pairs=load_paraphrase_pairs()[:8],
+    )  # fmt: skip
+    int8 = rows[1]
+    assert int8["eligible"] is True, int8  # the sensitivity pass keeps it above the 0.98 floor
+    assert int8["quantized_layers"] >= 30
+    server = _serve(ServeConfig(service="embedding", variant="int8", threads=2), str(int8["tag"]))
+    try:
+        sentences = ["a cat sits on the mat", "the stock market fell today"]
+        answer = httpx.post(f"{server.url}/encode", json={"sentences": sentences}, timeout=60)
+        assert answer.status_code == 200
+        vectors = answer.json()
+        assert len(vectors) == 2 and len(vectors[0]) == 384
+        assert httpx.post(f"{server.url}/info", json={}, timeout=10).json()["model_tag"] == int8["tag"]
+    finally:
+        server.stop()
+
+
+def test_guard_refuses_a_variant_below_its_floor(digits_rows: list[dict[str, object]]) -> None:
+    pruned = next(r for r in digits_rows if r["variant"] == "pruned")
+    _, net = load_digits_variant("pruned", str(pruned["tag"]))
+    model = bentoml.models.get(str(pruned["tag"]))
+    meta = {**model.info.metadata, "floor": float(pruned["quality"]) + 0.05}  # type: ignore[arg-type]
+    forced = save_digits(net, {"arch": "cnn", "width": 16, "dropout": 0.1}, meta, variant="pruned")
+    with pytest.raises(ServerError) as failure:
+        _serve(ServeConfig(service="digits", variant="pruned", threads=1), forced)
+    message = str(failure.value)
+    assert "not eligible" in message and "< floor" in message and forced in message
