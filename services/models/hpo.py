@@ -115,7 +115,24 @@ def run_search(
     base = base or TrainConfig()
     # One torch thread: the nets are tiny, and on a shared 2-core machine 2 OpenMP threads ran
     # a trial 10-20x slower than 1 (spinning threads competing with other processes).
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _search(sampler, trials, storage, study_name, base, trial_epochs, on_trial, on_epoch)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _search(
+    sampler: SamplerName,
+    trials: int,
+    storage: Path,
+    study_name: str | None,
+    base: TrainConfig,
+    trial_epochs: int,
+    on_trial: Callable[[int, float, float], None] | None,
+    on_epoch: EpochCallback | None,
+) -> SearchResult:
     name = study_name or default_study_name(sampler, base)
     optuna.logging.set_verbosity(logging.WARNING)
     study = optuna.create_study(

@@ -240,10 +240,30 @@ def build_minilm(
     cosine_target: float = MINILM_MIN_COSINE + COSINE_TARGET_MARGIN,
 ) -> list[Row]:
     """Build int8 (sensitivity-selected layers) and pruned MiniLM, measure, store; rows."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _build_minilm(
+            threads, sparsity, repeats, variants, calibration_every, progress, sentences, pairs, cosine_target
+        )
+    finally:
+        torch.set_num_threads(before)
+
+
+def _build_minilm(
+    threads: int,
+    sparsity: float,
+    repeats: int,
+    variants: Sequence[str],
+    calibration_every: int,
+    progress: Progress,
+    sentences: Sequence[str] | None,
+    pairs: Sequence[tuple[str, str]] | None,
+    cosine_target: float,
+) -> list[Row]:
     from services.models.minilm import load_sentence_model
     from services.models.sentences import load_paraphrase_pairs, load_sentences
 
-    torch.set_num_threads(threads)
     sentences = list(sentences if sentences is not None else load_sentences())
     pairs = list(pairs if pairs is not None else load_paraphrase_pairs())
     source = get_model(MINILM)
