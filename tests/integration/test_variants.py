@@ -82,7 +82,10 @@ def test_guard_refuses_a_variant_below_its_floor(digits_rows: list[dict[str, obj
     model = bentoml.models.get(str(pruned["tag"]))
     meta = {**model.info.metadata, "floor": float(pruned["quality"]) + 0.05}  # type: ignore[arg-type]
     forced = save_digits(net, {"arch": "cnn", "width": 16, "dropout": 0.1}, meta, variant="pruned")
-    with pytest.raises(ServerError) as failure:
-        _serve(ServeConfig(service="digits", variant="pruned", threads=1), forced)
+    try:
+        with pytest.raises(ServerError) as failure:
+            _serve(ServeConfig(service="digits", variant="pruned", threads=1), forced)
+    finally:
+        bentoml.models.delete(forced)  # the real pruned variant is "latest" again
     message = str(failure.value)
     assert "not eligible" in message and "< floor" in message and forced in message
