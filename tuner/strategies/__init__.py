@@ -7,6 +7,7 @@ from collections.abc import Callable
 from tuner.space import SearchSpace
 from tuner.strategies.base import SearchStrategy
 from tuner.strategies.grid import GridSearch
+from tuner.strategies.guided import GuidedSearch
 from tuner.strategies.quick import QuickSearch
 from tuner.strategies.random import RandomSearch
 from tuner.strategies.tpe import TPESearch
@@ -16,6 +17,7 @@ STRATEGIES: dict[str, Callable[[SearchSpace, int], SearchStrategy]] = {
     "random": RandomSearch,
     "tpe": TPESearch,
     "quick": QuickSearch,
+    "guided": GuidedSearch,
 }
 
 

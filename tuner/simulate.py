@@ -1,0 +1,492 @@
+"""Performance-surface simulator of a BentoML batching server: goodput / p95 for any config.
+
+Model (one run = one offered load, Poisson arrivals split evenly over the workers):
+
+* each worker is an event loop (per-request HTTP/JSON overhead, 1 thread) in front of BentoML's
+  CorkDispatcher: when the model is free it takes up to `max_batch_size` queued requests at once;
+  while requests wait it sheds (HTTP 503) the oldest one whenever its predicted latency, its wait
+  so far + a * queue_length + b, reaches `max_latency_ms` (a, b = the batch-time line, which
+  BentoML learns online), and a lone request that already waited `max_latency_ms`;
+* a batch of n items takes `BatchTime.seconds(n, threads)` (from an in-process profile, see
+  tuner/profile.py), dilated by CPU contention: the runnable threads (own model threads, the
+  other workers' model threads times their busy fraction, the event loops) over the cores,
+  raised to `oversubscription` when there are more than cores (spinning torch threads make
+  oversubscription worse than fair sharing); GPU time is dilated by workers sharing a GPU
+  (worker i uses GPU i mod gpus);
+* the event loop is an M/D/1 queue: its wait adds to each request's latency; at utilisation
+  ~1 the worker cannot keep up and the load fails.
+
+Goodput of a config = successful requests/s at the highest offered load whose p95 <= the SLO
+and whose failure ratio (shed requests) <= the bound, found by bisection over the load. Every
+config uses its own fixed random stream (common random numbers), so the noiseless surface is
+deterministic; `SimulatedSurface.measure` adds multiplicative log-normal noise per measurement.
+
+`analytic_goodput` is a closed-form estimate of the same model (no queue simulation); the
+guided strategy predicts with it. `validate` compares a model with recorded measurements.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import random
+import statistics
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from tuner.profile import PRIOR_BATCH_TIMES, BatchTime, Device, Profile
+from tuner.space import DIMENSIONS, Config, Dimension, Machine, SearchSpace, pow2
+
+WARMUP_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class ServerModel:
+    """A machine + service: batch times per (variant, device), per-request overhead, contention."""
+
+    batch_times: Mapping[tuple[str, Device], BatchTime]
+    cores: int
+    gpus: int = 0
+    request_overhead_s: float = 0.0025
+    oversubscription: float = 1.5
+    slo_p95_s: float = 0.2
+    max_failure_ratio: float = 0.01
+
+    def batch_time(self, config: Config) -> BatchTime:
+        device = "gpu" if config.gpus > 0 else "cpu"
+        try:
+            return self.batch_times[(config.variant, device)]
+        except KeyError:
+            raise ValueError(f"no batch time for variant {config.variant!r} on {device}") from None
+
+    def replace(self, **changes: Any) -> ServerModel:
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Dilation:
+    """How much slower than alone: the model's CPU part, its GPU part, the event loop."""
+
+    cpu: float = 1.0
+    gpu: float = 1.0
+    loop: float = 1.0
+
+
+def dilation(model: ServerModel, config: Config, busy: float, loop_util: float, cpu_share: float) -> Dilation:
+    """Mean-field contention when every worker's model is busy `busy` of the time."""
+    w, t, cores = config.workers, config.threads, model.cores
+    others = (w - 1) * t * busy * cpu_share
+    loops = w * min(1.0, loop_util)
+    model_runnable = t + others + loops
+    loop_runnable = 1 + w * t * busy * cpu_share + (w - 1) * min(1.0, loop_util)
+    cpu = max(1.0, model_runnable / cores) ** model.oversubscription
+    loop = max(1.0, loop_runnable / cores) ** model.oversubscription
+    gpu = 1.0
+    if config.gpus > 0:
+        sharers = math.ceil(w / config.gpus)
+        gpu = 1.0 + (sharers - 1) * busy * (1.0 - cpu_share)
+    return Dilation(cpu, gpu, loop)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """One simulated load level."""
+
+    rate: float  # offered requests/s (all workers)
+    goodput_rps: float
+    p95_s: float
+    failure_ratio: float
+    busy: float  # model busy fraction per worker
+    mean_batch: float
+
+    def meets(self, model: ServerModel) -> bool:
+        return self.p95_s <= model.slo_p95_s and self.failure_ratio <= model.max_failure_ratio
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    """The max sustainable goodput of a config and the load level it was reached at."""
+
+    goodput_rps: float
+    best: LoadResult | None
+
+
+def _stream(config: Config, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([zlib.crc32(config.key.encode()), seed])
+    return rng.exponential(1.0, n), rng.random(n)
+
+
+def simulate_load(
+    model: ServerModel,
+    config: Config,
+    rate: float,
+    requests: int = 2000,
+    seed: int = 0,
+    busy_guess: float | None = None,
+) -> LoadResult:
+    """Offer `rate` requests/s (Poisson) to the config; queue simulation of one worker."""
+    exps, uniforms = _stream(config, seed, requests)
+    bt = model.batch_time(config)
+    w, b_max = config.workers, config.max_batch_size
+    per_worker = rate / w
+    deadline = config.max_latency_ms / 1000.0
+    arrivals = np.cumsum(exps) / per_worker
+    arrival_list = arrivals.tolist()
+    share = bt.cpu_share(b_max / 2, config.threads)
+    loop_util = per_worker * model.request_overhead_s
+    busy = min(1.0, per_worker * bt.seconds(1, config.threads)) if busy_guess is None else busy_guess
+    result: LoadResult | None = None
+    for _ in range(3):  # fixed point: busy fraction -> contention -> busy fraction
+        dil = dilation(model, config, busy, loop_util, share)
+        result = _run_worker(model, config, rate, arrivals, arrival_list, uniforms, dil, deadline, b_max)
+        if abs(result.busy - busy) < 0.03:
+            break
+        busy = result.busy
+    assert result is not None
+    return result
+
+
+def _run_worker(
+    model: ServerModel,
+    config: Config,
+    rate: float,
+    arrivals: np.ndarray,
+    arrival_list: list[float],
+    uniforms: np.ndarray,
+    dil: Dilation,
+    deadline: float,
+    b_max: int,
+) -> LoadResult:
+    bt = model.batch_time(config)
+    per_worker = rate / config.workers
+    overhead = model.request_overhead_s * dil.loop
+    loop_rho = per_worker * overhead
+    if loop_rho >= 0.98:  # the event loop cannot keep up: latency grows without bound
+        return LoadResult(rate, 0.0, math.inf, 1.0, 1.0, 0.0)
+    seconds = [0.0] + [bt.seconds(k, config.threads, dil.cpu, dil.gpu) for k in range(1, b_max + 1)]
+    a = (seconds[b_max] - seconds[1]) / (b_max - 1) if b_max > 1 else seconds[1]
+    b = seconds[1] - a
+    n_total = len(arrival_list)
+    done = np.full(n_total, np.nan)
+    head, clock, busy_time, batches, served = 0, 0.0, 0.0, 0, 0
+    while head < n_total:
+        if arrival_list[head] > clock:
+            clock = arrival_list[head]  # idle: the next arrival is dispatched at once
+        tail = bisect.bisect_right(arrival_list, clock, head)
+        n = tail - head
+        while n > 1 and clock - arrival_list[head] + a * n + b >= deadline:
+            head += 1  # shed: predicted to miss the deadline
+            n -= 1
+        if n == 1 and clock - arrival_list[head] >= deadline:
+            head += 1  # a lone request that waited out the deadline while the model was busy
+            continue
+        k = min(n, b_max)
+        took = seconds[k]
+        done[head : head + k] = clock + took
+        head += k
+        clock += took
+        busy_time += took
+        batches += 1
+        served += k
+    start = int(n_total * WARMUP_FRACTION)
+    window = done[start:]
+    ok = ~np.isnan(window)
+    count = len(window)
+    failure_ratio = 1.0 - ok.sum() / count
+    # event loop: its own work plus an M/D/1 wait (exponential tail with the M/D/1 mean)
+    mean_wait = loop_rho * overhead / (2 * (1 - loop_rho))
+    loop_delay = overhead - mean_wait * np.log(np.maximum(uniforms[start:], 1e-12))
+    latency = (window - arrivals[start:] + loop_delay)[ok]
+    p95 = float(np.percentile(latency, 95)) if latency.size else math.inf
+    elapsed = max(clock, arrival_list[-1]) - arrival_list[0]
+    return LoadResult(
+        rate=rate,
+        goodput_rps=rate * (1.0 - failure_ratio),
+        p95_s=p95,
+        failure_ratio=float(failure_ratio),
+        busy=min(1.0, busy_time / max(elapsed, 1e-12)),
+        mean_batch=served / max(1, batches),
+    )
+
+
+def capacity_bound(model: ServerModel, config: Config) -> float:
+    """Requests/s no config can exceed: full batches with no contention, or the event loops."""
+    bt = model.batch_time(config)
+    b = config.max_batch_size
+    per_worker = min(b / bt.seconds(b, config.threads), 1.0 / max(model.request_overhead_s, 1e-9))
+    return config.workers * per_worker
+
+
+def max_goodput(
+    model: ServerModel, config: Config, requests: int = 2000, seed: int = 0, steps: int = 9
+) -> ConfigResult:
+    """The highest offered load that meets the SLO (bisection), as successful requests/s."""
+    high = capacity_bound(model, config) * 1.05
+    low_rate = high * 0.01
+    low = simulate_load(model, config, low_rate, requests, seed)
+    if not low.meets(model):
+        return ConfigResult(0.0, None)
+    best, lo, hi = low, low_rate, high
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        result = simulate_load(model, config, mid, requests, seed, busy_guess=best.busy)
+        if result.meets(model):
+            best, lo = result, mid
+        else:
+            hi = mid
+    return ConfigResult(best.goodput_rps, best)
+
+
+def analytic_goodput(model: ServerModel, config: Config, margin: float = 0.9) -> float:
+    """Closed-form estimate: the largest batch whose time fits twice into min(deadline, SLO)
+    (a request waits for the batch in flight, then for its own), capped by the event loop."""
+    bt = model.batch_time(config)
+    limit = min(config.max_latency_ms / 1000.0, model.slo_p95_s)
+    b_max = config.max_batch_size
+    busy, loop_util, per_worker = 1.0, 0.0, 0.0
+    share = bt.cpu_share(b_max / 2, config.threads)
+    for _ in range(3):
+        dil = dilation(model, config, busy, loop_util, share)
+        fixed, per_item = bt.line(config.threads, dil.cpu, dil.gpu)
+        n_star = min(b_max, math.floor((limit / 2 - fixed) / per_item)) if per_item > 0 else b_max
+        if n_star >= 1:
+            per_worker = n_star / (fixed + per_item * n_star)
+        elif fixed + per_item <= limit:
+            per_worker = 0.2 / (fixed + per_item)  # only a light load avoids queueing
+        else:
+            return 0.0
+        overhead = model.request_overhead_s * dil.loop
+        per_worker = min(per_worker, 0.9 / overhead) if overhead > 0 else per_worker
+        loop_util = per_worker * model.request_overhead_s
+        busy = min(1.0, per_worker * (fixed + per_item * max(1, n_star)) / max(1, n_star))
+    return config.workers * per_worker * margin
+
+
+# --- surfaces ---------------------------------------------------------------------------------
+
+
+class Surface(Protocol):
+    """A space with a score per config: `truth` noiseless, `measure` one noisy measurement."""
+
+    name: str
+    space: SearchSpace
+
+    def truth(self, config: Config) -> float: ...
+
+    def measure(self, config: Config, rng: random.Random) -> float | None: ...
+
+    def profile(self, seed: int = 0) -> Profile | None: ...
+
+
+def optimum(surface: Surface) -> tuple[Config, float]:
+    """The best config by its noiseless value."""
+    best = max(surface.space.configs, key=surface.truth)
+    return best, surface.truth(best)
+
+
+@dataclass
+class SimulatedSurface:
+    """Simulated goodput of every config of a space (computed once), plus measurement noise."""
+
+    name: str
+    space: SearchSpace
+    model: ServerModel
+    noise: float = 0.08
+    requests: int = 2000
+    profile_noise: float = 0.05
+    _truth: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def truth(self, config: Config) -> float:
+        if config.key not in self._truth:
+            self._truth[config.key] = max_goodput(self.model, config, self.requests).goodput_rps
+        return self._truth[config.key]
+
+    def measure(self, config: Config, rng: random.Random) -> float | None:
+        value = self.truth(config)
+        if value <= 0:
+            return None  # infeasible: no load level met the SLO
+        return value * math.exp(rng.gauss(0.0, self.noise))
+
+    def profile(self, seed: int = 0) -> Profile:
+        """What an in-process profile of this model shows (batch times with noise; the
+        in-process request overhead is a fraction of the served one, as on a real server)."""
+        from tuner.profile import synthetic_profile
+
+        threads = sorted(set(self.space.dim("threads").values))
+        return synthetic_profile(
+            self.space.service, self.model.cores, self.model.batch_times, threads,
+            noise=self.profile_noise, request_overhead_s=self.model.request_overhead_s / 20, seed=seed,
+        )  # fmt: skip
+
+
+@dataclass
+class RecordedSurface:
+    """Measured goodput per config with repeats (see `load`); `measure` replays one repeat."""
+
+    name: str
+    space: SearchSpace
+    repeats: dict[str, list[float]]
+    recorded_profile: Profile | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def truth(self, config: Config) -> float:
+        values = self.repeats[config.key]
+        return statistics.fmean(values)
+
+    def measure(self, config: Config, rng: random.Random) -> float | None:
+        value = rng.choice(self.repeats[config.key])
+        return value if value > 0 else None
+
+    def profile(self, seed: int = 0) -> Profile | None:
+        return self.recorded_profile
+
+    @classmethod
+    def load(cls, path: Path) -> RecordedSurface:
+        """Read a recorded surface (JSON):
+
+        {"name": str, "space": {"service": str, "cores": int, "gpus": int, "max_total_threads": int?,
+          "dimensions": {"max_batch_size": [...], "max_latency_ms": [...], "workers": [...],
+                         "threads": [...], "gpus": [...], "variant": [...]}},
+         "points": [{"config": {...Config fields...}, "goodput_rps": [repeat, ...]}, ...],
+         "profile": Profile.to_dict() (optional), "meta": {...how it was recorded...}}
+
+        Every legal config of the space needs a point with at least one repeat.
+        """
+        try:
+            data = json.loads(path.read_text())
+            spec = data["space"]
+            dims = [Dimension(name, tuple(spec["dimensions"][name])) for name in DIMENSIONS]
+            space = SearchSpace(
+                spec["service"], dims, Machine(int(spec["cores"]), int(spec.get("gpus", 0))),
+                spec.get("max_total_threads"), spec.get("max_workers"),
+            )  # fmt: skip
+            repeats = {
+                Config.from_dict(p["config"]).key: [float(v) for v in p["goodput_rps"]]
+                for p in data["points"]
+            }
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not a recorded surface: {exc}") from exc
+        missing = [c.key for c in space.configs if not repeats.get(c.key)]
+        if missing:
+            raise ValueError(f"{path}: no measurement for {len(missing)} configs, e.g. {missing[:3]}")
+        profile = Profile.from_dict(data["profile"]) if data.get("profile") else None
+        return cls(str(data.get("name", path.stem)), space, repeats, profile, dict(data.get("meta", {})))
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValidationRow:
+    config: Config
+    measured: float
+    predicted: float
+
+
+@dataclass(frozen=True)
+class Validation:
+    """How well a model predicts measured goodput."""
+
+    rows: tuple[ValidationRow, ...]
+    median_abs_error: float  # relative, over configs with measured goodput > 0
+    mean_abs_error: float
+    rank_correlation: float  # Spearman over all configs
+    feasibility_agreement: float  # share of configs where both say zero or both say > 0
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.rows)} configs: median |error| {self.median_abs_error:.0%}, mean |error| "
+            f"{self.mean_abs_error:.0%}, Spearman {self.rank_correlation:.2f}, "
+            f"feasibility agreement {self.feasibility_agreement:.0%}"
+        )
+
+
+def validate(
+    model: ServerModel,
+    measured: Sequence[tuple[Config, float]],
+    predict: Callable[[ServerModel, Config], float] | None = None,
+) -> Validation:
+    """Compare the simulator's goodput with measured goodput per config (errors relative)."""
+    from scipy.stats import spearmanr
+
+    if not measured:
+        raise ValueError("validate needs at least one measured config")
+    predictor = predict or (lambda m, c: max_goodput(m, c).goodput_rps)
+    rows = tuple(ValidationRow(c, float(g), float(predictor(model, c))) for c, g in measured)
+    errors = [abs(r.predicted / r.measured - 1) for r in rows if r.measured > 0]
+    agree = statistics.fmean(float((r.measured > 0) == (r.predicted > 0)) for r in rows)
+    if len(rows) > 2:
+        rho = spearmanr([r.measured for r in rows], [r.predicted for r in rows]).statistic
+        rank = float(rho) if rho == rho else 0.0
+    else:
+        rank = float("nan")
+    return Validation(
+        rows,
+        statistics.median(errors) if errors else float("nan"),
+        statistics.fmean(errors) if errors else float("nan"),
+        rank,
+        agree,
+    )
+
+
+# --- preset surfaces for the benchmark and the tests -----------------------------------------
+
+MINILM_CPU = PRIOR_BATCH_TIMES["embedding"]["cpu"]  # measured in-process (tuner/profile.py)
+MINILM_GPU = PRIOR_BATCH_TIMES["embedding"]["gpu"]  # GPU-like: not measured
+
+
+def _space(service: str, machine: Machine, **dims: Sequence[Any]) -> SearchSpace:
+    defaults: dict[str, Sequence[Any]] = {"gpus": (0,), "variant": ("fp32",)}
+    values = {**defaults, **dims}
+    return SearchSpace(service, [Dimension(n, tuple(values[n])) for n in DIMENSIONS], machine)
+
+
+def cpu_surface(noise: float = 0.08, requests: int = 2000) -> SimulatedSurface:
+    """16 cores, MiniLM fp32: 546 legal configs."""
+    machine = Machine(cores=16, gpus=0)
+    space = _space(
+        "embedding", machine, max_batch_size=pow2(2, 128), max_latency_ms=(10, 25, 50, 100, 200, 500),
+        workers=(1, 2, 4, 8), threads=(1, 2, 4, 8),
+    )  # fmt: skip
+    model = ServerModel({("fp32", "cpu"): MINILM_CPU}, cores=16, request_overhead_s=0.0025)
+    return SimulatedSurface("cpu-16core", space, model, noise, requests)
+
+
+def gpu_surface(noise: float = 0.08, requests: int = 2000) -> SimulatedSurface:
+    """8 cores and 0..4 GPUs (1350 legal configs): on a GPU the per-request CPU overhead and
+    GPU sharing between workers become the limits."""
+    machine = Machine(cores=8, gpus=4)
+    space = _space(
+        "embedding", machine, max_batch_size=pow2(4, 128), max_latency_ms=(25, 50, 100, 200, 500),
+        workers=(1, 2, 4, 8), threads=(1, 2, 4), gpus=(0, 1, 2, 3, 4),
+    )  # fmt: skip
+    model = ServerModel(
+        {("fp32", "cpu"): MINILM_CPU, ("fp32", "gpu"): MINILM_GPU}, cores=8, gpus=4, request_overhead_s=0.0025
+    )
+    return SimulatedSurface("gpu-8core-4gpu", space, model, noise, requests)
+
+
+def small_cpu_surface(noise: float = 0.08, requests: int = 800) -> SimulatedSurface:
+    """A 2-core surface like this machine (48 configs): quick enough for unit tests."""
+    machine = Machine(cores=2, gpus=0)
+    space = _space(
+        "embedding", machine, max_batch_size=pow2(4, 32), max_latency_ms=(25, 100, 200, 500),
+        workers=(1, 2), threads=(1, 2),
+    )  # fmt: skip
+    model = ServerModel({("fp32", "cpu"): MINILM_CPU}, cores=2, request_overhead_s=0.0025)
+    return SimulatedSurface("cpu-2core", space, model, noise, requests)
+
+
+SURFACES: dict[str, Callable[[], SimulatedSurface]] = {
+    "cpu-16core": cpu_surface,
+    "gpu-8core-4gpu": gpu_surface,
+    "cpu-2core": small_cpu_surface,
+}
