@@ -109,12 +109,12 @@ class GuidedSearch(StrategyBase):
                 values.append(0.0 if score is None else max(0.0, float(score)))
         return np.array(index, dtype=int), np.array(values, dtype=float)
 
-    def predict(self) -> np.ndarray:
-        """Corrected predicted goodput of every config (in `space.configs` order)."""
+    def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        """(weight, level scale) per candidate of the unknowns, given the measurements so far."""
         index, values = self._measured()
         if index.size == 0:
             weights = np.exp(self.log_prior - self.log_prior.max())
-            return (weights / weights.sum()) @ self.predictions
+            return weights / weights.sum(), np.ones(len(self.thetas))
         eps = 0.05 * max(values.max(), 1e-9)
         log_y = np.log(values + eps)
         predicted = self.predictions[:, index]  # thetas x measured
@@ -123,8 +123,28 @@ class GuidedSearch(StrategyBase):
         loglik = -0.5 * np.sum((log_y[None, :] - log_p) ** 2, axis=1) / LOG_SIGMA**2
         posterior = self.log_prior + loglik
         weights = np.exp(posterior - posterior.max())
-        weights /= weights.sum()
+        return weights / weights.sum(), scale
+
+    def belief(self) -> dict[str, float]:
+        """Posterior means of the unknowns (overhead_s, oversubscription, served_slowdown)."""
+        weights, _ = self._posterior()
+        thetas = np.array(self.thetas)
+        mean = weights @ thetas
+        return {
+            "overhead_s": float(mean[0]),
+            "oversubscription": float(mean[1]),
+            "served_slowdown": float(mean[2]),
+        }
+
+    def predict(self) -> np.ndarray:
+        """Corrected predicted goodput of every config (in `space.configs` order)."""
+        weights, scale = self._posterior()
+        index, values = self._measured()
         mean = (weights * scale) @ self.predictions
+        if index.size == 0:
+            return mean
+        eps = 0.05 * max(values.max(), 1e-9)
+        log_y = np.log(values + eps)
         # local residual correction from measured neighbours (in index space)
         residual = log_y - np.log(mean[index] + eps)
         distance = ((self.coords[:, None, :] - self.coords[None, index, :]) ** 2).sum(axis=2)
