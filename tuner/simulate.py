@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tuner.profile import PRIOR_BATCH_TIMES, BatchTime, Device, Profile
+from tuner.profile import PRIOR_BATCH_TIMES, BatchTime, Device, Profile, speedup_factor
 from tuner.space import DIMENSIONS, Config, Dimension, Machine, SearchSpace, pow2
 
 WARMUP_FRACTION = 0.1
@@ -69,6 +69,26 @@ class ServerModel:
         import dataclasses
 
         return dataclasses.replace(self, **changes)
+
+
+def model_from_profile(
+    profile: Profile,
+    cores: int | None = None,
+    gpus: int = 0,
+    request_overhead_s: float = 0.0025,
+    oversubscription: float = 1.5,
+    served_slowdown: float = 1.0,
+    slo_p95_ms: float = 200.0,
+    max_failure_ratio: float = 0.01,
+) -> ServerModel:
+    """A ServerModel from an in-process profile plus the parts profiling cannot see (defaults:
+    2.5 ms served overhead per request, oversubscription exponent 1.5, batches as fast as
+    in-process)."""
+    return ServerModel(
+        {key: bt.scaled(served_slowdown) for key, bt in profile.batch_times().items()},
+        cores=cores or profile.cores, gpus=gpus, request_overhead_s=request_overhead_s,
+        oversubscription=oversubscription, slo_p95_s=slo_p95_ms / 1000.0, max_failure_ratio=max_failure_ratio,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -245,29 +265,73 @@ def max_goodput(
     return ConfigResult(best.goodput_rps, best)
 
 
-def analytic_goodput(model: ServerModel, config: Config, margin: float = 0.9) -> float:
-    """Closed-form estimate: the largest batch whose time fits twice into min(deadline, SLO)
-    (a request waits for the batch in flight, then for its own), capped by the event loop."""
-    bt = model.batch_time(config)
-    limit = min(config.max_latency_ms / 1000.0, model.slo_p95_s)
-    b_max = config.max_batch_size
-    busy, loop_util, per_worker = 1.0, 0.0, 0.0
-    share = bt.cpu_share(b_max / 2, config.threads)
-    for _ in range(3):
-        dil = dilation(model, config, busy, loop_util, share)
-        fixed, per_item = bt.line(config.threads, dil.cpu, dil.gpu)
-        n_star = min(b_max, math.floor((limit / 2 - fixed) / per_item)) if per_item > 0 else b_max
-        if n_star >= 1:
-            per_worker = n_star / (fixed + per_item * n_star)
-        elif fixed + per_item <= limit:
-            per_worker = 0.2 / (fixed + per_item)  # only a light load avoids queueing
-        else:
-            return 0.0
-        overhead = model.request_overhead_s * dil.loop
-        per_worker = min(per_worker, 0.9 / overhead) if overhead > 0 else per_worker
-        loop_util = per_worker * model.request_overhead_s
-        busy = min(1.0, per_worker * (fixed + per_item * max(1, n_star)) / max(1, n_star))
-    return config.workers * per_worker * margin
+def analytic_goodputs(model: ServerModel, configs: Sequence[Config], steps: int = 16) -> np.ndarray:
+    """Closed-form estimate of `max_goodput` for many configs at once (numpy, no queue run).
+
+    At a per-worker rate X the steady batch is n = X * fixed / (1 - X * per_item) (the batch
+    that arrives while one is served), with contention from the busy fraction X * t(n) / n and
+    the event loop's utilisation X * overhead. X is feasible when n <= max_batch_size, a request
+    (it waits for the batch in flight, then for its own) meets the deadline, 2 t(n) <=
+    max_latency_ms, and the p95 estimate 2 t(n) + the event loop's p95 (M/D/1, exponential
+    tail) meets the SLO; when 2 t(n) misses the deadline only a light load (busy <= 5%) passes.
+    The highest feasible X is found by bisection.
+    """
+    count = len(configs)
+    times = [model.batch_time(c) for c in configs]
+    w = np.array([c.workers for c in configs], dtype=float)
+    t = np.array([c.threads for c in configs], dtype=float)
+    b_max = np.array([c.max_batch_size for c in configs], dtype=float)
+    deadline = np.array([c.max_latency_ms / 1000.0 for c in configs])
+    gpus = np.array([c.gpus for c in configs], dtype=float)
+    cpu0 = np.array(
+        [bt.cpu0 * speedup_factor(c.threads, bt.p0) for bt, c in zip(times, configs, strict=True)]
+    )
+    cpu1 = np.array(
+        [bt.cpu1 * speedup_factor(c.threads, bt.p1) for bt, c in zip(times, configs, strict=True)]
+    )
+    gpu0 = np.array([bt.gpu0 for bt in times])
+    gpu1 = np.array([bt.gpu1 for bt in times])
+    h0, cores, gamma, slo = model.request_overhead_s, model.cores, model.oversubscription, model.slo_p95_s
+    sharers = np.where(gpus > 0, np.ceil(w / np.maximum(gpus, 1)), 1.0)
+
+    def feasible(rate: np.ndarray) -> np.ndarray:
+        loop_util = np.minimum(1.0, rate * h0)
+        busy = np.minimum(1.0, rate * (cpu0 + cpu1 + gpu0 + gpu1))
+        n = np.ones(count)
+        for _ in range(2):  # contention <-> busy fraction
+            m = np.minimum(n, b_max)
+            share = (cpu0 + cpu1 * m) / np.maximum(1e-12, cpu0 + cpu1 * m + gpu0 + gpu1 * m)
+            model_runnable = t + (w - 1) * t * busy * share + w * loop_util
+            loop_runnable = 1 + w * t * busy * share + (w - 1) * loop_util
+            cpu_dil = np.maximum(1.0, model_runnable / cores) ** gamma
+            loop_dil = np.maximum(1.0, loop_runnable / cores) ** gamma
+            gpu_dil = 1.0 + (sharers - 1) * busy * (1 - share)
+            fixed = cpu0 * cpu_dil + gpu0 * gpu_dil
+            per_item = cpu1 * cpu_dil + gpu1 * gpu_dil
+            room = 1.0 - rate * per_item
+            n = np.where(room > 0, np.maximum(1.0, rate * fixed / np.maximum(room, 1e-12)), np.inf)
+            batch = fixed + per_item * np.minimum(n, b_max)
+            busy = np.minimum(1.0, rate * batch / np.minimum(n, b_max))
+        overhead = h0 * loop_dil
+        rho = rate * overhead
+        loop_p95 = overhead + 3 * rho * overhead / (2 * np.maximum(1e-9, 1 - rho))
+        batched = (n <= b_max) & (2 * batch <= deadline) & (2 * batch + loop_p95 <= slo)
+        light = (busy <= 0.05) & (fixed + per_item <= np.minimum(deadline, slo))
+        return (rho < 0.98) & (batched | light)
+
+    high = np.minimum(b_max / (cpu0 + cpu1 * b_max + gpu0 + gpu1 * b_max), 1.0 / max(h0, 1e-9))
+    low = np.zeros(count)
+    for _ in range(steps):
+        mid = (low + high) / 2
+        ok = feasible(mid)
+        low = np.where(ok, mid, low)
+        high = np.where(ok, high, mid)
+    return w * low
+
+
+def analytic_goodput(model: ServerModel, config: Config) -> float:
+    """`analytic_goodputs` for one config."""
+    return float(analytic_goodputs(model, [config])[0])
 
 
 # --- surfaces ---------------------------------------------------------------------------------
@@ -379,6 +443,33 @@ class RecordedSurface:
             raise ValueError(f"{path}: no measurement for {len(missing)} configs, e.g. {missing[:3]}")
         profile = Profile.from_dict(data["profile"]) if data.get("profile") else None
         return cls(str(data.get("name", path.stem)), space, repeats, profile, dict(data.get("meta", {})))
+
+
+def write_recorded(
+    path: Path,
+    name: str,
+    space: SearchSpace,
+    goodput: Mapping[str, Sequence[float]],
+    profile: Profile | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a recorded surface in the format `RecordedSurface.load` reads (goodput by config key)."""
+    by_key = {c.key: c for c in space.configs}
+    unknown = sorted(set(goodput) - set(by_key))
+    if unknown:
+        raise ValueError(f"configs outside the space: {unknown[:3]}")
+    document = {
+        "name": name,
+        "space": {
+            "service": space.service, "cores": space.machine.cores, "gpus": space.machine.gpus,
+            "max_total_threads": space.max_total_threads, "max_workers": space.max_workers,
+            "dimensions": {d.name: list(d.values) for d in space.dimensions},
+        },
+        "points": [{"config": by_key[k].to_dict(), "goodput_rps": list(v)} for k, v in goodput.items()],
+        "profile": profile.to_dict() if profile is not None else None,
+        "meta": dict(meta or {}),
+    }  # fmt: skip
+    path.write_text(json.dumps(document, indent=1))
 
 
 # --- validation ------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Profile-guided search: predict every config from an in-process profile, measure the most
 promising first, and recalibrate the prediction after every real measurement.
 
-The predictor is `tuner.simulate.analytic_goodput` on a `ServerModel` built from the profile's
+The predictor is `tuner.simulate.analytic_goodputs` on a `ServerModel` built from the profile's
 batch times (what in-process profiling can know) and from the parts profiling cannot see: the
 served per-request overhead, how badly oversubscribed threads slow down, and how much slower a
 batch runs inside the server than in-process. Those are unknowns with a grid of candidate values;
@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from tuner.profile import PRIOR_BATCH_TIMES, VARIANT_SPEED, BatchTime, Device, Profile
-from tuner.simulate import ServerModel, analytic_goodput
+from tuner.simulate import ServerModel, analytic_goodputs
 from tuner.space import Config, SearchSpace
 from tuner.strategies.base import StrategyBase
 
@@ -72,18 +72,15 @@ class GuidedSearch(StrategyBase):
         self.log_prior = np.array([self._log_prior(*theta) for theta in self.thetas])
         self.predictions = np.array(
             [
-                [
-                    analytic_goodput(
-                        ServerModel(
-                            {k: v.scaled(slowdown) for k, v in batch_times.items()},
-                            cores=space.machine.cores, gpus=space.machine.gpus, request_overhead_s=overhead,
-                            oversubscription=oversub, slo_p95_s=slo_p95_ms / 1000.0,
-                            max_failure_ratio=max_failure_ratio,
-                        ),
-                        config,
-                    )
-                    for config in self.configs
-                ]
+                analytic_goodputs(
+                    ServerModel(
+                        {k: v.scaled(slowdown) for k, v in batch_times.items()},
+                        cores=space.machine.cores, gpus=space.machine.gpus, request_overhead_s=overhead,
+                        oversubscription=oversub, slo_p95_s=slo_p95_ms / 1000.0,
+                        max_failure_ratio=max_failure_ratio,
+                    ),
+                    self.configs,
+                )
                 for overhead, oversub, slowdown in self.thetas
             ]
         )  # fmt: skip
