@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import statistics
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,23 @@ def test_missing_variants_and_devices_come_from_fp32_and_the_prior() -> None:
     assert int8.seconds(8, 1) == pytest.approx(fp32.seconds(8, 1) * VARIANT_SPEED["int8"])
     assert fp32.seconds(8, 1) == pytest.approx(0.002 + 0.008, rel=0.05)
     assert times[("fp32", "gpu")] == PRIOR_BATCH_TIMES["embedding"]["gpu"]
+
+
+def test_tune_resumes_guided_with_the_saved_profile_and_builds_others_by_name(tmp_path: Path) -> None:
+    from tuner.commands.tune import PROFILE_FILE, TuneOptions, build_strategy
+
+    points = [Point(n, t, 0.003 + 0.002 * n / t) for n in (1, 8, 32) for t in (1, 2)]
+    saved = Profile("embedding", 2, {profile_key("fp32", "cpu"): points}, 0.001, "test")
+    saved.save(tmp_path / PROFILE_FILE)
+    space = SURFACE.space
+    options = TuneOptions(service="embedding", strategy="guided", out=tmp_path, resume=True, slo_ms=150)
+    strategy = build_strategy(options, space)
+    assert isinstance(strategy, GuidedSearch)
+    assert strategy.profile is not None
+    assert strategy.profile.to_dict() == saved.to_dict()
+    first = strategy.ask()
+    assert first is not None and first in space
+    tpe = build_strategy(TuneOptions(service="embedding", strategy="tpe", out=tmp_path), space)
+    assert tpe.name == "tpe"
+    with pytest.raises(ValueError, match="unknown strategy"):
+        build_strategy(TuneOptions(service="embedding", strategy="nope", out=tmp_path), space)

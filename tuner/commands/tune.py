@@ -20,6 +20,7 @@ from tuner.objective import SLO, Objective, ObjectiveKind, Prices, Quantile
 from tuner.seams import LoadRunner, StepMeasurement
 from tuner.space import Config, SearchSpace
 from tuner.store import TrialRecord
+from tuner.strategies.base import SearchStrategy
 from tuner.study import Study, StudyEvents, StudyResult
 
 DEFAULT_USERS = {"embedding": (4, 8, 16, 24, 32, 48), "digits": (4, 16, 32)}
@@ -173,7 +174,6 @@ def run_tune(
     from tuner.report import ReportInputs, write_report
     from tuner.space import default_space, load_space
     from tuner.store import StudyStore
-    from tuner.strategies import make_strategy
     from tuner.trial import LoadPlan, TrialRunner
 
     t0 = time.monotonic()
@@ -191,10 +191,10 @@ def run_tune(
     )
     if options.objective == "cost" and options.price_core_hour <= 0 and options.price_gpu_hour <= 0:
         raise ValueError("--objective cost needs --price-core-hour and/or --price-gpu-hour > 0")
-    strategy = make_strategy(options.strategy, space, options.seed)
     settings = options.settings(space)
     store = StudyStore(options.out)
     records = store.open(settings, options.resume)
+    strategy = build_strategy(options, space)
     plan = LoadPlan.users(options.load_users(), options.step_s, options.warmup_s)
     if deployer is None:
         deployer = LocalBentoDeployer(options.service, options.out / "logs", options.ready_timeout_s)
@@ -227,6 +227,31 @@ def run_tune(
     report = write_report(options.out, result, inputs)
     winner = options.out / "winner.yaml" if result.winner is not None else None
     return TuneOutcome(result, baseline, options.out, report, winner, wall, settings)
+
+
+PROFILE_FILE = "profile.json"
+
+
+def build_strategy(options: TuneOptions, space: SearchSpace) -> SearchStrategy:
+    """The named strategy; `guided` gets an in-process profile of the model (seconds; saved in
+    the study folder so a resumed study predicts exactly as before)."""
+    from tuner.strategies import make_strategy
+
+    if options.strategy != "guided":
+        return make_strategy(options.strategy, space, options.seed)
+    from tuner.profile import Profile, profile_service
+    from tuner.strategies.guided import GuidedSearch
+
+    path = options.out / PROFILE_FILE
+    if options.resume and path.exists():
+        profile = Profile.load(path)
+    else:
+        gpu_note = " (CPU only: GPU batch times come from priors)" if space.machine.gpus else ""
+        console.print(f"profiling {options.service} in-process for the guided search{gpu_note} ...")
+        profile = profile_service(options.service, variants=space.dim("variant").values, budget_s=15.0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        profile.save(path)
+    return GuidedSearch(space, options.seed, profile, options.slo_ms, options.max_failure_ratio)
 
 
 def print_outcome(outcome: TuneOutcome) -> None:

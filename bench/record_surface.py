@@ -1,0 +1,83 @@
+"""Record a real performance surface: every config of a space measured with real `bentoml serve`
+and Locust, `--repeats` times (each repeat a fresh server), plus the in-process profile.
+
+    .venv/bin/python bench/record_surface.py [--space bench/surfaces/minilm-2core.space.yaml]
+        [--repeats 2] [--out bench/surfaces/minilm-2core.json] [--work reports/surface]
+
+Each repeat is a `servetune tune --strategy grid` study over the whole space with the demo's load
+plan (closed-loop user steps, 3 s windows, p95 <= 200 ms, <= 1% failures); a config's goodput is
+its best step's successful RPS under the SLO, 0 when no step met it. Interrupted? Rerun: the
+studies resume. The result is what `tuner.simulate.RecordedSurface.load` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tuner.commands.demo import DEMO_SLO_MS, ensure_models
+from tuner.commands.tune import TuneOptions, run_tune
+from tuner.profile import profile_service
+from tuner.simulate import write_recorded
+from tuner.space import load_space
+
+HERE = Path(__file__).resolve().parent
+USERS = (8, 16, 28, 40)
+STEP_S = 3.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--space", type=Path, default=HERE / "surfaces" / "minilm-2core.space.yaml")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=HERE / "surfaces" / "minilm-2core.json")
+    parser.add_argument("--work", type=Path, default=Path("reports/surface"))
+    args = parser.parse_args(argv)
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    space = load_space(args.space)
+    ensure_models()
+    t0, load_before = time.monotonic(), os.getloadavg()
+    profile = profile_service(space.service, variants=space.dim("variant").values)
+    goodput: dict[str, list[float]] = {c.key: [] for c in space.configs}
+    for repeat in range(args.repeats):
+        options = TuneOptions(
+            service=space.service, space=args.space, strategy="grid", trials=len(space.configs),
+            slo_ms=DEMO_SLO_MS, seed=repeat, out=args.work / f"repeat-{repeat}", resume=True,
+            finalists=0, repeats=0, users=USERS, step_s=STEP_S, warmup_s=0.0, max_extend=1.0,
+            settle_s=0.5,
+        )  # fmt: skip
+        outcome = run_tune(options, live=False)
+        for record in outcome.result.trials:
+            goodput[record.key].append(record.goodput_rps if record.status == "ok" else 0.0)
+            print(f"repeat {repeat} {record.key}: {record.status} {record.goodput_rps:.1f} RPS", flush=True)
+    meta = {
+        "recorded_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": "bench/record_surface.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "load": {
+            "users": list(USERS),
+            "step_s": STEP_S,
+            "slo_p95_ms": DEMO_SLO_MS,
+            "max_failure_ratio": 0.01,
+        },
+        "goodput": "best step's successful RPS with p95 <= SLO and failures <= 1%; 0 if none",
+        "repeats": args.repeats,
+        "wall_seconds": round(time.monotonic() - t0),
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+    }
+    write_recorded(args.out, args.out.stem, space, goodput, profile, meta)
+    best = max(goodput.items(), key=lambda item: sum(item[1]) / len(item[1]))
+    print(f"wrote {args.out}: {len(goodput)} configs x {args.repeats}; best {best[0]} {best[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""Serving efficiency of the tuned MiniLM config, in one run on the shipped sentence set.
+
+    .venv/bin/python bench/serving_efficiency.py [--winner reports/demo/winner.yaml] [--repeats 2]
+                                                 [--step-s 4] [--json PATH]
+
+Measured with real `bentoml serve` + Locust, the configs interleaved (tuned, BentoML default,
+naive, then again) so a slow minute of the machine hits all of them:
+* tuned: the winner file's config;
+* BentoML default: batchable /encode with BentoML's defaults (max_batch_size 100,
+  max_latency_ms 60000), 1 worker, torch threads = cores;
+* naive: 1 worker, torch threads = cores, the non-batchable /encode_unbatched endpoint;
+and goodput = the best load step's successful RPS with p95 <= the SLO and <= 1% failures.
+The physical limit: the same variant in-process, `workers` processes at once with the same torch
+threads each, encoding batches of the mean batch size the server formed at its best step
+(shipped sentences, no HTTP, no JSON). Ratios: tuned / naive, tuned / BentoML default,
+served at the winner / in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tuner.commands.demo import DEMO_SLO_MS, NAIVE_USERS, ensure_models
+from tuner.commands.tune import NAIVE_LOAD_SERVICE, naive_config, real_load_runner
+from tuner.deployer import LocalBentoDeployer
+from tuner.objective import SLO, Objective
+from tuner.serveconfig import load_winner
+from tuner.space import Config
+from tuner.store import TrialRecord
+from tuner.strategies.grid import GridSearch
+from tuner.study import Study
+from tuner.trial import LoadPlan, TrialRunner
+
+SERVICE = "embedding"
+USERS = (8, 16, 28, 40)
+BENTOML_DEFAULT_BATCH, BENTOML_DEFAULT_LATENCY_MS = 100, 60000
+
+
+def winner_config(path: Path, cores: int) -> Config:
+    """The tuned config from a winner file."""
+    c = load_winner(path).config
+    if c.service != SERVICE:
+        raise SystemExit(f"{path}: a winner for {c.service!r}; this bench measures {SERVICE!r}")
+    threads = c.threads or max(1, cores // c.workers)
+    return Config(c.max_batch_size, c.max_latency_ms, c.workers, threads, c.gpus, c.variant)
+
+
+def _encode_rate(variant: str, batch: int, threads: int, seconds: float) -> float:
+    """Items/s of one process encoding shipped-sentence batches back to back (after a warm-up)."""
+    import torch
+
+    from tuner.profile import embedding_batch_runner
+
+    torch.set_num_threads(threads)
+    run = embedding_batch_runner(variant)
+    run(batch, 0)
+    items, repeat, start = 0, 1, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        run(batch, repeat)
+        items, repeat = items + batch, repeat + 1
+    return items / (time.perf_counter() - start)
+
+
+def in_process_rps(variant: str, batch: int, threads: int, workers: int, seconds: float = 8.0) -> float:
+    """Items/s of `workers` processes encoding at once (spawned, like BentoML's workers)."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        rates = pool.map(_encode_rate, *zip(*[(variant, batch, threads, seconds)] * workers, strict=True))
+        return sum(rates)
+
+
+def mean_batch(record: TrialRecord) -> float | None:
+    """Requests per batch at the record's best step, from the server's metrics."""
+    if record.best_step is None or not record.steps:
+        return None
+    step = record.steps[record.best_step]
+    batches = sum((step.get("batch_size_hist") or {}).values())
+    rows = sum((step.get("requests_per_worker") or {}).values())
+    return rows / batches if batches else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--winner", type=Path, default=Path("reports/demo/winner.yaml"))
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--step-s", type=float, default=4.0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    cores = os.cpu_count() or 1
+    tuned = winner_config(args.winner, cores)
+    ensure_models()
+    configs = {
+        "tuned": (tuned, SERVICE, USERS),
+        "bentoml-default": (
+            Config(BENTOML_DEFAULT_BATCH, BENTOML_DEFAULT_LATENCY_MS, 1, cores, 0, tuned.variant),
+            SERVICE,
+            USERS,
+        ),
+        "naive": (naive_config(cores), NAIVE_LOAD_SERVICE[SERVICE], NAIVE_USERS),
+    }
+    load_before, t0 = os.getloadavg(), time.monotonic()
+    slo = SLO(latency_ms=DEMO_SLO_MS)
+    with tempfile.TemporaryDirectory(prefix="servetune-efficiency-") as work:
+        from tuner.space import default_space
+        from tuner.store import StudyStore
+
+        store = StudyStore(Path(work))
+        store.open({}, resume=False)
+        deployer = LocalBentoDeployer(SERVICE, Path(work) / "logs")
+        plan = LoadPlan.users(USERS, args.step_s)
+        runner = TrialRunner(deployer, real_load_runner(1.0, 0.5), plan, slo, SERVICE)
+        space = default_space(SERVICE)
+        study = Study(space, GridSearch(space), Objective(slo), runner, store, n_trials=0)
+        records: dict[str, list[TrialRecord]] = {name: [] for name in configs}
+        for repeat in range(args.repeats):
+            for name, (config, load_service, users) in configs.items():
+                record = study.measure(
+                    config, "baseline", f"{name}-{repeat}", load_service=load_service,
+                    plan=LoadPlan.users(users, args.step_s),
+                )  # fmt: skip
+                records[name].append(record)
+                print(f"{name} run {repeat + 1}: {config.key} {record.status} {record.goodput_rps:.1f} RPS")
+    goodput = {name: statistics.fmean(r.goodput_rps for r in rs) for name, rs in records.items()}
+    best_tuned = max(records["tuned"], key=lambda r: r.goodput_rps)
+    batch = mean_batch(best_tuned) or 1.0
+    batch_n = max(1, round(batch))
+    limit = in_process_rps(tuned.variant, batch_n, tuned.threads, tuned.workers)
+    limit_at_max = in_process_rps(tuned.variant, tuned.max_batch_size, tuned.threads, tuned.workers)
+    served = best_tuned.goodput_rps
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 3) if b > 0 else None
+
+    result: dict[str, Any] = {
+        "tuned_config": tuned.key,
+        "goodput_rps": {name: round(v, 1) for name, v in goodput.items()},
+        "goodput_runs": {name: [round(r.goodput_rps, 1) for r in rs] for name, rs in records.items()},
+        "tuned_over_naive": ratio(goodput["tuned"], goodput["naive"]),
+        "tuned_over_bentoml_default": ratio(goodput["tuned"], goodput["bentoml-default"]),
+        "served_rps_at_winner": round(served, 1),
+        "served_mean_batch": round(batch, 2),
+        "inprocess_rps": round(limit, 1),
+        "inprocess_batch": batch_n,
+        "inprocess_rps_at_max_batch": round(limit_at_max, 1),
+        "served_over_inprocess": ratio(served, limit),
+        "served_over_inprocess_at_max_batch": ratio(served, limit_at_max),
+        "slo_p95_ms": DEMO_SLO_MS,
+        "wall_seconds": round(time.monotonic() - t0),
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+    }
+    print(
+        f"tuned {tuned.key}: {goodput['tuned']:.1f} good RPS; "
+        f"BentoML default {goodput['bentoml-default']:.1f}; naive {goodput['naive']:.1f}\n"
+        f"tuned / naive = {result['tuned_over_naive']}; tuned / BentoML default = "
+        f"{result['tuned_over_bentoml_default']}\n"
+        f"served {served:.1f} RPS at mean batch {batch:.1f} / in-process {limit:.1f} items/s "
+        f"({tuned.workers} x {tuned.threads} threads, batch {batch_n}) = {result['served_over_inprocess']}"
+        f" (at batch {tuned.max_batch_size}: {limit_at_max:.1f} items/s, "
+        f"{result['served_over_inprocess_at_max_batch']})"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
