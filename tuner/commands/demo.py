@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tuner.commands.console import console, fail
+from tuner.commands.console import console
 
 DEMO_OUT = Path("reports/demo")
 DEMO_SLO_MS = 200.0
@@ -59,9 +59,7 @@ def demo(
     resume: Annotated[bool, typer.Option(help="continue an interrupted demo study")] = False,
 ) -> None:
     """Build models if missing, tune TextEmbedding (MiniLM) under p95 <= 200 ms, compare with naive."""
-    from tuner.commands.tune import TuneOptions, print_outcome, run_tune
-    from tuner.space import SpaceError
-    from tuner.store import StoreError
+    from tuner.commands.tune import TuneOptions, print_outcome, run_tune_cli
 
     t0 = time.monotonic()
     ensure_models()
@@ -82,13 +80,7 @@ def demo(
         users=DEMO_USERS, naive_users=NAIVE_USERS, naive_baseline=True, max_extend=1.0, settle_s=0.5,
     )  # fmt: skip
     load_before = os.getloadavg()
-    try:
-        outcome = run_tune(options)
-    except (SpaceError, StoreError, ValueError) as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/]: rerun `servetune demo --resume` to continue {out}")
-        raise typer.Exit(130) from None
+    outcome = run_tune_cli(options, f"rerun `servetune demo --resume` to continue {out}")
     print_outcome(outcome)
     wall = time.monotonic() - t0
     summary = demo_summary(outcome, stats, wall, load_before)

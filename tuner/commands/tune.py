@@ -254,6 +254,18 @@ def build_strategy(options: TuneOptions, space: SearchSpace) -> SearchStrategy:
     return GuidedSearch(space, options.seed, profile, options.slo_ms, options.max_failure_ratio)
 
 
+def run_tune_cli(options: TuneOptions, resume_hint: str) -> TuneOutcome:
+    """`run_tune` for a command: bad input (SpaceError, StoreError, ValueError) becomes a one-line
+    error, Ctrl-C a hint on how to resume and exit code 130."""
+    try:
+        return run_tune(options)
+    except ValueError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: {resume_hint}")
+        raise typer.Exit(130) from None
+
+
 def print_outcome(outcome: TuneOutcome) -> None:
     """The table of trials, the finalists and the winner."""
     result = outcome.result
@@ -324,9 +336,6 @@ def tune(
     baseline: Annotated[bool, typer.Option(help="also measure the naive config (embedding)")] = False,
 ) -> None:
     """Find the serving config with the highest sustainable goodput (or lowest cost) under an SLO."""
-    from tuner.space import SpaceError
-    from tuner.store import StoreError
-
     if slo_quantile not in ("p95", "p99"):
         fail("--slo-quantile: choose p95 or p99")
     if objective not in ("goodput", "cost"):
@@ -340,11 +349,5 @@ def tune(
         users=_users(users) if users else (), step_s=step_seconds, warmup_s=warmup_seconds,
         naive_baseline=baseline, max_extend=max_extend,
     )  # fmt: skip
-    try:
-        outcome = run_tune(options)
-    except (SpaceError, StoreError, ValueError) as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/]: finished trials are in {options.out}; rerun with --resume")
-        raise typer.Exit(130) from None
+    outcome = run_tune_cli(options, f"finished trials are in {options.out}; rerun with --resume")
     print_outcome(outcome)
