@@ -15,9 +15,10 @@ from tuner.commands.console import console
 
 DEMO_OUT = Path("reports/demo")
 DEMO_SLO_MS = 200.0
-DEMO_TRIALS = 12
+DEMO_TRIALS = 10
 # Closed-loop user steps (one Locust process per trial, stepping stops at the first clear breach).
-# Fixed-length windows after a 0.5 s settle keep 12 trials + naive + finalists inside 6 minutes.
+# Fixed-length windows after a 0.5 s settle keep 10 trials + naive + finalists inside 6 minutes
+# (a 12-trial run with int8 workers, slower to start, took 400 s).
 DEMO_USERS = (8, 18, 28)
 NAIVE_USERS = (1, 2, 4)
 

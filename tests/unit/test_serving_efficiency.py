@@ -1,0 +1,46 @@
+"""bench/serving_efficiency.py: the parts that need no server (winner file, batch figures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.serving_efficiency import mean_batch, winner_config, winner_step_figures
+from tuner.store import TrialRecord
+
+WINNER = """\
+config: {service: embedding, max_batch_size: 16, max_latency_ms: 200, workers: 2, variant: int8}
+slo_p95_ms: 200
+goodput_rps: 233.6
+"""
+
+
+def test_winner_config_fills_threads_from_the_cores(tmp_path: Path) -> None:
+    path = tmp_path / "winner.yaml"
+    path.write_text(WINNER)
+    config = winner_config(path, cores=4)
+    assert config.key == "b16-l200-w2-t2-g0-int8"
+
+
+def test_a_digits_winner_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "winner.yaml"
+    path.write_text(WINNER.replace("embedding", "digits").replace("int8", "fp32"))
+    with pytest.raises(SystemExit, match="digits"):
+        winner_config(path, cores=2)
+
+
+def record(steps: list[dict[str, object]], best: int | None) -> TrialRecord:
+    return TrialRecord(number=0, key="k", config={}, status="ok", best_step=best, steps=steps)
+
+
+def test_mean_batch_is_requests_over_batches_at_the_best_step() -> None:
+    steps: list[dict[str, object]] = [
+        {"batch_size_hist": {"1": 10.0}, "requests_per_worker": {"1": 10.0}},
+        {"batch_size_hist": {"4": 20.0, "8": 5.0}, "requests_per_worker": {"1": 60.0, "2": 65.0},
+         "generator_cpu": 0.12, "client_p50_ms": 50.0, "server_p50_ms": 40.0},
+    ]  # fmt: skip
+    assert mean_batch(record(steps, 1)) == pytest.approx(125 / 25)
+    assert mean_batch(record(steps, 0)) == pytest.approx(1.0)
+    assert mean_batch(record(steps, None)) is None
+    assert winner_step_figures(record(steps, 1))["generator_cpu"] == 0.12
