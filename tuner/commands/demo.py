@@ -52,7 +52,7 @@ def sentence_stats() -> dict[str, Any]:
 
 def demo(
     trials: Annotated[int, typer.Option(min=1, help="tuning trials (distinct configs)")] = DEMO_TRIALS,
-    strategy: Annotated[str, typer.Option(help="grid, random, tpe or quick")] = "quick",
+    strategy: Annotated[str, typer.Option(help="grid, random, tpe, quick or guided")] = "quick",
     step_seconds: Annotated[float, typer.Option(min=1, help="seconds per load step")] = 3.0,
     finalists: Annotated[int, typer.Option(min=0, help="top-k re-measured")] = 2,
     repeats: Annotated[int, typer.Option(min=0, help="re-measurements per finalist")] = 1,

@@ -310,7 +310,7 @@ def tune(
     space: Annotated[
         Path | None, typer.Option(help="search-space YAML (default: tuner/spaces/<service>.yaml)")
     ] = None,
-    strategy: Annotated[str, typer.Option(help="grid, random, tpe or quick")] = "quick",
+    strategy: Annotated[str, typer.Option(help="grid, random, tpe, quick or guided")] = "quick",
     trials: Annotated[int, typer.Option(min=1, help="distinct configs to measure")] = 12,
     slo_p95_ms: Annotated[float, typer.Option(min=1, help="latency SLO in ms")] = 200.0,
     slo_quantile: Annotated[str, typer.Option(help="p95 or p99")] = "p95",
