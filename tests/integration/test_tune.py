@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -65,8 +66,10 @@ def test_ctrl_c_mid_trial_leaves_no_process_or_port(models_in_store: dict[str, s
            "--max-extend", "1", "--step-seconds", "20", "--warmup-seconds", "0",
            "--out", str(out)]  # fmt: skip
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="True")
+    log_path = tmp_path / "tune.out"  # a file, not a pipe: an unread pipe that fills up blocks the CLI
+    log = log_path.open("wb")
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     port = None
     children: list[psutil.Process] = []
     try:
@@ -86,10 +89,16 @@ def test_ctrl_c_mid_trial_leaves_no_process_or_port(models_in_store: dict[str, s
         assert port is not None, "the trial never got to the load phase"
         time.sleep(2)
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
-        output, _ = proc.communicate(timeout=30)
+        # Shutdown is graceful: Locust gets up to ~16 s and `bentoml serve` up to ~20 s to stop.
+        proc.wait(timeout=90)
     finally:
+        log.close()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            for child in children:  # a failed test must not leave servers behind either
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+    output = log_path.read_bytes()
     assert proc.returncode == 130, output.decode(errors="replace")[-2000:]
     time.sleep(0.5)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
