@@ -60,6 +60,10 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_mid_trial_leaves_no_process_or_port(models_in_store: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "interrupted"
     cmd = [sys.executable, "-m", "tuner.cli", "tune", "digits", "--trials", "2", "--users", "4",
@@ -68,8 +72,10 @@ def test_ctrl_c_mid_trial_leaves_no_process_or_port(models_in_store: dict[str, s
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="True")
     log_path = tmp_path / "tune.out"  # a file, not a pipe: an unread pipe that fills up blocks the CLI
     log = log_path.open("wb")
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, start_new_session=True,
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    # A shell's background job (e.g. `.ci/run &`) inherits SIGINT ignored, and Python keeps it
+    # ignored; restore the default so the CLI sees Ctrl-C as in a terminal.
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, start_new_session=True, stdout=log,
+                            stderr=subprocess.STDOUT, preexec_fn=_default_sigint)  # fmt: skip
     port = None
     children: list[psutil.Process] = []
     try:
@@ -93,11 +99,11 @@ def test_ctrl_c_mid_trial_leaves_no_process_or_port(models_in_store: dict[str, s
         proc.wait(timeout=90)
     finally:
         log.close()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            for child in children:  # a failed test must not leave servers behind either
+        if proc.poll() is None:  # a failed test must not leave servers behind either
+            for child in [*children, *_descendants(proc.pid)]:
                 with contextlib.suppress(psutil.Error):
                     child.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
     output = log_path.read_bytes()
     assert proc.returncode == 130, output.decode(errors="replace")[-2000:]
     time.sleep(0.5)
