@@ -37,8 +37,8 @@ from tuner.commands.tune import NAIVE_LOAD_SERVICE, naive_config, real_load_runn
 from tuner.deployer import LocalBentoDeployer
 from tuner.objective import SLO, Objective
 from tuner.serveconfig import load_winner
-from tuner.space import Config
-from tuner.store import TrialRecord
+from tuner.space import Config, default_space
+from tuner.store import StudyStore, TrialRecord
 from tuner.strategies.grid import GridSearch
 from tuner.study import Study
 from tuner.trial import LoadPlan, TrialRunner
@@ -83,22 +83,16 @@ def in_process_rps(variant: str, batch: int, threads: int, workers: int, seconds
 
 def mean_batch(record: TrialRecord) -> float | None:
     """Requests per batch at the record's best step, from the server's metrics."""
-    if record.best_step is None or not record.steps:
-        return None
-    step = record.steps[record.best_step]
-    batches = sum((step.get("batch_size_hist") or {}).values())
-    rows = sum((step.get("requests_per_worker") or {}).values())
-    return rows / batches if batches else None
+    requests, batches = record.best_step_batches()
+    return requests / batches if batches else None
 
 
 def winner_step_figures(record: TrialRecord) -> dict[str, Any]:
     """Where the served time goes at the best step: the load generator's CPU (same machine),
     client vs server p50 (time outside BentoML's handler), requests per worker."""
-    if record.best_step is None or not record.steps:
-        return {}
-    step = record.steps[record.best_step]
+    step = record.best_step_figures()
     keys = ("generator_cpu", "client_p50_ms", "server_p50_ms", "in_progress", "requests_per_worker")
-    return {k: step.get(k) for k in keys}
+    return {k: step.get(k) for k in keys} if step else {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,14 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     load_before, t0 = os.getloadavg(), time.monotonic()
     slo = SLO(latency_ms=DEMO_SLO_MS)
     with tempfile.TemporaryDirectory(prefix="servetune-efficiency-") as work:
-        from tuner.space import default_space
-        from tuner.store import StudyStore
-
         store = StudyStore(Path(work))
         store.open({}, resume=False)
         deployer = LocalBentoDeployer(SERVICE, Path(work) / "logs")
-        plan = LoadPlan.users(USERS, args.step_s)
-        runner = TrialRunner(deployer, real_load_runner(1.0, 0.5), plan, slo, SERVICE)
+        runner = TrialRunner(
+            deployer, real_load_runner(1.0, 0.5), LoadPlan.users(USERS, args.step_s), slo, SERVICE
+        )
         space = default_space(SERVICE)
         study = Study(space, GridSearch(space), Objective(slo), runner, store, n_trials=0)
         records: dict[str, list[TrialRecord]] = {name: [] for name in configs}

@@ -280,10 +280,8 @@ def render_html(result: StudyResult, inputs: ReportInputs) -> str:
     )
     wall = f"{inputs.wall_seconds:.0f} s" if inputs.wall_seconds else "-"
     mean_batch = ""
-    if winner_record is not None and winner_record.best_step is not None and winner_record.steps:
-        step = winner_record.steps[winner_record.best_step]
-        batches = sum((step.get("batch_size_hist") or {}).values())
-        rows = sum((step.get("requests_per_worker") or {}).values())
+    if winner_record is not None:
+        rows, batches = winner_record.best_step_batches()
         if batches:
             mean_batch = (
                 f"<p>Mean batch in that step: {rows / batches:.1f} requests ({batches:.0f} batches).</p>"

@@ -54,6 +54,18 @@ class TrialRecord(BaseModel):
     def step_measurements(self) -> list[StepMeasurement]:
         return [step_from_dict(s) for s in self.steps]
 
+    def best_step_figures(self) -> dict[str, Any]:
+        """The stored figures of the step the objective scored ({} when none was)."""
+        if self.best_step is None or not self.steps:
+            return {}
+        return self.steps[self.best_step]
+
+    def best_step_batches(self) -> tuple[float, float]:
+        """(requests, batches) the server's batch-size metric counted at the scored step."""
+        step = self.best_step_figures()
+        requests = sum((step.get("requests_per_worker") or {}).values())
+        return requests, sum((step.get("batch_size_hist") or {}).values())
+
 
 def step_to_dict(step: StepMeasurement) -> dict[str, Any]:
     data = asdict(step)
