@@ -15,10 +15,12 @@ from services.knobs import apply_placement, read_knobs
 from services.limits import BodyLimitMiddleware
 from services.models.data import CLASS_LABELS, PIXEL_MAX, normalise
 from services.models.variants import load_digits_variant
+from services.reuseport import spread_connections_over_workers
 
 SERVICE_NAME = "DigitsClassifier"
 MAX_IMAGES_PER_REQUEST = 256
 KNOBS = read_knobs()
+spread_connections_over_workers()  # an even split of connections over workers
 
 Pixel = Annotated[float, Field(ge=0.0, le=PIXEL_MAX, allow_inf_nan=False)]
 FlatImage = Annotated[list[Pixel], Field(min_length=64, max_length=64)]

@@ -13,6 +13,7 @@ from services.gcpolicy import tune_gc
 from services.knobs import apply_placement, read_knobs
 from services.limits import BodyLimitMiddleware
 from services.models.variants import load_minilm_variant
+from services.reuseport import spread_connections_over_workers
 
 SERVICE_NAME = "TextEmbedding"
 MAX_SENTENCES_PER_REQUEST = 64
@@ -20,6 +21,7 @@ MAX_SENTENCES_PER_REQUEST = 64
 # pieces is truncated by the tokenizer, as sentence-transformers does.
 MAX_SENTENCE_CHARS = 2000
 KNOBS = read_knobs()
+spread_connections_over_workers()  # an even split of connections over workers
 
 Sentence = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SENTENCE_CHARS, pattern=r"\S")]
 Sentences = Annotated[list[Sentence], Field(min_length=1, max_length=MAX_SENTENCES_PER_REQUEST)]

@@ -11,10 +11,12 @@ from services.config import service_config
 from services.gcpolicy import tune_gc
 from services.knobs import read_knobs
 from services.limits import BodyLimitMiddleware
+from services.reuseport import spread_connections_over_workers
 
 SERVICE_NAME = "NoOp"
 MAX_ITEMS_PER_REQUEST = 256
 KNOBS = read_knobs()
+spread_connections_over_workers()  # an even split of connections over workers
 
 Items = Annotated[list[float], Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)]
 
