@@ -1,5 +1,5 @@
 """Record a real performance surface: every config of a space measured with real `bentoml serve`
-and Locust, `--repeats` times (each repeat a fresh server), plus the in-process profile.
+and Locust, `--repeats` times (each repeat a fresh server), plus in-process profiles taken before each repeat.
 
     .venv/bin/python bench/record_surface.py [--space bench/surfaces/minilm-2core.space.yaml]
         [--repeats 2] [--out bench/surfaces/minilm-2core.json] [--work reports/surface]
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tuner.commands.demo import DEMO_SLO_MS, ensure_models
 from tuner.commands.tune import TuneOptions, run_tune
-from tuner.profile import profile_service
+from tuner.profile import Profile, pooled_profile, profile_service
 from tuner.simulate import write_recorded
 from tuner.space import load_space
 
@@ -44,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     space = load_space(args.space)
     ensure_models()
     t0, load_before = time.monotonic(), os.getloadavg()
-    profile = profile_service(space.service, variants=space.dim("variant").values)
+    profiles: list[Profile] = []
     goodput: dict[str, list[float]] = {c.key: [] for c in space.configs}
     for repeat in range(args.repeats):
+        # This VM's speed drifts within the hour: profile next to each repeat, keep all points.
+        profiles.append(profile_service(space.service, variants=space.dim("variant").values))
         options = TuneOptions(
             service=space.service, space=args.space, strategy="grid", trials=len(space.configs),
             slo_ms=DEMO_SLO_MS, seed=repeat, out=args.work / f"repeat-{repeat}", resume=True,
@@ -69,11 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         },
         "goodput": "best step's successful RPS with p95 <= SLO and failures <= 1%; 0 if none",
         "repeats": args.repeats,
+        "profile": "in-process profiles taken before each repeat, their points pooled",
+        "profile_batch16_seconds_per_repeat": [
+            [round(p.seconds, 4) for points in pr.points.values() for p in points if p.batch == 16]
+            for pr in profiles
+        ],
         "wall_seconds": round(time.monotonic() - t0),
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
     }
-    write_recorded(args.out, args.out.stem, space, goodput, profile, meta)
+    write_recorded(args.out, args.out.stem, space, goodput, pooled_profile(profiles), meta)
     best = max(goodput.items(), key=lambda item: sum(item[1]) / len(item[1]))
     print(f"wrote {args.out}: {len(goodput)} configs x {args.repeats}; best {best[0]} {best[1]}")
     return 0

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from services.config import service_config
+from services.config import JSON_RESPONSE, service_config
 from services.gcpolicy import tune_gc
 from services.knobs import apply_placement, read_knobs
 from services.limits import BodyLimitMiddleware
@@ -50,7 +50,7 @@ class DigitsClassifier:
         max_batch_size=KNOBS.max_batch_size,
         max_latency_ms=KNOBS.max_latency_ms,
     )
-    def predict(self, images: Images) -> list[Prediction]:
+    def predict(self, images: Images) -> Annotated[list[Prediction], JSON_RESPONSE]:
         """Each image is 64 values or 8 rows of 8, intensities 0..16 as in load_digits."""
         flat = np.stack([np.ravel(np.asarray(image, dtype=np.float32)) for image in images])
         x = torch.from_numpy(normalise(flat))

@@ -8,7 +8,7 @@ import bentoml
 import numpy as np
 from pydantic import Field, StringConstraints
 
-from services.config import service_config
+from services.config import JSON_RESPONSE, service_config
 from services.gcpolicy import tune_gc
 from services.knobs import apply_placement, read_knobs
 from services.limits import BodyLimitMiddleware
@@ -42,12 +42,12 @@ class TextEmbedding:
         max_batch_size=KNOBS.max_batch_size,
         max_latency_ms=KNOBS.max_latency_ms,
     )
-    def encode(self, sentences: Sentences) -> list[list[float]]:
+    def encode(self, sentences: Sentences) -> Annotated[list[list[float]], JSON_RESPONSE]:
         """One unit-length 384-float vector per sentence."""
         return self._embed(sentences)
 
     @bentoml.api
-    def encode_unbatched(self, sentences: Sentences) -> list[list[float]]:
+    def encode_unbatched(self, sentences: Sentences) -> Annotated[list[list[float]], JSON_RESPONSE]:
         """Same as /encode without adaptive batching: the naive baseline the tuner compares with."""
         return self._embed(sentences)
 

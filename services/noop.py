@@ -7,7 +7,7 @@ from typing import Annotated
 import bentoml
 from pydantic import Field
 
-from services.config import service_config
+from services.config import JSON_RESPONSE, service_config
 from services.gcpolicy import tune_gc
 from services.knobs import read_knobs
 from services.limits import BodyLimitMiddleware
@@ -33,12 +33,12 @@ class NoOp:
         max_batch_size=KNOBS.max_batch_size,
         max_latency_ms=KNOBS.max_latency_ms,
     )
-    def echo(self, items: Items) -> list[float]:
+    def echo(self, items: Items) -> Annotated[list[float], JSON_RESPONSE]:
         """Returns the items unchanged: one output row per input row."""
         return list(items)
 
     @bentoml.api
-    def echo_unbatched(self, items: Items) -> list[float]:
+    def echo_unbatched(self, items: Items) -> Annotated[list[float], JSON_RESPONSE]:
         """Same as /echo without adaptive batching."""
         return list(items)
 

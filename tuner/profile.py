@@ -186,6 +186,19 @@ class Profile:
         return cls.from_dict(json.loads(path.read_text()))
 
 
+def pooled_profile(profiles: Sequence[Profile]) -> Profile:
+    """One profile holding every point of `profiles` (same service), so a fit averages their drift."""
+    if not profiles:
+        raise ValueError("pooled_profile needs at least one profile")
+    points: dict[str, list[Point]] = {}
+    for profile in profiles:
+        for key, measured in profile.points.items():
+            points.setdefault(key, []).extend(measured)
+    overhead = statistics.median(p.request_overhead_s for p in profiles)
+    note = f"{len(profiles)} profiles pooled; {profiles[0].note}"
+    return Profile(profiles[0].service, profiles[0].cores, points, overhead, note)
+
+
 def synthetic_profile(
     service: str,
     cores: int,

@@ -13,6 +13,7 @@ from tuner.profile import (
     Profile,
     fit_batch_time,
     fit_error,
+    pooled_profile,
     profile_key,
     profile_service,
     synthetic_profile,
@@ -65,6 +66,18 @@ def test_a_profile_survives_its_json_file(tmp_path: Path) -> None:
     assert loaded == profile
     fitted = loaded.batch_times()[("fp32", "cpu")]
     assert fitted.seconds(16, 2) == pytest.approx(KNOWN_CPU.seconds(16, 2), rel=0.1)
+
+
+def test_pooled_profiles_fit_between_a_slow_and_a_fast_hour() -> None:
+    slow = Profile("embedding", 2, {"fp32@cpu": exact_points(KNOWN_CPU.scaled(2.0))}, 0.002, "slow")
+    fast = Profile("embedding", 2, {"fp32@cpu": exact_points(KNOWN_CPU)}, 0.001, "fast")
+    pooled = pooled_profile([slow, fast])
+    assert len(pooled.points["fp32@cpu"]) == 2 * len(fast.points["fp32@cpu"])
+    assert pooled.request_overhead_s == pytest.approx(0.0015)
+    seconds = pooled.batch_times()[("fp32", "cpu")].seconds(16, 1)
+    assert KNOWN_CPU.seconds(16, 1) < seconds < 2 * KNOWN_CPU.seconds(16, 1)
+    with pytest.raises(ValueError, match="at least one"):
+        pooled_profile([])
 
 
 def test_a_broken_profile_file_names_the_problem() -> None:
