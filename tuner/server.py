@@ -152,6 +152,7 @@ class BentoServer:
         self._own_dirs.append(self.home)
         self.log = BoundedLog(self.log_dir / f"server-{self.port}.log")
         self.process: subprocess.Popen[bytes] | None = None
+        self.keep_log = False  # a temporary log directory is removed on a clean stop
 
     def _temp_dir(self, prefix: str) -> Path:
         path = Path(tempfile.mkdtemp(prefix=prefix))
@@ -204,6 +205,10 @@ class BentoServer:
         self.log.follow(self.process.stdout)
         try:
             self.wait_ready(ready_timeout_s)
+        except ServerError as exc:
+            self.keep_log = True
+            self.stop()
+            raise ServerError(f"{exc}\n(full log: {self.log.path})") from None
         except BaseException:
             self.stop()
             raise
@@ -247,8 +252,10 @@ class BentoServer:
                 process.wait(5.0)
             self.log.join()
             self.process = None
+        if process is not None and process.returncode not in (0, -signal.SIGTERM, None):
+            self.keep_log = True  # it crashed or had to be killed: keep its log
         for path in self._own_dirs:
-            _remove_tree(path, keep_logs=path == self.log_dir)
+            _remove_tree(path, keep_logs=path == self.log_dir and self.keep_log)
 
     def __enter__(self) -> BentoServer:
         self.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import socket
 from collections import Counter
 from collections.abc import Iterator
@@ -196,9 +197,11 @@ def test_a_taken_port_fails_the_start_with_the_reason(models_in_store: dict[str,
         server = BentoServer(
             ServeConfig(service="digits", workers=2).server_spec(port=taken.getsockname()[1])
         )
-        with pytest.raises(ServerError, match="Address already in use"):
+        with pytest.raises(ServerError, match="Address already in use") as failure:
             server.start(ready_timeout_s=60)
     assert not [p for p in bentoml_processes() if " ".join(p.cmdline()).count(str(server.port))]
+    assert f"full log: {server.log.path}" in str(failure.value) and server.log.path.is_file()
+    shutil.rmtree(server.log_dir)
 
 
 def test_stop_leaves_no_process_or_port(models_in_store: dict[str, str]) -> None:
@@ -210,3 +213,4 @@ def test_stop_leaves_no_process_or_port(models_in_store: dict[str, str]) -> None
     alive = [p.pid for p in bentoml_processes() if p.pid in pids]
     assert alive == []
     assert port_is_free(server.port)
+    assert not server.log_dir.exists(), "a clean stop removes the temporary log directory"

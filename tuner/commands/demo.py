@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from tuner.commands.console import console
+from tuner.strategies import DEFAULT_STRATEGY, STRATEGY_HELP
 
 DEMO_OUT = Path("reports/demo")
 DEMO_SLO_MS = 200.0
@@ -52,7 +53,7 @@ def sentence_stats() -> dict[str, Any]:
 
 def demo(
     trials: Annotated[int, typer.Option(min=1, help="tuning trials (distinct configs)")] = DEMO_TRIALS,
-    strategy: Annotated[str, typer.Option(help="grid, random, tpe, quick or guided")] = "quick",
+    strategy: Annotated[str, typer.Option(help=STRATEGY_HELP)] = DEFAULT_STRATEGY,
     step_seconds: Annotated[float, typer.Option(min=1, help="seconds per load step")] = 3.0,
     finalists: Annotated[int, typer.Option(min=0, help="top-k re-measured")] = 2,
     repeats: Annotated[int, typer.Option(min=0, help="re-measurements per finalist")] = 1,

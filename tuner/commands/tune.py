@@ -20,6 +20,7 @@ from tuner.objective import SLO, Objective, ObjectiveKind, Prices, Quantile
 from tuner.seams import LoadRunner, StepMeasurement
 from tuner.space import Config, SearchSpace
 from tuner.store import TrialRecord
+from tuner.strategies import DEFAULT_STRATEGY, STRATEGY_HELP
 from tuner.strategies.base import SearchStrategy
 from tuner.study import Study, StudyEvents, StudyResult
 
@@ -34,7 +35,7 @@ class TuneOptions:
 
     service: str
     space: Path | None = None
-    strategy: str = "quick"
+    strategy: str = DEFAULT_STRATEGY
     trials: int = 12
     slo_ms: float = 200.0
     quantile: Quantile = "p95"
@@ -310,7 +311,7 @@ def tune(
     space: Annotated[
         Path | None, typer.Option(help="search-space YAML (default: tuner/spaces/<service>.yaml)")
     ] = None,
-    strategy: Annotated[str, typer.Option(help="grid, random, tpe, quick or guided")] = "quick",
+    strategy: Annotated[str, typer.Option(help=STRATEGY_HELP)] = DEFAULT_STRATEGY,
     trials: Annotated[int, typer.Option(min=1, help="distinct configs to measure")] = 12,
     slo_p95_ms: Annotated[float, typer.Option(min=1, help="latency SLO in ms")] = 200.0,
     slo_quantile: Annotated[str, typer.Option(help="p95 or p99")] = "p95",

@@ -21,6 +21,11 @@ STRATEGIES: dict[str, Callable[[SearchSpace, int], SearchStrategy]] = {
 }
 
 
+# What `servetune tune` and the demo use unless told otherwise (see bench/search_efficiency.py).
+DEFAULT_STRATEGY = "guided"
+STRATEGY_HELP = ", ".join(STRATEGIES) + f" (default {DEFAULT_STRATEGY})"
+
+
 def make_strategy(name: str, space: SearchSpace, seed: int = 0) -> SearchStrategy:
     """A strategy by name, seeded; ValueError names the choices for an unknown name."""
     try:
@@ -30,4 +35,4 @@ def make_strategy(name: str, space: SearchSpace, seed: int = 0) -> SearchStrateg
     return factory(space, seed)
 
 
-__all__ = ["STRATEGIES", "SearchStrategy", "make_strategy"]
+__all__ = ["DEFAULT_STRATEGY", "STRATEGIES", "STRATEGY_HELP", "SearchStrategy", "make_strategy"]

@@ -85,8 +85,20 @@ class GuidedSearch(StrategyBase):
             ]
         )  # fmt: skip
         jitter = np.random.default_rng(seed).random(len(self.configs))
-        self.tiebreak = 1.0 + 1e-6 * jitter  # a seeded order among equal predictions
+        # Equal predictions (the SLO, not the caps, binds) go to the looser batching caps first:
+        # the model's steady-state batch ignores bursts, which larger caps absorb. Then seeded.
+        self.tiebreak = 1.0 + 1e-3 * self._headroom() + 1e-6 * jitter
         self.asks = 0
+
+    def _headroom(self) -> np.ndarray:
+        """Per config, how loose its batching caps are: mean index of max_batch_size and
+        max_latency_ms scaled to 0..1."""
+        columns = []
+        for name in ("max_batch_size", "max_latency_ms"):
+            position = [d.name for d in self.space.dimensions].index(name)
+            span = max(1, len(self.space.dim(name).values) - 1)
+            columns.append(self.coords[:, position] / span)
+        return np.mean(columns, axis=0)
 
     @staticmethod
     def _log_prior(overhead: float, oversub: float, slowdown: float) -> float:
