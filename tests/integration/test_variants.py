@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import bentoml
 import httpx
@@ -89,3 +91,6 @@ def test_guard_refuses_a_variant_below_its_floor(digits_rows: list[dict[str, obj
         bentoml.models.delete(forced)  # the real pruned variant is "latest" again
     message = str(failure.value)
     assert "not eligible" in message and "< floor" in message and forced in message
+    kept_log = Path(message.rsplit("(full log: ", 1)[1].rstrip(")"))
+    assert kept_log.is_file(), "a server that failed keeps its log"
+    shutil.rmtree(kept_log.parent)
