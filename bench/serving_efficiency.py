@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -48,6 +48,14 @@ from tuner.trial import LoadPlan, TrialRunner
 SERVICE = "embedding"
 USERS = (8, 16, 28, 40)
 BENTOML_DEFAULT_BATCH, BENTOML_DEFAULT_LATENCY_MS = 100, 60000
+
+
+class Limit(NamedTuple):
+    """The in-process limit measured right after one tuned run."""
+
+    batch: int  # the mean batch the server formed, rounded
+    rps: float  # items/s at that batch
+    rps_at_max_batch: float  # items/s at the config's max_batch_size
 
 
 def winner_config(path: Path, cores: int) -> Config:
@@ -129,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         space = default_space(SERVICE)
         study = Study(space, GridSearch(space), Objective(slo), runner, store, n_trials=0)
         records: dict[str, list[TrialRecord]] = {name: [] for name in configs}
-        limits: list[tuple[int, float, float]] = []  # per tuned run: batch, in-process, at max batch
+        limits: list[Limit] = []  # one per tuned run
         for repeat in range(args.repeats):
             for name, (config, load_service, users) in configs.items():
                 record = study.measure(
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "tuned":  # the physical limit right after, before the machine's speed drifts
                     batch_n = max(1, round(mean_batch(record) or 1.0))
                     limits.append(
-                        (
+                        Limit(
                             batch_n,
                             in_process_rps(tuned.variant, batch_n, tuned.threads, tuned.workers),
                             in_process_rps(tuned.variant, tuned.max_batch_size, tuned.threads, tuned.workers),
@@ -171,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "served_over_inprocess": ratio(served, limit),
         "served_over_inprocess_at_max_batch": ratio(served, limit_at_max),
         "served_over_inprocess_runs": [
-            ratio(r.goodput_rps, lim[1]) for r, lim in zip(records["tuned"], limits, strict=True)
+            ratio(r.goodput_rps, lim.rps) for r, lim in zip(records["tuned"], limits, strict=True)
         ],
-        "inprocess_rps_runs": [round(lim[1], 1) for lim in limits],
+        "inprocess_rps_runs": [round(lim.rps, 1) for lim in limits],
         "at_winner_step": winner_step_figures(best_tuned),
         "slo_p95_ms": DEMO_SLO_MS,
         "wall_seconds": round(time.monotonic() - t0),

@@ -22,10 +22,20 @@ DURATION_BUCKETS: list[float] = [
 JSON_RESPONSE = ContentType("application/json")
 
 
+def env_flag(name: str, default: bool) -> bool:
+    """An on/off environment switch: 1/true/yes/on or 0/false/no/off; anything else is `default`."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    return default
+
+
 def access_log_enabled() -> bool:
     """BentoML's per-request access log, off unless SERVETUNE_ACCESS_LOG=1: its log lines cost
     ~20% of a busy worker's event loop; request counts and latencies are in /metrics."""
-    return os.environ.get("SERVETUNE_ACCESS_LOG", "").strip().lower() in {"1", "true", "yes", "on"}
+    return env_flag("SERVETUNE_ACCESS_LOG", default=False)
 
 
 def service_config(timeout_s: int = 60) -> dict[str, Any]:

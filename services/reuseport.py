@@ -27,6 +27,8 @@ import socket
 import sys
 from typing import Any
 
+from services.config import env_flag
+
 ADDRESS_ENV = "SERVETUNE_REUSEPORT_ADDRESS"
 SWITCH_ENV = "SERVETUNE_REUSEPORT"
 API_SOCKET_NAME = "_bento_api_server"  # _bentoml_impl.server.serving.API_SERVER_NAME
@@ -37,9 +39,8 @@ logger = logging.getLogger(__name__)
 
 def enabled() -> bool:
     """Per-worker listeners are on by default on Linux; SERVETUNE_REUSEPORT=0 turns them off."""
-    if os.environ.get(SWITCH_ENV, "1").strip().lower() in {"0", "false", "no", "off"}:
-        return False
-    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+    on = env_flag(SWITCH_ENV, default=True)
+    return on and sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 def worker_fd(argv: list[str]) -> int | None:

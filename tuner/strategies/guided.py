@@ -91,14 +91,12 @@ class GuidedSearch(StrategyBase):
         self.asks = 0
 
     def _headroom(self) -> np.ndarray:
-        """Per config, how loose its batching caps are: mean index of max_batch_size and
-        max_latency_ms scaled to 0..1."""
-        columns = []
-        for name in ("max_batch_size", "max_latency_ms"):
-            position = [d.name for d in self.space.dimensions].index(name)
-            span = max(1, len(self.space.dim(name).values) - 1)
-            columns.append(self.coords[:, position] / span)
-        return np.mean(columns, axis=0)
+        """Per config, how loose its batching caps are: the mean of the max_batch_size and
+        max_latency_ms positions, each scaled to 0..1."""
+        caps = [self.space.dim("max_batch_size"), self.space.dim("max_latency_ms")]
+        return np.array(
+            [np.mean([d.index(getattr(c, d.name)) / max(1, len(d) - 1) for d in caps]) for c in self.configs]
+        )
 
     @staticmethod
     def _log_prior(overhead: float, oversub: float, slowdown: float) -> float:
