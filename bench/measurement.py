@@ -24,9 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.measurement import LoadStep
+from core.registry import service_spec
+from core.server import BentoServer, ServerSpec, running_server
 from loadtests.runner import LoadReport, LocustRunner
-from tuner.seams import LoadStep
-from tuner.server import BentoServer, ServerSpec, running_server, service_target
 
 
 def load_average() -> str:
@@ -48,7 +49,7 @@ def line(name: str, report: LoadReport) -> str:
 
 
 def noop_tail(runner: LocustRunner, seconds: float) -> dict[str, float]:
-    spec = ServerSpec(service_target("noop"), args={"max_batch_size": 8, "max_latency_ms": 1000})
+    spec = ServerSpec(service_spec("noop"), args={"max_batch_size": 8, "max_latency_ms": 1000})
     with running_server(spec) as server:
         one(runner, server, "noop", LoadStep(users=4, duration_s=3))  # warm-up
         capacity = one(runner, server, "noop", LoadStep(users=8, duration_s=seconds))
@@ -65,7 +66,7 @@ def noop_tail(runner: LocustRunner, seconds: float) -> dict[str, float]:
 
 def embedding(runner: LocustRunner, seconds: float, repeats: int) -> dict[str, float]:
     args = {"max_batch_size": 16, "max_latency_ms": 1000, "threads": 2}
-    spec = ServerSpec(service_target("embedding"), args=args)
+    spec = ServerSpec(service_spec("embedding"), args=args)
     with running_server(spec, ready_timeout_s=180) as server:
         one(runner, server, "embedding", LoadStep(users=4, duration_s=3))  # warm-up
         capacity = one(runner, server, "embedding", LoadStep(users=16, duration_s=seconds))

@@ -34,11 +34,12 @@ from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.deployer import LocalBentoDeployer
+from core.registry import service_spec
+from core.serveconfig import load_winner
 from tuner.commands.demo import DEMO_SLO_MS, NAIVE_USERS, ensure_models
-from tuner.commands.tune import NAIVE_LOAD_SERVICE, naive_config, real_load_runner
-from tuner.deployer import LocalBentoDeployer
+from tuner.commands.tune import naive_config, real_load_runner
 from tuner.objective import SLO, Objective
-from tuner.serveconfig import load_winner
 from tuner.space import Config, default_space
 from tuner.store import StudyStore, TrialRecord
 from tuner.strategies.grid import GridSearch
@@ -117,13 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     tuned = winner_config(args.winner, cores)
     ensure_models()
     configs = {
-        "tuned": (tuned, SERVICE, USERS),
+        "tuned": (tuned, None, USERS),
         "bentoml-default": (
             Config(BENTOML_DEFAULT_BATCH, BENTOML_DEFAULT_LATENCY_MS, 1, cores, 0, tuned.variant),
-            SERVICE,
+            None,
             USERS,
         ),
-        "naive": (naive_config(cores), NAIVE_LOAD_SERVICE[SERVICE], NAIVE_USERS),
+        "naive": (naive_config(cores), service_spec(SERVICE).naive_endpoint, NAIVE_USERS),
     }
     load_before, t0 = os.getloadavg(), time.monotonic()
     slo = SLO(latency_ms=DEMO_SLO_MS)
@@ -139,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         records: dict[str, list[TrialRecord]] = {name: [] for name in configs}
         limits: list[Limit] = []  # one per tuned run
         for repeat in range(args.repeats):
-            for name, (config, load_service, users) in configs.items():
+            for name, (config, endpoint, users) in configs.items():
                 record = study.measure(
-                    config, "baseline", f"{name}-{repeat}", load_service=load_service,
+                    config, "baseline", f"{name}-{repeat}", endpoint=endpoint,
                     plan=LoadPlan.users(users, args.step_s),
                 )  # fmt: skip
                 records[name].append(record)

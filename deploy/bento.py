@@ -18,16 +18,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from core.registry import service_spec
+from core.server import REPO_ROOT, BentoServer, ServerSpec, main_bentoml_home
 from deploy.context import RenderContext
-from tuner.server import REPO_ROOT, BentoServer, ServerSpec, main_bentoml_home, service_target
 
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
-COMMON_PACKAGES = ("torch", "bentoml", "numpy", "pydantic", "safetensors", "scikit-learn")
-SERVICE_PACKAGES = {
-    "digits": COMMON_PACKAGES,
-    "embedding": (*COMMON_PACKAGES, "sentence-transformers", "transformers"),
-}
-MODEL_BASES = {"digits": "digits", "embedding": "minilm"}
 
 
 class BentoBuildError(RuntimeError):
@@ -63,7 +58,7 @@ def bentofile(context: RenderContext) -> dict[str, Any]:
         {"name": "BENTOML_CONFIG_OVERRIDES", "value": json.dumps(context.config_overrides())},
     ]
     python: dict[str, Any] = {
-        "packages": [pinned(p) for p in SERVICE_PACKAGES[service]],
+        "packages": [pinned(p) for p in context.target.packages],
         "lock_packages": False,  # locking resolves against an index: offline builds need it off
     }
     if context.sizing.gpus == 0:
@@ -139,7 +134,7 @@ class BuiltBentoServer(BentoServer):
     """
 
     def __init__(self, tag: str, service: str, workers: int = 1, gpus: int = 0) -> None:
-        super().__init__(ServerSpec(service=service_target(service), workers=workers, gpus=gpus))
+        super().__init__(ServerSpec(service=service_spec(service), workers=workers, gpus=gpus))
         self.tag = tag
         bentos = main_bentoml_home() / "bentos"
         bentos.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.registry import ServiceSpec, service_spec
+from core.serveconfig import WinnerFile
 from deploy.plan import DeployOptions, Sizing
-from tuner.serveconfig import WinnerFile
-from tuner.server import ServiceTarget, service_target
 
 HTTP_PORT = 3000
 CONTAINER_NAME = "bentoml"
@@ -24,8 +24,8 @@ class RenderContext:
     model_tag: str
 
     @property
-    def target(self) -> ServiceTarget:
-        return service_target(self.winner.config.service)
+    def target(self) -> ServiceSpec:
+        return service_spec(self.winner.config.service)
 
     @property
     def name(self) -> str:

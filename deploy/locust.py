@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from core.registry import service_spec
 from deploy.bento import pinned
 from deploy.context import HTTP_PORT, RenderContext
 from deploy.k8s import container_security_context, metadata, pod_security_context, tmp_volume
@@ -21,7 +22,6 @@ LOCUST_UID = 1000  # the `locust` user of the official image
 MOUNT = "/mnt/locust"
 WEB_PORT = 8089
 MASTER_PORT = 5557
-SERVICE_HINTS = {"digits": ("digit",), "embedding": ("embed", "text", "minilm")}
 USER_BASES = {"User", "HttpUser", "FastHttpUser"}
 
 
@@ -37,10 +37,10 @@ def user_classes(source: str) -> list[str]:
 
 
 def pick_user_class(source: str, service: str) -> str | None:
-    """The user class for `service` (by name), or None to let Locust run the file's users."""
-    candidates = user_classes(source)
-    matching = [c for c in candidates if any(h in c.lower() for h in SERVICE_HINTS[service])]
-    return matching[0] if len(matching) == 1 else None
+    """The service's registered Locust user class when the file defines it, else None (Locust
+    then runs every user class of the file)."""
+    wanted = service_spec(service).locust_user
+    return wanted if wanted in user_classes(source) else None
 
 
 def _names(context: RenderContext) -> tuple[str, str, str]:
@@ -61,7 +61,11 @@ def _pod(context: RenderContext, component: str, args: list[str], ports: list[Ob
         "image": context.options.locust_image,
         "imagePullPolicy": "IfNotPresent",
         "args": args,
-        "env": [{"name": "PYTHONPATH", "value": "/opt/servetune"}, {"name": "HOME", "value": "/tmp"}],
+        "env": [
+            {"name": "PYTHONPATH", "value": "/opt/servetune"},
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "SERVETUNE_SERVICE", "value": context.winner.config.service},
+        ],
         "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}, "limits": {"cpu": cpu, "memory": "1Gi"}},
         "securityContext": container_security_context(),
         "volumeMounts": [mount, {"name": "locustfile", "mountPath": MOUNT, "readOnly": True}],
@@ -146,6 +150,7 @@ def dockerfile() -> str:
             f"FROM locustio/locust:{LOCUST_VERSION}",
             "USER root",
             f"RUN pip install --no-cache-dir {packages}",
+            f"COPY --chown={LOCUST_UID}:{LOCUST_UID} core /opt/servetune/core",
             f"COPY --chown={LOCUST_UID}:{LOCUST_UID} services /opt/servetune/services",
             f"COPY --chown={LOCUST_UID}:{LOCUST_UID} loadtests /opt/servetune/loadtests",
             "ENV PYTHONPATH=/opt/servetune",

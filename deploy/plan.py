@@ -38,7 +38,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuner.serveconfig import WinnerFile
+from core.serveconfig import WinnerFile
 
 # Fallback memory estimate when the winner has no rss_mb. Measured on this machine kind
 # (BentoML 1.4.40, torch 2.13 CPU, `bentoml serve <bento>`, RSS after 20 requests): the

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.registry import service_keys, service_spec
 from deploy.context import RenderContext
 from deploy.k8s import RPS_METRIC, monitoring_metadata
-from tuner.server import SERVICES
 
 Obj = dict[str, Any]
 
@@ -130,7 +130,7 @@ def adapter_values(context: RenderContext) -> Obj:
     Only inference routes count (probes and /metrics do not); the rule is the same for every
     servetune service, so deploying several services needs it once.
     """
-    routes = "|".join(sorted(f"/{target.endpoint}" for target in SERVICES.values()))
+    routes = "|".join(sorted(service_spec(key).route for key in service_keys(tunable_only=True)))
     return {
         "rules": {
             "custom": [

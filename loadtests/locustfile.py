@@ -1,6 +1,7 @@
 """Locust users for the servetune services: bodies from held-out data, optional pacing.
 
-Environment (all optional):
+Environment:
+  SERVETUNE_SERVICE   the registered service to load (core/registry.py); required
   SERVETUNE_ROWS      rows per request (default 1)
   SERVETUNE_ENDPOINT  path to POST to (default: the service's batchable endpoint)
   SERVETUNE_EVENTS    file prefix: every request is appended as "end_time latency_ms status"
@@ -21,7 +22,8 @@ import gevent
 from locust import FastHttpUser, events, task
 from locust.env import Environment
 
-from loadtests.payloads import ENDPOINTS, bodies
+from core.registry import service_spec
+from loadtests.payloads import bodies
 from loadtests.shapes import per_user_interval
 
 ROWS = int(os.environ.get("SERVETUNE_ROWS", "1"))
@@ -50,11 +52,9 @@ def current_rate(environment: Environment) -> float | None:
     return _rate_value[0]
 
 
-class ServetuneUser(FastHttpUser):
-    """POSTs pre-encoded bodies to one endpoint; closed loop unless a rate is set."""
+class ServiceUser(FastHttpUser):
+    """POSTs pre-encoded bodies to one endpoint of SERVETUNE_SERVICE; closed loop unless a rate is set."""
 
-    abstract = True
-    service = ""
     # Many short-lived users must not share one connection pool: one connection per user.
     concurrency = 1
     # Seconds; a request slower than this is a failure, not a hung user.
@@ -63,7 +63,8 @@ class ServetuneUser(FastHttpUser):
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        self.path = os.environ.get("SERVETUNE_ENDPOINT") or ENDPOINTS[self.service].path
+        self.service = os.environ.get("SERVETUNE_SERVICE", "")
+        self.path = os.environ.get("SERVETUNE_ENDPOINT") or service_spec(self.service).route
         self.bodies = itertools.cycle(_bodies(self.service))
         self._last_start = 0.0
         self._paced = False
@@ -92,19 +93,6 @@ def _bodies(service: str) -> list[bytes]:
     if service not in _BODY_CACHE:
         _BODY_CACHE[service] = bodies(service, ROWS, seed=os.getpid())
     return _BODY_CACHE[service]
-
-
-# FastHttpUser is named again so tools that read this file (deploy/locust.py) see user classes.
-class DigitsUser(ServetuneUser, FastHttpUser):
-    service = "digits"
-
-
-class EmbeddingUser(ServetuneUser, FastHttpUser):
-    service = "embedding"
-
-
-class NoOpUser(ServetuneUser, FastHttpUser):
-    service = "noop"
 
 
 class _EventLog:

@@ -28,9 +28,10 @@ from urllib.parse import urlparse
 import httpx
 import psutil
 
+from core.measurement import LoadStep, StepMeasurement, StopRule
+from core.metrics import MetricsReader, Snapshot, WindowFigures, window_figures, workers_seen
+from core.registry import service_spec
 from loadtests.shapes import write_control
-from tuner.metrics import MetricsReader, Snapshot, WindowFigures, window_figures, workers_seen
-from tuner.seams import LoadStep, StepMeasurement, StopRule
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
@@ -40,30 +41,25 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 @dataclass(frozen=True)
 class LoadTarget:
-    """The Locust user class and endpoint path a service name loads."""
+    """A registered service and the route its load goes to."""
 
-    user_class: str
-    endpoint: str
+    service: str
+    route: str
 
+    @classmethod
+    def of(cls, service: str, endpoint: str | None = None) -> LoadTarget:
+        """The service's batchable endpoint, or `endpoint` (with or without the slash)."""
+        spec = service_spec(service)
+        route = "/" + (endpoint or spec.endpoint).lstrip("/")
+        return cls(service, route)
 
-LOAD_TARGETS: dict[str, LoadTarget] = {
-    "digits": LoadTarget("DigitsUser", "/predict"),
-    "embedding": LoadTarget("EmbeddingUser", "/encode"),
-    "embedding-naive": LoadTarget("EmbeddingUser", "/encode_unbatched"),
-    "noop": LoadTarget("NoOpUser", "/echo"),
-    "noop-unbatched": LoadTarget("NoOpUser", "/echo_unbatched"),
-}
+    @property
+    def user_class(self) -> str:
+        return service_spec(self.service).locust_user
 
 
 class LoadRunError(RuntimeError):
     """Locust failed to start, died, or stopped following the runner."""
-
-
-def load_target(service: str) -> LoadTarget:
-    try:
-        return LOAD_TARGETS[service]
-    except KeyError:
-        raise ValueError(f"unknown load service {service!r}; choose one of {sorted(LOAD_TARGETS)}") from None
 
 
 def check_url(url: str, allow_remote: bool) -> str:
@@ -266,7 +262,6 @@ class LocustRunner:
     tolerance: float = 0.10
     max_extend: float = 2.0
     cpu_saturation: float = 0.9
-    expected_workers: int | None = None  # None: counted from the local server's processes
     allow_remote: bool = False
     start_timeout_s: float = 60.0
     log_dir: Path | None = None
@@ -278,9 +273,11 @@ class LocustRunner:
         service: str,
         steps: Sequence[LoadStep],
         stop_after: StopRule | None = None,
+        endpoint: str | None = None,
+        expected_workers: int | None = None,
     ) -> list[StepMeasurement]:
         """LoadRunner protocol: one StepMeasurement per step run."""
-        return [r.measurement for r in self.run(url, service, steps, stop_after)]
+        return [r.measurement for r in self.run(url, service, steps, stop_after, endpoint, expected_workers)]
 
     def run(
         self,
@@ -288,17 +285,23 @@ class LocustRunner:
         service: str,
         steps: Sequence[LoadStep],
         stop_after: StopRule | None = None,
+        endpoint: str | None = None,
+        expected_workers: int | None = None,
     ) -> list[LoadReport]:
-        """Run `steps` against `url` in one Locust process; stop after `stop_after` says so."""
+        """Run `steps` against `url` in one Locust process; stop after `stop_after` says so.
+
+        `endpoint` defaults to the service's batchable one; `expected_workers` (default: counted
+        from the local server's processes) lets a silent worker be flagged.
+        """
         base = check_url(url, self.allow_remote)
-        target = load_target(service)
+        target = LoadTarget.of(service, endpoint)
         if not steps:
             return []
         for step in steps:
             if step.users < 1 or not step.duration_s > 0:
                 raise ValueError(f"a load step needs users >= 1 and duration_s > 0, got {step}")
         self.last_reports = []
-        workers = self.expected_workers or local_server_workers(base)
+        workers = expected_workers or local_server_workers(base)
         with tempfile.TemporaryDirectory(prefix="servetune-locust-", dir=self.log_dir) as tmp:
             work = Path(tmp)
             control = work / "control.json"
@@ -344,7 +347,8 @@ class LocustRunner:
             SERVETUNE_SHAPE="control",
             SERVETUNE_CONTROL=str(control),
             SERVETUNE_EVENTS=str(work / "events"),
-            SERVETUNE_ENDPOINT=target.endpoint,
+            SERVETUNE_SERVICE=target.service,
+            SERVETUNE_ENDPOINT=target.route,
             SERVETUNE_ROWS=str(self.rows_per_request),
             SERVETUNE_MAX_RUN_S=f"{budget_s:.0f}",
             PYTHONUNBUFFERED="1",
@@ -404,7 +408,7 @@ class LocustRunner:
             before = snaps[-1]
             goodput = None
             if snap is not None and before is not None:
-                fig = window_figures(before, snap, target.endpoint)
+                fig = window_figures(before, snap, target.route)
                 goodput = sum(n for c, n in fig.by_status.items() if c.startswith("2")) / fig.seconds
             subs.append(SubWindow(bounds[-1], end, goodput, cores, peak))
             snaps.append(snap)
@@ -422,7 +426,7 @@ class LocustRunner:
         server = None
         if first is not None and last is not None:
             middle = [s for s in snaps[-per_window:-1] if s is not None]
-            server = window_figures(first, last, target.endpoint, middle)
+            server = window_figures(first, last, target.route, middle)
         reasons: list[str] = []
         peak = max(s.generator_peak_core for s in used)
         if peak >= self.cpu_saturation:

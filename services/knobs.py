@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_MAX_BATCH_SIZE = 32
 DEFAULT_MAX_LATENCY_MS = 1000
 Variant = Literal["fp32", "int8", "pruned", "bf16", "fp16"]
+# The bounds of every knob, declared once: the services' `--arg` parser below and the serving
+# config the tuner, launcher and deploy use (core/serveconfig.py) are built from these.
+MaxBatchSize = Annotated[int, Field(gt=1, le=4096, description="adaptive batching cap (BentoML needs > 1)")]
+MaxLatencyMs = Annotated[int, Field(gt=0, le=600_000, description="adaptive batching deadline, ms")]
+WorkerCount = Annotated[int, Field(ge=1, le=64, description="server worker processes")]
+ThreadCount = Annotated[int, Field(ge=1, le=256, description="torch threads per worker")]
+GpuCount = Annotated[int, Field(ge=0, le=64, description="GPUs handed to the service")]
 
 
 class ServeKnobs(BaseModel):
@@ -18,9 +25,9 @@ class ServeKnobs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, gt=1, le=4096)
-    max_latency_ms: int = Field(DEFAULT_MAX_LATENCY_MS, gt=0, le=600_000)
-    threads: int | None = Field(None, ge=1, le=256, description="torch threads per worker")
+    max_batch_size: MaxBatchSize = DEFAULT_MAX_BATCH_SIZE
+    max_latency_ms: MaxLatencyMs = DEFAULT_MAX_LATENCY_MS
+    threads: ThreadCount | None = None
     variant: Variant = "fp32"
     model_tag: str | None = Field(None, description="store tag; default: the variant's latest")
 

@@ -6,8 +6,8 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from tuner.deployer import DeployError
-from tuner.seams import LoadStep, StepMeasurement, StopRule
+from core.deployer import DeployError
+from core.measurement import LoadStep, StepMeasurement, StopRule
 from tuner.space import Config
 
 Surface = Callable[[Config, int], tuple[float, float, float]]  # -> (rps, p95_ms, failure_ratio)
@@ -87,7 +87,13 @@ class FakeLoadRunner:
     calls: list[tuple[str, str, int]] = field(default_factory=list)
 
     def run_steps(
-        self, url: str, service: str, steps: Sequence[LoadStep], stop_after: StopRule | None = None
+        self,
+        url: str,
+        service: str,
+        steps: Sequence[LoadStep],
+        stop_after: StopRule | None = None,
+        endpoint: str | None = None,
+        expected_workers: int | None = None,
     ) -> list[StepMeasurement]:
         config = self.deployer.by_url[url]
         self.calls.append((url, service, len(steps)))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from tuner.seams import StepMeasurement
+from core.measurement import StepMeasurement
 from tuner.space import Config
 
 ObjectiveKind = Literal["goodput", "cost"]
@@ -74,7 +74,7 @@ class Prices:
     gpu_hour: float = 0.0
 
     def per_hour(self, config: Config) -> float:
-        return config.workers * config.threads * self.core_hour + config.gpus * self.gpu_hour
+        return config.workers * config.threads_per_worker() * self.core_hour + config.gpus * self.gpu_hour
 
 
 @dataclass(frozen=True)

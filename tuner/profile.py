@@ -18,13 +18,16 @@ import json
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.optimize import nnls
+
+from core.registry import resolve, service_spec
+from services.models.inprocess import BatchRunner
 
 Device = str  # "cpu" or "gpu"
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -79,19 +82,17 @@ class BatchTime:
         )
 
 
-# Priors, used where a profile has no measurement: in-process on this project's machine kind
-# (2 cores, shipped sentence set for MiniLM, best of 3). The GPU rows are GPU-like guesses
-# (tokenisation on CPU threads, launch cost + small per-item cost on the device), not measured.
-PRIOR_BATCH_TIMES: dict[str, dict[Device, BatchTime]] = {
-    "embedding": {
-        "cpu": BatchTime(cpu0=0.0076, cpu1=0.0062, p0=0.5, p1=0.8),
-        "gpu": BatchTime(cpu0=0.0005, cpu1=0.0004, p0=0.2, p1=0.6, gpu0=0.004, gpu1=0.0008),
-    },
-    "digits": {
-        "cpu": BatchTime(cpu0=0.0003, cpu1=0.00003, p0=0.0, p1=0.7),
-        "gpu": BatchTime(cpu0=0.0001, cpu1=0.00001, p0=0.0, p1=0.5, gpu0=0.0002, gpu1=0.000005),
-    },
-}
+def prior_batch_times(service: str) -> dict[Device, BatchTime]:
+    """The registry's batch-time priors of a service (used where a profile has no measurement);
+    MiniLM's where the service has none."""
+    try:
+        priors = service_spec(service).priors
+    except ValueError:
+        priors = {}
+    priors = priors or service_spec("embedding").priors
+    return {device: BatchTime(**fields) for device, fields in priors.items()}
+
+
 # Batch time of a variant relative to fp32 where it was not profiled (int8: ~2x faster measured
 # for MiniLM on CPU; the others assumed equal).
 VARIANT_SPEED: dict[str, float] = {"fp32": 1.0, "int8": 0.5, "pruned": 1.0, "bf16": 1.0, "fp16": 1.0}
@@ -225,7 +226,6 @@ def synthetic_profile(
 
 # --- measuring a real model in-process ---------------------------------------------------------
 
-BatchRunner = Callable[[int, int], None]
 """Runs one batch of n items (the int is a repeat number, to vary the inputs)."""
 
 
@@ -264,66 +264,16 @@ def time_batches(
     return points
 
 
-def embedding_batch_runner(variant: str = "fp32", seed: int = 0) -> BatchRunner:
-    """Encode n shipped sentences (a seeded sample per repeat) with the stored MiniLM variant."""
-    from services.models.sentences import load_sentences
-    from services.models.variants import load_minilm_variant
-
-    _, model = load_minilm_variant(variant)
-    sentences = load_sentences()
-
-    def run(n: int, repeat: int) -> None:
-        chosen = random.Random(seed * 1000 + repeat * 100 + n).sample(sentences, min(n, len(sentences)))
-        model.encode(
-            chosen, batch_size=n, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-        )
-
-    return run
-
-
-def digits_batch_runner(variant: str = "fp32", seed: int = 0) -> BatchRunner:
-    """Classify n held-out digits with the stored digits variant."""
-    import torch
-
-    from services.models.data import held_out_raw, normalise
-    from services.models.variants import load_digits_variant
-
-    _, net = load_digits_variant(variant)
-    images = np.asarray(held_out_raw()[0], dtype=np.float32).reshape(-1, 64)
-
-    def run(n: int, repeat: int) -> None:
-        rows = np.random.default_rng(seed * 1000 + repeat).integers(0, len(images), n)
-        x = torch.from_numpy(normalise(images[rows]))
-        with torch.inference_mode():
-            torch.softmax(net(x), dim=1)
-
-    return run
-
-
-RUNNERS: dict[str, Callable[[str, int], BatchRunner]] = {
-    "embedding": embedding_batch_runner,
-    "digits": digits_batch_runner,
-}
-
-
 def measure_request_overhead(service: str, repeats: int = 200) -> float:
-    """Seconds of in-process JSON + validation work per single-item request (a lower bound of
-    the served per-request overhead: HTTP parsing and the event loop come on top)."""
-    from pydantic import TypeAdapter
-
-    if service == "embedding":
-        body = json.dumps({"sentences": ["A short sentence about a cat sitting on a warm mat."]})
-        adapter: TypeAdapter[Any] = TypeAdapter(list[str])
-        response = [[0.012345678] * 384]
-        field_name = "sentences"
-    else:
-        body = json.dumps({"images": [[float(v) for v in range(64)]]})
-        adapter = TypeAdapter(list[list[float]])
-        response = [{"label": 3, "probabilities": [0.1] * 10}]  # type: ignore[list-item]
-        field_name = "images"
+    """Seconds of in-process JSON work per single-row request: decode one load body, encode one
+    answer row (a lower bound of the served per-request overhead: HTTP parsing, validation and
+    the event loop come on top)."""
+    spec = service_spec(service)
+    body = json.dumps({spec.row_field: [spec.row_pool()[0]]})
+    response = [spec.sample_response]
     start = time.perf_counter()
     for _ in range(repeats):
-        adapter.validate_python(json.loads(body)[field_name])
+        json.loads(body)
         json.dumps(response)
     return (time.perf_counter() - start) / repeats
 
@@ -340,14 +290,16 @@ def profile_service(
     """Measure batch latency per batch size x threads for each variant, in this process (CPU)."""
     import os
 
-    if service not in RUNNERS:
-        raise ValueError(f"unknown service {service!r}; choose one of {sorted(RUNNERS)}")
+    spec = service_spec(service)
+    if spec.batch_runner is None:
+        raise ValueError(f"service {service!r} has no in-process batch runner to profile")
+    make_runner = resolve(spec.batch_runner)
     cores = cores or os.cpu_count() or 1
     thread_list = list(threads) if threads else sorted({1, cores})
     per_variant = budget_s / max(1, len(variants))
     points = {
         profile_key(variant, "cpu"): time_batches(
-            RUNNERS[service](variant, 0), batch_sizes, thread_list, repeats, per_variant
+            make_runner(variant, 0), batch_sizes, thread_list, repeats, per_variant
         )
         for variant in variants
     }

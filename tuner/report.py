@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tuner.serveconfig import WinnerFile
+from core.serveconfig import WinnerFile
 from tuner.store import TrialRecord
 from tuner.study import Finalist, StudyResult
 

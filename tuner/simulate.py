@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tuner.profile import PRIOR_BATCH_TIMES, BatchTime, Device, Profile, speedup_factor
+from tuner.profile import BatchTime, Device, Profile, prior_batch_times, speedup_factor
 from tuner.space import DIMENSIONS, Config, Dimension, Machine, SearchSpace, pow2
 
 WARMUP_FRACTION = 0.1
@@ -102,7 +102,7 @@ class Dilation:
 
 def dilation(model: ServerModel, config: Config, busy: float, loop_util: float, cpu_share: float) -> Dilation:
     """Mean-field contention when every worker's model is busy `busy` of the time."""
-    w, t, cores = config.workers, config.threads, model.cores
+    w, t, cores = config.workers, config.threads_per_worker(model.cores), model.cores
     others = (w - 1) * t * busy * cpu_share
     loops = w * min(1.0, loop_util)
     model_runnable = t + others + loops
@@ -160,9 +160,13 @@ def simulate_load(
     deadline = config.max_latency_ms / 1000.0
     arrivals = np.cumsum(exps) / per_worker
     arrival_list = arrivals.tolist()
-    share = bt.cpu_share(b_max / 2, config.threads)
+    share = bt.cpu_share(b_max / 2, config.threads_per_worker(model.cores))
     loop_util = per_worker * model.request_overhead_s
-    busy = min(1.0, per_worker * bt.seconds(1, config.threads)) if busy_guess is None else busy_guess
+    busy = (
+        min(1.0, per_worker * bt.seconds(1, config.threads_per_worker(model.cores)))
+        if busy_guess is None
+        else busy_guess
+    )
     result: LoadResult | None = None
     for _ in range(3):  # fixed point: busy fraction -> contention -> busy fraction
         dil = dilation(model, config, busy, loop_util, share)
@@ -191,7 +195,9 @@ def _run_worker(
     loop_rho = per_worker * overhead
     if loop_rho >= 0.98:  # the event loop cannot keep up: latency grows without bound
         return LoadResult(rate, 0.0, math.inf, 1.0, 1.0, 0.0)
-    seconds = [0.0] + [bt.seconds(k, config.threads, dil.cpu, dil.gpu) for k in range(1, b_max + 1)]
+    seconds = [0.0] + [
+        bt.seconds(k, config.threads_per_worker(model.cores), dil.cpu, dil.gpu) for k in range(1, b_max + 1)
+    ]
     a = (seconds[b_max] - seconds[1]) / (b_max - 1) if b_max > 1 else seconds[1]
     b = seconds[1] - a
     n_total = len(arrival_list)
@@ -241,7 +247,9 @@ def capacity_bound(model: ServerModel, config: Config) -> float:
     """Requests/s no config can exceed: full batches with no contention, or the event loops."""
     bt = model.batch_time(config)
     b = config.max_batch_size
-    per_worker = min(b / bt.seconds(b, config.threads), 1.0 / max(model.request_overhead_s, 1e-9))
+    per_worker = min(
+        b / bt.seconds(b, config.threads_per_worker(model.cores)), 1.0 / max(model.request_overhead_s, 1e-9)
+    )
     return config.workers * per_worker
 
 
@@ -279,15 +287,21 @@ def analytic_goodputs(model: ServerModel, configs: Sequence[Config], steps: int 
     count = len(configs)
     times = [model.batch_time(c) for c in configs]
     w = np.array([c.workers for c in configs], dtype=float)
-    t = np.array([c.threads for c in configs], dtype=float)
+    t = np.array([c.threads_per_worker(model.cores) for c in configs], dtype=float)
     b_max = np.array([c.max_batch_size for c in configs], dtype=float)
     deadline = np.array([c.max_latency_ms / 1000.0 for c in configs])
     gpus = np.array([c.gpus for c in configs], dtype=float)
     cpu0 = np.array(
-        [bt.cpu0 * speedup_factor(c.threads, bt.p0) for bt, c in zip(times, configs, strict=True)]
+        [
+            bt.cpu0 * speedup_factor(c.threads_per_worker(model.cores), bt.p0)
+            for bt, c in zip(times, configs, strict=True)
+        ]
     )
     cpu1 = np.array(
-        [bt.cpu1 * speedup_factor(c.threads, bt.p1) for bt, c in zip(times, configs, strict=True)]
+        [
+            bt.cpu1 * speedup_factor(c.threads_per_worker(model.cores), bt.p1)
+            for bt, c in zip(times, configs, strict=True)
+        ]
     )
     gpu0 = np.array([bt.gpu0 for bt in times])
     gpu1 = np.array([bt.gpu1 for bt in times])
@@ -530,8 +544,8 @@ def validate(
 
 # --- preset surfaces for the benchmark and the tests -----------------------------------------
 
-MINILM_CPU = PRIOR_BATCH_TIMES["embedding"]["cpu"]  # measured in-process (tuner/profile.py)
-MINILM_GPU = PRIOR_BATCH_TIMES["embedding"]["gpu"]  # GPU-like: not measured
+MINILM_CPU = prior_batch_times("embedding")["cpu"]  # measured in-process (tuner/profile.py)
+MINILM_GPU = prior_batch_times("embedding")["gpu"]  # GPU-like: not measured
 
 
 def _space(service: str, machine: Machine, **dims: Sequence[Any]) -> SearchSpace:

@@ -2,58 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from services.knobs import Variant
-from tuner.serveconfig import ServeConfig, ServiceName
+from core.errors import format_validation_error
+from core.registry import service_spec
+from core.serveconfig import DIMENSIONS, Config
+from services.knobs import MaxLatencyMs, Variant, WorkerCount
+
+__all__ = ["DIMENSIONS", "Config", "Dimension", "Machine", "SearchSpace", "SpaceError"]
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
-DIMENSIONS = ("max_batch_size", "max_latency_ms", "workers", "threads", "gpus", "variant")
 ALL_VARIANTS: tuple[Variant, ...] = ("fp32", "int8", "pruned", "bf16", "fp16")
-STORE_BASE = {"digits": "digits", "embedding": "minilm"}
 
 
 class SpaceError(ValueError):
     """A search-space file that cannot be read or does not validate."""
-
-
-@dataclass(frozen=True, order=True)
-class Config:
-    """One point of the space; frozen, hashable, with a stable human-readable key."""
-
-    max_batch_size: int
-    max_latency_ms: int
-    workers: int
-    threads: int
-    gpus: int = 0
-    variant: str = "fp32"
-
-    @property
-    def key(self) -> str:
-        return (
-            f"b{self.max_batch_size}-l{self.max_latency_ms}-w{self.workers}-t{self.threads}"
-            f"-g{self.gpus}-{self.variant}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Config:
-        return cls(**{name: data[name] for name in DIMENSIONS if name in data})
-
-    def serve_config(self, service: str) -> ServeConfig:
-        """The ServeConfig `bentoml serve` is started with."""
-        return ServeConfig.model_validate({"service": service, **self.to_dict()})
 
 
 @dataclass(frozen=True)
@@ -103,10 +74,10 @@ class SpaceFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    service: ServiceName
+    service: str
     max_batch_size: IntValues = Field(default_factory=lambda: Pow2Range(pow2=(8, 64)))
-    max_latency_ms: list[int] = Field(default_factory=lambda: [100, 200, 500])
-    workers: list[int] = Field(default_factory=lambda: [1, 2])
+    max_latency_ms: list[MaxLatencyMs] = Field(default_factory=lambda: [100, 200, 500], min_length=1)
+    workers: list[WorkerCount] = Field(default_factory=lambda: [1, 2], min_length=1)
     threads: Literal["auto"] | list[int] = Field("auto", description="'auto' = cores // workers")
     gpus: Literal["auto"] | list[int] = Field("auto", description="'auto' = [0] without GPUs")
     variant: Literal["auto"] | list[Variant] = Field(
@@ -125,13 +96,10 @@ class SpaceFile(BaseModel):
             raise ValueError("every max_batch_size must be > 1 (BentoML needs a batch)")
         return value
 
-    @field_validator("max_latency_ms", "workers")
+    @field_validator("service")
     @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
-        if not value:
-            raise ValueError("give at least one value")
-        if any(v <= 0 for v in value):
-            raise ValueError("every value must be > 0")
+    def _registered(cls, value: str) -> str:
+        service_spec(value)  # ValueError names the registered services
         return value
 
     @field_validator("threads", "gpus")
@@ -160,9 +128,12 @@ def eligible_variants(service: str) -> list[str]:
     from services.models.store import ModelNotFound, get_model
 
     found = ["fp32"]
+    base = service_spec(service).model_base
+    if base is None:
+        return found
     for variant in ALL_VARIANTS[1:]:
         try:
-            model = get_model(STORE_BASE[service], variant)
+            model = get_model(base, variant)
         except (ModelNotFound, Exception):
             continue
         if model.info.metadata.get("eligible") is True:
@@ -231,8 +202,9 @@ class SearchSpace:
                 return f"{dimension.name}={value} is outside the space"
         if config.workers > self.max_workers:
             return f"workers={config.workers} > cap {self.max_workers}"
-        if config.workers * config.threads > self.max_total_threads:
-            return f"workers x threads = {config.workers * config.threads} > cap {self.max_total_threads}"
+        total = config.workers * config.threads_per_worker(self.machine.cores)
+        if total > self.max_total_threads:
+            return f"workers x threads = {total} > cap {self.max_total_threads}"
         if config.gpus > self.machine.gpus:
             return f"gpus={config.gpus} > available {self.machine.gpus}"
         if self.auto_threads and config.threads != max(1, self.machine.cores // config.workers):
@@ -293,7 +265,7 @@ class SearchSpace:
         fitting = [t for t in self.dim("threads").values if config.workers * t <= self.max_total_threads]
         if not fitting:
             return None
-        repaired = dataclasses.replace(config, threads=max(fitting))
+        repaired = config.model_copy(update={"threads": max(fitting)})
         return repaired if repaired in self else None
 
     def describe(self) -> dict[str, Any]:
@@ -334,12 +306,6 @@ class SearchSpace:
         return cls(spec.service, dims, machine, spec.max_total_threads, spec.max_workers, auto_threads)
 
 
-def _format_errors(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-    )
-
-
 def parse_space(document: Any, origin: str = "<space>", machine: Machine | None = None) -> SearchSpace:
     """Validate a parsed YAML document into a SearchSpace; SpaceError names the bad field."""
     if not isinstance(document, dict):
@@ -347,7 +313,7 @@ def parse_space(document: Any, origin: str = "<space>", machine: Machine | None 
     try:
         spec = SpaceFile.model_validate(document)
     except ValidationError as exc:
-        raise SpaceError(f"{origin}: {_format_errors(exc)}") from exc
+        raise SpaceError(f"{origin}: {format_validation_error(exc)}") from exc
     return SearchSpace.from_file_model(spec, machine)
 
 

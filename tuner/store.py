@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuner.seams import LoadStep, StepMeasurement
+from core.measurement import LoadStep, StepMeasurement
 from tuner.space import Config
 
 TrialKind = Literal["trial", "finalist", "baseline"]

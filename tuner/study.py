@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.measurement import StepMeasurement
 from tuner.objective import Objective
-from tuner.seams import StepMeasurement
 from tuner.space import Config, SearchSpace
 from tuner.store import StudyStore, TrialKind, TrialRecord, step_to_dict
 from tuner.strategies.base import SearchStrategy

@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from tuner.deployer import Deployer, DeployError
+from core.deployer import Deployer, DeployError
+from core.measurement import LoadRunner, LoadStep, StepMeasurement
 from tuner.objective import SLO
-from tuner.seams import LoadRunner, LoadStep, StepMeasurement
 from tuner.space import Config
 
 StepCallback = Callable[[int, StepMeasurement], None]
@@ -49,31 +49,31 @@ class TrialRunner:
         load_runner: LoadRunner,
         plan: LoadPlan,
         slo: SLO,
-        load_service: str,
+        service: str,
     ) -> None:
         self.deployer = deployer
         self.load_runner = load_runner
         self.plan = plan
         self.slo = slo
-        self.load_service = load_service
+        self.service = service
 
     def measure(
         self,
         config: Config,
         on_step: StepCallback | None = None,
-        load_service: str | None = None,
+        endpoint: str | None = None,
         deployer: Deployer | None = None,
         plan: LoadPlan | None = None,
     ) -> Measurement:
+        """Deploy `config`, load `endpoint` (default: the service's batchable one), measure."""
         started_at, t0 = time.time(), time.monotonic()
-        if hasattr(self.load_runner, "expected_workers"):  # lets the runner flag a silent worker
-            self.load_runner.expected_workers = config.workers
         result = Measurement(ok=False, started_at=started_at)
         try:
             with (deployer or self.deployer).deploy(config) as deployment:
                 try:
-                    service = load_service or self.load_service
-                    result.steps = self._load(deployment.url, service, plan or self.plan, on_step)
+                    result.steps = self._load(
+                        deployment.url, endpoint, config.workers, plan or self.plan, on_step
+                    )
                     result.ok = deployment.alive()
                     if not result.ok:
                         result.reason = "server died during the load:\n" + deployment.log_tail()
@@ -87,7 +87,7 @@ class TrialRunner:
         return result
 
     def _load(
-        self, url: str, service: str, plan: LoadPlan, on_step: StepCallback | None
+        self, url: str, endpoint: str | None, workers: int, plan: LoadPlan, on_step: StepCallback | None
     ) -> list[StepMeasurement]:
         warm = plan.warmup is not None
         steps = list(plan.steps)
@@ -105,5 +105,7 @@ class TrialRunner:
                 on_step(index - warm, step)
             return self.slo.clearly_breached(step)
 
-        measured = self.load_runner.run_steps(url, service, steps, stop_after=stop_after)
+        measured = self.load_runner.run_steps(
+            url, self.service, steps, stop_after=stop_after, endpoint=endpoint, expected_workers=workers
+        )
         return list(measured[1:] if warm else measured)

@@ -60,6 +60,12 @@ def held_out_raw(seed: int = 0, test_fraction: float = 0.15) -> tuple[np.ndarray
     return x_test, y_test
 
 
+def held_out_rows() -> list[list[float]]:
+    """Held-out images as 64 raw intensities each (never seen in training): load-test rows."""
+    images, _ = held_out_raw()
+    return [[float(v) for v in row] for row in images.reshape(len(images), -1)]
+
+
 def shift_augment(x: np.ndarray, rng: np.random.Generator, max_shift: int = 1) -> np.ndarray:
     """Shift each (N, 64) image by up to `max_shift` pixels in x and y, filling with zeros."""
     images = x.reshape(-1, IMAGE_SIDE, IMAGE_SIDE)

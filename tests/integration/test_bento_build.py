@@ -22,13 +22,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from core.server import free_port
 from deploy.bento import BuiltBentoServer
 from deploy.grafana import dashboard_queries
 from deploy.validate import substitute_grafana
 from services.models.data import held_out_raw
 from tests.integration.helpers import bentoml_processes, metric_samples
 from tuner.cli import app
-from tuner.server import free_port
 
 pytestmark = pytest.mark.integration
 

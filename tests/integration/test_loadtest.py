@@ -5,9 +5,10 @@ from __future__ import annotations
 import psutil
 import pytest
 
+from core.measurement import LoadStep, StepMeasurement
+from core.registry import service_spec
+from core.server import ServerSpec, running_server
 from loadtests.runner import LocustRunner
-from tuner.seams import LoadStep, StepMeasurement
-from tuner.server import ServerSpec, running_server, service_target
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +19,7 @@ def _locust_children() -> list[psutil.Process]:
 
 
 def test_stepped_run_against_digits(digits_tag: str) -> None:
-    spec = ServerSpec(service_target("digits"), args={"max_batch_size": 8, "max_latency_ms": 2000}, workers=1)
+    spec = ServerSpec(service_spec("digits"), args={"max_batch_size": 8, "max_latency_ms": 2000}, workers=1)
     seen: list[StepMeasurement] = []
 
     def stop_after(step: StepMeasurement) -> bool:
@@ -63,7 +64,7 @@ def test_a_dead_server_is_an_error_not_a_hang() -> None:
 def test_workers_are_counted_and_uneven_load_is_flagged() -> None:
     from loadtests.runner import local_server_workers
 
-    spec = ServerSpec(service_target("noop"), args={"max_batch_size": 4}, workers=2)
+    spec = ServerSpec(service_spec("noop"), args={"max_batch_size": 4}, workers=2)
     with running_server(spec) as server:
         assert local_server_workers(server.url) == 2
         # One user holds one keep-alive connection: every request lands on the same worker.

@@ -12,10 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.measurement import LoadStep
+from core.promql import PromQLReader
+from core.registry import service_spec
+from core.server import BentoServer, ServerSpec, free_port, running_server
 from loadtests.runner import LocustRunner
-from tuner.promql import PromQLReader
-from tuner.seams import LoadStep
-from tuner.server import BentoServer, ServerSpec, free_port, running_server, service_target
 
 pytestmark = pytest.mark.integration
 SCRAPE_S = 1
@@ -33,7 +34,7 @@ def _prometheus_binary() -> str:
 
 @pytest.fixture
 def server() -> Iterator[BentoServer]:
-    spec = ServerSpec(service_target("noop"), args={"max_batch_size": 8, "max_latency_ms": 1000}, workers=2)
+    spec = ServerSpec(service_spec("noop"), args={"max_batch_size": 8, "max_latency_ms": 1000}, workers=2)
     with running_server(spec) as running:
         yield running
 

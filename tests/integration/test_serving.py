@@ -15,12 +15,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from core.serveconfig import ServeConfig
+from core.server import BentoServer, ServerError, port_is_free
 from services.client import ServetuneClient
 from services.models.data import held_out_raw
 from tests.integration.helpers import bentoml_processes, metric_samples, worker_processes
 from tuner.cli import app
-from tuner.serveconfig import ServeConfig
-from tuner.server import BentoServer, ServerError, port_is_free
 
 pytestmark = pytest.mark.integration
 

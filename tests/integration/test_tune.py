@@ -15,9 +15,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from core.serveconfig import load_serve_config, load_winner
+from core.server import REPO_ROOT, port_is_free
 from tuner.cli import app
-from tuner.serveconfig import load_serve_config, load_winner
-from tuner.server import REPO_ROOT, port_is_free
 from tuner.space import default_space
 
 pytestmark = pytest.mark.integration

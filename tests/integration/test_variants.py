@@ -11,12 +11,12 @@ import bentoml
 import httpx
 import pytest
 
+from core.deployer import FailFastServer
+from core.serveconfig import ServeConfig
+from core.server import ServerError
 from services.models.data import held_out_raw
 from services.models.store import save_digits
 from services.models.variants import load_digits_variant
-from tuner.deployer import FailFastServer
-from tuner.serveconfig import ServeConfig
-from tuner.server import ServerError
 
 pytestmark = pytest.mark.integration
 

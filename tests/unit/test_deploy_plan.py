@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from core.serveconfig import ServeConfig, WinnerFile
 from deploy.plan import (
     DEFAULT_MAX_REPLICAS,
     MB_PER_WORKER,
@@ -16,7 +17,6 @@ from deploy.plan import (
     quantity,
     size,
 )
-from tuner.serveconfig import ServeConfig, WinnerFile
 
 
 def winner(**overrides: Any) -> WinnerFile:

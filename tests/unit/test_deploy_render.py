@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from core.serveconfig import ServeConfig, WinnerFile
 from deploy import bento, locust, prometheus
 from deploy.context import RenderContext
 from deploy.grafana import dashboard_queries
@@ -29,19 +30,18 @@ from deploy.validate import (
     validate_object,
 )
 from tuner.commands.deploy import DEFAULT_LOCUSTFILE
-from tuner.serveconfig import ServeConfig, WinnerFile
 
-LOCUSTFILE = '''"""two users, as the real locustfile has"""
+LOCUSTFILE = '''"""the registered user class next to another one"""
 from locust import FastHttpUser, task
 
 
-class DigitsUser(FastHttpUser):
+class ServiceUser(FastHttpUser):
     @task
     def predict(self) -> None:
         self.client.post("/predict", json={"images": [[0.0] * 64]})
 
 
-class EmbeddingUser(FastHttpUser):
+class OtherUser(FastHttpUser):
     @task
     def encode(self) -> None:
         self.client.post("/encode", json={"sentences": ["a b c"]})
@@ -284,15 +284,17 @@ def test_locust_runs_the_services_user_against_the_cluster_service(rendered: Ren
     master = docs["master-deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["args"]
     worker_deploy = docs["worker-deployment.yaml"]
     worker = worker_deploy["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert master[-1] == "DigitsUser" and worker[-1] == "DigitsUser"
+    assert master[-1] == "ServiceUser" and worker[-1] == "ServiceUser"
+    env = docs["worker-deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "SERVETUNE_SERVICE", "value": "digits"} in env
     assert master[master.index("--host") + 1] == "http://servetune-digits.ml-prod.svc:3000"
     assert worker[worker.index("--master-host") + 1] == docs["master-service.yaml"]["metadata"]["name"]
     assert worker_deploy["spec"]["replicas"] == 3
-    assert locust.pick_user_class(LOCUSTFILE, "embedding") == "EmbeddingUser"
+    assert locust.pick_user_class(LOCUSTFILE.replace("ServiceUser", "MyUser"), "embedding") is None
 
 
 @pytest.mark.skipif(not DEFAULT_LOCUSTFILE.is_file(), reason="loadtests/locustfile.py not written yet")
-def test_the_project_locustfile_has_a_user_per_service() -> None:
+def test_the_project_locustfile_has_the_registered_user_of_each_service() -> None:
     source = DEFAULT_LOCUSTFILE.read_text()
     assert locust.pick_user_class(source, "digits") is not None
     assert locust.pick_user_class(source, "embedding") is not None

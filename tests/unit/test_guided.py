@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.profile import PRIOR_BATCH_TIMES, VARIANT_SPEED, Point, Profile, profile_key
+from tuner.profile import VARIANT_SPEED, Point, Profile, prior_batch_times, profile_key
 from tuner.simulate import MINILM_CPU, ServerModel, SimulatedSurface, optimum, small_cpu_surface
 from tuner.space import DIMENSIONS, Config, Dimension, Machine, SearchSpace, pow2
 from tuner.strategies import make_strategy
@@ -136,7 +136,7 @@ def test_missing_variants_and_devices_come_from_fp32_and_the_prior() -> None:
     fp32, int8 = times[("fp32", "cpu")], times[("int8", "cpu")]
     assert int8.seconds(8, 1) == pytest.approx(fp32.seconds(8, 1) * VARIANT_SPEED["int8"])
     assert fp32.seconds(8, 1) == pytest.approx(0.002 + 0.008, rel=0.05)
-    assert times[("fp32", "gpu")] == PRIOR_BATCH_TIMES["embedding"]["gpu"]
+    assert times[("fp32", "gpu")] == prior_batch_times("embedding")["gpu"]
 
 
 def test_tune_resumes_guided_with_the_saved_profile_and_builds_others_by_name(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tuner.metrics import (
+from core.metrics import (
     BATCH_SIZE,
     DURATION,
     REQUEST_TOTAL,

@@ -8,9 +8,9 @@ import pytest
 
 from loadtests.runner import (
     EventLog,
+    LoadTarget,
     check_url,
     client_figures,
-    load_target,
     quantile,
     spread,
     uneven_workers,
@@ -61,9 +61,10 @@ def test_urls_and_services_are_checked() -> None:
     assert check_url("http://example.com:3000", allow_remote=True) == "http://example.com:3000"
     with pytest.raises(ValueError, match="url must look like"):
         check_url("127.0.0.1:3000", allow_remote=False)
-    assert load_target("embedding-naive").endpoint == "/encode_unbatched"
-    with pytest.raises(ValueError, match="unknown load service"):
-        load_target("nope")
+    assert LoadTarget.of("embedding", "encode_unbatched").route == "/encode_unbatched"
+    assert LoadTarget.of("embedding").route == "/encode"
+    with pytest.raises(ValueError, match="unknown service"):
+        LoadTarget.of("nope")
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from core.measurement import LoadStep
 from tests.fakes import make_step
 from tuner.objective import SLO, Objective, Prices
-from tuner.seams import LoadStep
 from tuner.space import Config
 
 CONFIG = Config(16, 200, 2, 1, 0, "fp32")

@@ -6,9 +6,9 @@ import csv
 import json
 from pathlib import Path
 
+from core.serveconfig import load_serve_config, load_winner
 from tests.fakes import FakeDeployer, FakeLoadRunner
 from tuner.commands.tune import TuneOptions, run_tune
-from tuner.serveconfig import load_serve_config, load_winner
 from tuner.space import Machine, default_space
 
 

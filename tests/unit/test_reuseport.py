@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from circus.sockets import CircusSocket
 
+from core.server import free_port
 from services import reuseport
-from tuner.server import free_port
 
 LINUX_ONLY = pytest.mark.skipif(not reuseport.enabled(), reason="SO_REUSEPORT listeners are Linux-only")
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.serveconfig import ConfigFileError, ServeConfig, dump_serve_config, load_serve_config
-from tuner.server import BentoServer
+from core.serveconfig import ConfigFileError, ServeConfig, dump_serve_config, load_serve_config
+from core.server import BentoServer
 
 
 def test_config_round_trips_and_accepts_a_winner_document(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def test_shedding_grows_as_the_deadline_drops_below_the_service_time() -> None:
     rate = 0.8 * goodput(model, config)
     shed = []
     for latency in (500, 200, 100, 50, 25, 10):
-        result = simulate_load(model, dataclasses.replace(config, max_latency_ms=latency), rate, REQUESTS)
+        result = simulate_load(model, config.model_copy(update={"max_latency_ms": latency}), rate, REQUESTS)
         shed.append(result.failure_ratio)
     assert shed == sorted(shed), shed
     assert shed[0] <= model.max_failure_ratio

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from pydantic import ValidationError
 
+from core.server import REPO_ROOT
 from tuner.commands.console import console, fail
-from tuner.server import REPO_ROOT
 
 if TYPE_CHECKING:
     from deploy.render import Rendered
@@ -26,11 +26,14 @@ def _store_model(service: str, variant: str) -> tuple[str | None, float]:
     """(exact tag of the variant's latest model in the store or None, its size in MB)."""
     import bentoml
 
-    from deploy.bento import MODEL_BASES
+    from core.registry import service_spec
     from services.models.store import model_name
 
+    base = service_spec(service).model_base
+    if base is None:
+        return None, 0.0
     try:
-        model = bentoml.models.get(f"{model_name(MODEL_BASES[service], variant)}:latest")
+        model = bentoml.models.get(f"{model_name(base, variant)}:latest")
     except bentoml.exceptions.NotFound:
         return None, 0.0
     size = sum(p.stat().st_size for p in Path(model.path).rglob("*") if p.is_file())
@@ -60,11 +63,11 @@ def deploy(
     validate: Annotated[bool, typer.Option(help="validate manifests, rules and dashboard")] = False,
 ) -> None:
     """Render deployment artefacts sized from the winner's measured per-replica capacity."""
+    from core.serveconfig import ConfigFileError, load_winner
     from deploy import bento
     from deploy.context import RenderContext
     from deploy.plan import DeployOptions, SizingError, size
     from deploy.render import render_all, write_bentofile
-    from tuner.serveconfig import ConfigFileError, load_winner
 
     try:
         winner = load_winner(winner_file)
@@ -95,9 +98,10 @@ def deploy(
                 f"config.variant: no {service} model ({variant}) in the BentoML store to build a Bento "
                 "from; train/import it first or use --no-build"
             )
+        from core.registry import service_spec
         from services.models.store import model_name
 
-        model_tag = f"{model_name(bento.MODEL_BASES[service], variant)}:latest"
+        model_tag = f"{model_name(service_spec(service).model_base or service, variant)}:latest"
     try:
         sizing = size(winner, options, model_mb)
     except SizingError as exc:

@@ -17,8 +17,6 @@ from tuner.commands.console import console, fail
 if TYPE_CHECKING:
     from loadtests.runner import LoadReport
 
-UNBATCHED = {"embedding": "embedding-naive", "noop": "noop-unbatched"}
-
 
 def register(app: typer.Typer) -> None:
     app.command("loadtest")(loadtest)
@@ -85,13 +83,14 @@ def loadtest(
     """Run a stepped load; print client and server figures per step."""
     from pydantic import ValidationError
 
+    from core.measurement import LoadStep
+    from core.registry import service_keys, service_spec
+    from core.server import ServerError
     from loadtests.runner import LoadRunError, LocustRunner, check_url
     from services.knobs import ServeKnobs
-    from tuner.seams import LoadStep
-    from tuner.server import SERVICES, ServerError
 
-    if service not in SERVICES:
-        fail(f"service: choose one of {sorted(SERVICES)}, got {service!r}")
+    if service not in service_keys():
+        fail(f"service: choose one of {service_keys()}, got {service!r}")
     if users is not None and rate is not None and "," in users:
         fail("--users: give one value when --rate sets the steps")
     user_values = _numbers(users, "--users", int)
@@ -118,25 +117,25 @@ def loadtest(
     except ValidationError as exc:
         err = exc.errors()[0]
         fail(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}")
-    load_service = UNBATCHED.get(service, "") if unbatched else service
-    if not load_service:
+    spec = service_spec(service)
+    endpoint = spec.naive_endpoint if unbatched else spec.endpoint
+    if endpoint is None:
         fail(f"--unbatched: {service} has no non-batchable endpoint")
     if url is not None:
         try:
             url = check_url(url, allow_remote=True)
         except ValueError as exc:
             fail(f"--url: {exc}")
-    runner = LocustRunner(rows_per_request=rows, processes=processes, expected_workers=workers,
-                          allow_remote=url is not None)  # fmt: skip
+    runner = LocustRunner(rows_per_request=rows, processes=processes, allow_remote=url is not None)
     try:
         with _target(service, url, workers, knobs) as base:
-            console.print(f"load {load_service} at {base}: {len(plan)} steps of {step_seconds:g} s")
-            reports = runner.run(base, load_service, plan)
+            console.print(f"load {service} /{endpoint} at {base}: {len(plan)} steps of {step_seconds:g} s")
+            reports = runner.run(base, service, plan, endpoint=endpoint, expected_workers=workers)
     except (ServerError, LoadRunError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except ValueError as exc:
         fail(str(exc))
-    console.print(steps_table(reports, title=f"{load_service} load steps"))
+    console.print(steps_table(reports, title=f"{service} /{endpoint} load steps"))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         payload = _finite([r.to_dict() for r in reports])
@@ -160,9 +159,10 @@ def _target(service: str, url: str | None, workers: int, knobs: dict[str, int | 
     if url is not None:
         yield url
         return
-    from tuner.server import ServerSpec, running_server, service_target
+    from core.registry import service_spec
+    from core.server import ServerSpec, running_server
 
-    spec = ServerSpec(service_target(service), args=knobs, workers=workers)
+    spec = ServerSpec(service_spec(service), args=knobs, workers=workers)
     console.print(f"starting {service} ({workers} worker(s), {knobs}) ...")
     with running_server(spec) as server:
         yield server.url

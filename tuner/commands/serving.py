@@ -34,8 +34,8 @@ def serve(
     variant: Annotated[str | None, typer.Option(help="model variant: fp32, int8, pruned")] = None,
 ) -> None:
     """Run the service with `bentoml serve` in the foreground until Ctrl-C."""
-    from tuner.serveconfig import ConfigFileError, ServeConfig, load_serve_config
-    from tuner.server import BentoServer, ServerError
+    from core.serveconfig import ConfigFileError, ServeConfig, load_serve_config
+    from core.server import BentoServer, ServerError
 
     try:
         base = load_serve_config(config) if config else ServeConfig(service=service)

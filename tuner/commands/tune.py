@@ -14,18 +14,17 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from core.deployer import Deployer
+from core.measurement import LoadRunner, StepMeasurement
+from core.registry import service_spec
 from tuner.commands.console import console, fail
-from tuner.deployer import Deployer
 from tuner.objective import SLO, Objective, ObjectiveKind, Prices, Quantile
-from tuner.seams import LoadRunner, StepMeasurement
 from tuner.space import Config, SearchSpace
 from tuner.store import TrialRecord
 from tuner.strategies import DEFAULT_STRATEGY, STRATEGY_HELP
 from tuner.strategies.base import SearchStrategy
 from tuner.study import Study, StudyEvents, StudyResult
 
-DEFAULT_USERS = {"embedding": (4, 8, 16, 24, 32, 48), "digits": (4, 16, 32)}
-NAIVE_LOAD_SERVICE = {"embedding": "embedding-naive"}
 NAIVE_LABEL = "naive"
 
 
@@ -70,7 +69,7 @@ class TuneOptions:
         }  # fmt: skip
 
     def load_users(self) -> tuple[int, ...]:
-        return self.users or DEFAULT_USERS.get(self.service, (4, 8, 16, 32))
+        return self.users or service_spec(self.service).load_users
 
 
 @dataclass
@@ -171,7 +170,7 @@ def run_tune(
     deployer: Deployer | None = None,
 ) -> TuneOutcome:
     """Run (or resume) a study and write its outputs; raises ValueError-family errors on bad input."""
-    from tuner.deployer import LocalBentoDeployer
+    from core.deployer import LocalBentoDeployer
     from tuner.report import ReportInputs, write_report
     from tuner.space import default_space, load_space
     from tuner.store import StudyStore
@@ -212,12 +211,12 @@ def run_tune(
         view.live.start()
     try:
         if options.naive_baseline:
-            naive_service = NAIVE_LOAD_SERVICE.get(options.service)
-            if naive_service is None:
+            naive_endpoint = service_spec(options.service).naive_endpoint
+            if naive_endpoint is None:
                 raise ValueError(f"no naive baseline endpoint for service {options.service!r}")
             naive_plan = LoadPlan.users(options.naive_users, options.step_s, options.warmup_s)
             baseline = study.baseline(
-                naive_config(space.machine.cores), NAIVE_LABEL, load_service=naive_service, plan=naive_plan
+                naive_config(space.machine.cores), NAIVE_LABEL, endpoint=naive_endpoint, plan=naive_plan
             )
         result = study.run()
     finally:

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from tuner.profile import PRIOR_BATCH_TIMES, VARIANT_SPEED, BatchTime, Device, Profile
+from tuner.profile import VARIANT_SPEED, BatchTime, Device, Profile, prior_batch_times
 from tuner.simulate import ServerModel, analytic_goodputs
 from tuner.space import Config, SearchSpace
 from tuner.strategies.base import StrategyBase
@@ -35,7 +35,7 @@ def complete_batch_times(space: SearchSpace, profile: Profile | None) -> dict[tu
     """Batch times for every (variant, device) the space can ask for: measured where the profile
     has them, else fp32 of the same device times the variant's prior speed, else the prior."""
     measured = profile.batch_times() if profile is not None else {}
-    prior = PRIOR_BATCH_TIMES.get(space.service, PRIOR_BATCH_TIMES["embedding"])
+    prior = prior_batch_times(space.service)
     devices: list[Device] = sorted({"gpu" if g > 0 else "cpu" for g in space.dim("gpus").values})
     found: dict[tuple[str, Device], BatchTime] = {}
     for variant, device in itertools.product(space.dim("variant").values, devices):

@@ -1,6 +1,6 @@
 """The seams between the tuner's parts: measurement records and the LoadRunner protocol.
 
-`loadtests/runner.py` + `tuner/metrics.py` implement LoadRunner against a real server; the study
+`loadtests/runner.py` + `core/metrics.py` implement LoadRunner against a real server; the study
 (`tuner/study.py`) only sees these types, so it can be tested with fakes.
 """
 
@@ -59,6 +59,10 @@ class LoadRunner(Protocol):
         service: str,
         steps: Sequence[LoadStep],
         stop_after: StopRule | None = None,
+        endpoint: str | None = None,
+        expected_workers: int | None = None,
     ) -> list[StepMeasurement]:
-        """Run `steps` in order against `url`; stop early once `stop_after(step)` is true."""
+        """Run `steps` in order against `url` (the service's `endpoint`, default its batchable
+        one); stop early once `stop_after(step)` is true. `expected_workers` lets the runner flag
+        a worker that got too little of the load."""
         ...

@@ -1,4 +1,4 @@
-"""The Deployer seam and its local implementation: `bentoml serve` via tuner.server.BentoServer."""
+"""The Deployer seam and its local implementation: `bentoml serve` via core.server.BentoServer."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Protocol
 import httpx
 import psutil
 
-from tuner.server import BentoServer, ServerError
-from tuner.space import Config
+from core.serveconfig import Config
+from core.server import BentoServer, ServerError
 
 
 class DeployError(RuntimeError):

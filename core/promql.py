@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tuner.metrics import (
+from core.metrics import (
     BATCH_SIZE,
     DURATION,
     IN_PROGRESS,

@@ -20,33 +20,10 @@ from typing import Any
 
 import httpx
 
+from core.registry import ServiceSpec
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
-
-
-@dataclass(frozen=True)
-class ServiceTarget:
-    """A servetune service: the import path `bentoml serve` needs and its BentoML name."""
-
-    key: str
-    import_path: str
-    bento_name: str
-    endpoint: str
-
-
-SERVICES: dict[str, ServiceTarget] = {
-    "digits": ServiceTarget("digits", "services.digits:DigitsClassifier", "DigitsClassifier", "predict"),
-    "embedding": ServiceTarget("embedding", "services.embedding:TextEmbedding", "TextEmbedding", "encode"),
-    "noop": ServiceTarget("noop", "services.noop:NoOp", "NoOp", "echo"),
-}
-
-
-def service_target(name: str) -> ServiceTarget:
-    """Look a service up by its short name, with a clear error for unknown names."""
-    try:
-        return SERVICES[name]
-    except KeyError:
-        raise ValueError(f"unknown service {name!r}; choose one of {sorted(SERVICES)}") from None
 
 
 class ServerError(RuntimeError):
@@ -57,7 +34,7 @@ class ServerError(RuntimeError):
 class ServerSpec:
     """Everything that decides how one server process is launched."""
 
-    service: ServiceTarget
+    service: ServiceSpec
     args: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
     gpus: int = 0

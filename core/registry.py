@@ -1,0 +1,150 @@
+"""The service registry: one `ServiceSpec` per service says everything the other layers need.
+
+Launching (`core.server`), load (`loadtests/`), profiling and search (`tuner/`) and deployment
+(`deploy/`) look a service up here instead of keeping their own tables. Adding a service is one
+`register(ServiceSpec(...))`. Callables that would pull in heavy modules (torch, the models)
+are named as `"module:function"` and imported only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# Packages every model service needs in a Bento (pinned to the installed versions at build time).
+COMMON_PACKAGES = ("torch", "bentoml", "numpy", "pydantic", "safetensors", "scikit-learn")
+Priors = Mapping[str, Mapping[str, float]]  # device ("cpu"/"gpu") -> BatchTime fields
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What servetune knows about one BentoML service."""
+
+    key: str  # the short name users type: `servetune tune <key>`
+    import_path: str  # what `bentoml serve` takes: "services.digits:DigitsClassifier"
+    bento_name: str  # the `@bentoml.service(name=...)` name (config overrides, metrics labels)
+    endpoint: str  # the batchable API the tuner loads (without the slash)
+    row_field: str  # the JSON field that carries the rows of a request
+    rows: str  # "module:function" returning the pool of rows load requests are drawn from
+    naive_endpoint: str | None = None  # the same work without adaptive batching, if the service has it
+    model_base: str | None = None  # model store name of the fp32 model (variants live next to it)
+    locust_user: str = "ServiceUser"  # the Locust user class in loadtests/locustfile.py
+    packages: tuple[str, ...] = COMMON_PACKAGES  # pip packages a Bento of it needs
+    load_users: tuple[int, ...] = (4, 8, 16, 32)  # default closed-loop user steps of a trial
+    priors: Priors = field(default_factory=dict)  # in-process batch-time priors for the profiler
+    batch_runner: str | None = None  # "module:function" (variant, seed) -> run(n, repeat)
+    sample_response: Any = None  # one row of the endpoint's answer (in-process overhead estimate)
+    tunable: bool = True  # offered to `servetune tune` / `serve` / `deploy`
+
+    @property
+    def route(self) -> str:
+        return "/" + self.endpoint
+
+    @property
+    def naive_route(self) -> str | None:
+        return None if self.naive_endpoint is None else "/" + self.naive_endpoint
+
+    def row_pool(self) -> Sequence[object]:
+        """The rows one request's batch is drawn from."""
+        pool: Sequence[object] = resolve(self.rows)()
+        return pool
+
+
+def resolve(reference: str) -> Callable[..., Any]:
+    """The callable a `"module:function"` reference names."""
+    module, _, name = reference.partition(":")
+    found: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return found
+
+
+def noop_rows() -> list[float]:
+    """Numbers the no-op service echoes."""
+    return [float(i % 97) for i in range(1000)]
+
+
+_REGISTRY: dict[str, ServiceSpec] = {}
+
+
+def register(spec: ServiceSpec) -> ServiceSpec:
+    """Add (or replace) a service; returns it."""
+    _REGISTRY[spec.key] = spec
+    return spec
+
+
+def unregister(key: str) -> None:
+    _REGISTRY.pop(key, None)
+
+
+def service_spec(key: str) -> ServiceSpec:
+    """Look a service up by its short name, with a clear error for unknown names."""
+    try:
+        return _REGISTRY[key]
+    except KeyError:
+        raise ValueError(f"unknown service {key!r}; choose one of {sorted(_REGISTRY)}") from None
+
+
+def service_keys(tunable_only: bool = False) -> list[str]:
+    return sorted(k for k, s in _REGISTRY.items() if s.tunable or not tunable_only)
+
+
+def by_bento_name(bento_name: str) -> ServiceSpec | None:
+    return next((s for s in _REGISTRY.values() if s.bento_name == bento_name), None)
+
+
+register(
+    ServiceSpec(
+        key="digits",
+        import_path="services.digits:DigitsClassifier",
+        bento_name="DigitsClassifier",
+        endpoint="predict",
+        row_field="images",
+        rows="services.models.data:held_out_rows",
+        model_base="digits",
+        load_users=(4, 16, 32),
+        # in-process on this project's 2-core machine kind; the GPU row is a guess, not measured
+        priors={
+            "cpu": {"cpu0": 0.0003, "cpu1": 0.00003, "p0": 0.0, "p1": 0.7},
+            "gpu": {"cpu0": 0.0001, "cpu1": 0.00001, "p0": 0.0, "p1": 0.5, "gpu0": 0.0002, "gpu1": 0.000005},
+        },
+        batch_runner="services.models.inprocess:digits_batch_runner",
+        sample_response={"label": 3, "probabilities": [0.1] * 10},
+    )
+)
+register(
+    ServiceSpec(
+        key="embedding",
+        import_path="services.embedding:TextEmbedding",
+        bento_name="TextEmbedding",
+        endpoint="encode",
+        row_field="sentences",
+        rows="services.models.sentences:load_sentences",
+        naive_endpoint="encode_unbatched",
+        model_base="minilm",
+        packages=(*COMMON_PACKAGES, "sentence-transformers", "transformers"),
+        load_users=(4, 8, 16, 24, 32, 48),
+        # in-process on this project's 2-core machine kind (shipped sentence set, best of 3); the
+        # GPU row is GPU-like (tokenising on CPU threads, launch + per-item device cost), not measured
+        priors={
+            "cpu": {"cpu0": 0.0076, "cpu1": 0.0062, "p0": 0.5, "p1": 0.8},
+            "gpu": {"cpu0": 0.0005, "cpu1": 0.0004, "p0": 0.2, "p1": 0.6, "gpu0": 0.004, "gpu1": 0.0008},
+        },
+        batch_runner="services.models.inprocess:embedding_batch_runner",
+        sample_response=[0.012345678] * 384,
+    )
+)
+register(
+    ServiceSpec(
+        key="noop",
+        import_path="services.noop:NoOp",
+        bento_name="NoOp",
+        endpoint="echo",
+        row_field="items",
+        rows="core.registry:noop_rows",
+        naive_endpoint="echo_unbatched",
+        packages=("bentoml", "pydantic"),
+        sample_response=1.0,
+        tunable=False,
+    )
+)

@@ -1,0 +1,162 @@
+"""The one serving-configuration model: knobs (`Config`), a service's config (`ServeConfig`) and
+the winner file. The space, the server launcher, `servetune serve --config` and deploy all use it;
+each knob's bounds are declared once, in `services.knobs` (which the services parse `--arg` with).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from core.errors import format_validation_error
+from core.registry import service_spec
+from core.server import ServerSpec
+from services.knobs import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_LATENCY_MS,
+    GpuCount,
+    MaxBatchSize,
+    MaxLatencyMs,
+    ThreadCount,
+    Variant,
+    WorkerCount,
+)
+
+DIMENSIONS = ("max_batch_size", "max_latency_ms", "workers", "threads", "gpus", "variant")
+
+
+class ConfigFileError(ValueError):
+    """A configuration file that cannot be read or does not validate."""
+
+
+class Config(BaseModel):
+    """One serving configuration: batching knobs, processes, threads, GPUs and model variant.
+
+    Frozen and hashable, with a stable human-readable `key`; a point of the search space.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_size: MaxBatchSize = DEFAULT_MAX_BATCH_SIZE
+    max_latency_ms: MaxLatencyMs = DEFAULT_MAX_LATENCY_MS
+    workers: WorkerCount = 1
+    threads: ThreadCount | None = Field(None, description="per worker; None = cores // workers")
+    gpus: GpuCount = 0
+    variant: Variant = "fp32"
+
+    def __init__(self, *values: Any, **fields: Any) -> None:
+        """Knobs by name, or positionally in DIMENSIONS order (`Config(16, 200, 2, 1)`)."""
+        if len(values) > len(DIMENSIONS):
+            raise TypeError(f"Config takes at most {len(DIMENSIONS)} positional knobs")
+        super().__init__(**dict(zip(DIMENSIONS, values, strict=False)), **fields)
+
+    @property
+    def key(self) -> str:
+        threads = "auto" if self.threads is None else self.threads
+        return (
+            f"b{self.max_batch_size}-l{self.max_latency_ms}-w{self.workers}-t{threads}"
+            f"-g{self.gpus}-{self.variant}"
+        )
+
+    def threads_per_worker(self, cores: int | None = None) -> int:
+        """`threads`, or cores // workers (at least 1) when None, as the services decide it."""
+        if self.threads is not None:
+            return self.threads
+        return max(1, (cores or os.cpu_count() or 1) // self.workers)
+
+    def knobs(self) -> Config:
+        """The knobs alone (a ServeConfig without its service)."""
+        return Config.model_validate({name: getattr(self, name) for name in DIMENSIONS})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in DIMENSIONS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        return cls.model_validate({name: data[name] for name in DIMENSIONS if name in data})
+
+    def knob_args(self) -> dict[str, Any]:
+        """The `--arg` values for `bentoml serve`."""
+        return {
+            "max_batch_size": self.max_batch_size,
+            "max_latency_ms": self.max_latency_ms,
+            "threads": self.threads,
+            "variant": self.variant,
+        }
+
+    def serve_config(self, service: str) -> ServeConfig:
+        """This config for one service (what `bentoml serve` is started with)."""
+        return ServeConfig.model_validate({"service": service, **self.to_dict()})
+
+
+class ServeConfig(Config):
+    """A Config bound to a registered service."""
+
+    service: str
+
+    @field_validator("service")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        service_spec(value)  # ValueError names the registered services
+        return value
+
+    def server_spec(self, port: int = 0, host: str = "127.0.0.1") -> ServerSpec:
+        return ServerSpec(
+            service=service_spec(self.service),
+            args=self.knob_args(),
+            workers=self.workers,
+            gpus=self.gpus,
+            port=port,
+            host=host,
+        )
+
+
+def load_serve_config(path: Path) -> ServeConfig:
+    """Read a YAML/JSON config file: a bare ServeConfig or a document with a `config` key."""
+    try:
+        document: Any = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigFileError(f"cannot read {path}: {exc}") from exc
+    if isinstance(document, dict) and isinstance(document.get("config"), dict):
+        document = document["config"]
+    if not isinstance(document, dict):
+        raise ConfigFileError(f"{path}: expected a mapping of serving knobs")
+    try:
+        return ServeConfig.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigFileError(f"{path}: {format_validation_error(exc)}") from exc
+
+
+def dump_serve_config(config: ServeConfig, path: Path) -> None:
+    path.write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+
+
+class WinnerFile(BaseModel):
+    """What the tuner writes for its winner; `servetune serve --config` and `deploy` read it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    config: ServeConfig
+    slo_p95_ms: float = Field(gt=0)
+    slo_quantile: Literal["p95", "p99"] = Field("p95", description="quantile slo_p95_ms bounds")
+    max_failure_ratio: float = Field(0.01, ge=0, le=1)
+    goodput_rps: float = Field(ge=0, description="max sustainable successful RPS of one replica")
+    p95_ms: float | None = Field(None, ge=0, description="server p95 at that goodput")
+    rss_mb: float | None = Field(None, gt=0, description="peak resident memory of server + workers")
+    cores: int | None = Field(None, ge=1, description="cores of the machine it was measured on")
+
+
+def load_winner(path: Path) -> WinnerFile:
+    """Read a winner file written by the tuner, with a clear error naming the bad field."""
+    try:
+        document: Any = yaml.safe_load(path.read_text())
+        return WinnerFile.model_validate(document)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigFileError(f"cannot read {path}: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigFileError(f"{path}: {format_validation_error(exc)}") from exc
