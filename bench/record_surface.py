@@ -23,10 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tuner.commands.demo import DEMO_SLO_MS, ensure_models
-from tuner.commands.tune import TuneOptions, run_tune
 from tuner.profile import Profile, pooled_profile, profile_service
 from tuner.simulate import write_recorded
 from tuner.space import load_space
+from tuner.tuning import TuneOptions, run_tune
 
 HERE = Path(__file__).resolve().parent
 USERS = (8, 16, 28, 40)
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             finalists=0, repeats=0, users=USERS, step_s=STEP_S, warmup_s=0.0, max_extend=1.0,
             settle_s=0.5,
         )  # fmt: skip
-        outcome = run_tune(options, live=False)
+        outcome = run_tune(options)
         for record in outcome.result.trials:
             goodput[record.key].append(record.goodput_rps if record.status == "ok" else 0.0)
             print(f"repeat {repeat} {record.key}: {record.status} {record.goodput_rps:.1f} RPS", flush=True)

@@ -50,7 +50,7 @@ Factory = Callable[[SearchSpace, int], SearchStrategy]
 
 def default_strategy() -> str:
     """The strategy `servetune tune` uses when none is given."""
-    from tuner.commands.tune import TuneOptions
+    from tuner.tuning import TuneOptions
 
     return str(next(f.default for f in dataclasses.fields(TuneOptions) if f.name == "strategy"))
 

@@ -38,13 +38,13 @@ from core.deployer import LocalBentoDeployer
 from core.registry import service_spec
 from core.serveconfig import load_winner
 from tuner.commands.demo import DEMO_SLO_MS, NAIVE_USERS, ensure_models
-from tuner.commands.tune import naive_config, real_load_runner
 from tuner.objective import SLO, Objective
 from tuner.space import Config, default_space
 from tuner.store import StudyStore, TrialRecord
 from tuner.strategies.grid import GridSearch
 from tuner.study import Study
 from tuner.trial import LoadPlan, TrialRunner
+from tuner.tuning import naive_config, real_load_runner
 
 SERVICE = "embedding"
 USERS = (8, 16, 28, 40)

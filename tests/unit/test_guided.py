@@ -140,7 +140,7 @@ def test_missing_variants_and_devices_come_from_fp32_and_the_prior() -> None:
 
 
 def test_tune_resumes_guided_with_the_saved_profile_and_builds_others_by_name(tmp_path: Path) -> None:
-    from tuner.commands.tune import PROFILE_FILE, TuneOptions, build_strategy
+    from tuner.tuning import PROFILE_FILE, TuneOptions, build_strategy
 
     points = [Point(n, t, 0.003 + 0.002 * n / t) for n in (1, 8, 32) for t in (1, 2)]
     saved = Profile("embedding", 2, {profile_key("fp32", "cpu"): points}, 0.001, "test")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from core.serveconfig import load_serve_config, load_winner
 from tests.fakes import FakeDeployer, FakeLoadRunner
-from tuner.commands.tune import TuneOptions, run_tune
 from tuner.space import Machine, default_space
+from tuner.tuning import TuneOptions, run_tune
 
 
 def test_outputs_of_a_fake_study(tmp_path: Path) -> None:
@@ -19,7 +19,7 @@ def test_outputs_of_a_fake_study(tmp_path: Path) -> None:
         users=(2, 4, 8, 16), step_s=5, warmup_s=1, naive_baseline=True,
     )  # fmt: skip
     space = default_space("embedding", Machine(2, 0))
-    outcome = run_tune(options, FakeLoadRunner(deployer), space, live=False, deployer=deployer)
+    outcome = run_tune(options, FakeLoadRunner(deployer), space, deployer=deployer)
     assert outcome.baseline is not None and outcome.baseline.label == "naive"
     assert outcome.baseline.cfg.workers == 1 and outcome.baseline.cfg.threads == 2
     html = outcome.report.read_text()
@@ -46,7 +46,7 @@ def test_no_winner_when_nothing_meets_the_slo(tmp_path: Path) -> None:
     options = TuneOptions(service="embedding", strategy="random", trials=3, out=tmp_path, finalists=1,
                           repeats=1, users=(2,), step_s=5, warmup_s=0, slo_ms=1.0)  # fmt: skip
     outcome = run_tune(options, FakeLoadRunner(deployer), default_space("embedding", Machine(2, 0)),
-                       live=False, deployer=deployer)  # fmt: skip
+                       deployer=deployer)  # fmt: skip
     assert outcome.result.winner is None and outcome.winner_file is None
     assert not (tmp_path / "winner.yaml").exists()
     assert "No feasible config" in outcome.report.read_text()
@@ -58,10 +58,10 @@ def test_resume_through_run_tune_measures_only_what_is_missing(tmp_path: Path) -
     common = dict(service="embedding", strategy="tpe", out=tmp_path, finalists=1, repeats=1,
                   users=(2, 8), step_s=5, warmup_s=0)  # fmt: skip
     first = FakeDeployer()
-    run_tune(TuneOptions(trials=3, **common), FakeLoadRunner(first), space, live=False, deployer=first)  # type: ignore[arg-type]
+    run_tune(TuneOptions(trials=3, **common), FakeLoadRunner(first), space, deployer=first)  # type: ignore[arg-type]
     second = FakeDeployer()
     outcome = run_tune(TuneOptions(trials=5, resume=True, **common), FakeLoadRunner(second), space,  # type: ignore[arg-type]
-                       live=False, deployer=second)  # fmt: skip
+                       deployer=second)  # fmt: skip
     assert len(first.deployed) == 3 + 1
     assert len(outcome.result.trials) == 5
     assert not set(second.deployed[:2]) & set(first.deployed[:3])  # two new trials, none repeated

@@ -1,0 +1,190 @@
+"""A tuning session as a plain function: options -> (resumable) study -> report and winner file.
+
+`servetune tune` and `servetune demo` are thin Typer commands over `run_tune`; tests and bench
+scripts call it directly with fakes of the Deployer and LoadRunner seams.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.deployer import Deployer
+from core.measurement import LoadRunner
+from core.registry import service_spec
+from tuner.objective import SLO, Objective, ObjectiveKind, Prices, Quantile
+from tuner.space import Config, SearchSpace
+from tuner.store import TrialRecord
+from tuner.strategies import DEFAULT_STRATEGY
+from tuner.strategies.base import SearchStrategy
+from tuner.study import Study, StudyEvents, StudyResult
+
+NAIVE_LABEL = "naive"
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass
+class TuneOptions:
+    """Everything `servetune tune` (and the demo) decides; also the study's stored settings."""
+
+    service: str
+    space: Path | None = None
+    strategy: str = DEFAULT_STRATEGY
+    trials: int = 12
+    slo_ms: float = 200.0
+    quantile: Quantile = "p95"
+    max_failure_ratio: float = 0.01
+    objective: ObjectiveKind = "goodput"
+    price_core_hour: float = 0.0
+    price_gpu_hour: float = 0.0
+    seed: int = 0
+    out: Path = Path("reports/tune")
+    resume: bool = False
+    finalists: int = 3
+    repeats: int = 3
+    users: tuple[int, ...] = ()
+    step_s: float = 10.0
+    warmup_s: float = 3.0
+    naive_baseline: bool = False
+    naive_users: tuple[int, ...] = (1, 2, 4, 8)
+    ready_timeout_s: float = 90.0
+    max_extend: float = 2.0
+    settle_s: float = 1.0
+
+    def settings(self, space: SearchSpace) -> dict[str, Any]:
+        """What must match for `--resume` to continue a study."""
+        return {
+            "service": self.service, "strategy": self.strategy, "seed": self.seed,
+            "slo_p95_ms": self.slo_ms, "quantile": self.quantile,
+            "max_failure_ratio": self.max_failure_ratio, "objective": self.objective,
+            "price_core_hour": self.price_core_hour, "price_gpu_hour": self.price_gpu_hour,
+            "users": list(self.load_users()), "naive_users": list(self.naive_users),
+            "step_s": self.step_s, "warmup_s": self.warmup_s, "max_extend": self.max_extend,
+            "space": space.describe(),
+        }  # fmt: skip
+
+    def load_users(self) -> tuple[int, ...]:
+        return self.users or service_spec(self.service).load_users
+
+
+@dataclass
+class TuneOutcome:
+    result: StudyResult
+    baseline: TrialRecord | None
+    out: Path
+    report: Path
+    winner_file: Path | None
+    wall_seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def naive_config(cores: int | None = None) -> Config:
+    """What a user writes without tuning: 1 worker, torch threads = all cores, no batching."""
+    return Config(max_batch_size=2, max_latency_ms=1000, workers=1, threads=cores or os.cpu_count() or 1)
+
+
+def real_load_runner(max_extend: float = 2.0, settle_s: float = 1.0) -> LoadRunner:
+    """The Locust-subprocess load runner from loadtests/ (imported lazily: Locust needs gevent).
+
+    `max_extend` bounds how long an unsteady step may be stretched (1.0 = fixed windows).
+    """
+    from loadtests.runner import LocustRunner
+
+    return LocustRunner(max_extend=max_extend, settle_s=settle_s)
+
+
+def run_tune(
+    options: TuneOptions,
+    load_runner: LoadRunner | None = None,
+    space: SearchSpace | None = None,
+    deployer: Deployer | None = None,
+    events: StudyEvents | None = None,
+    say: Say = _quiet,
+) -> TuneOutcome:
+    """Run (or resume) a study and write its outputs; raises ValueError-family errors on bad input.
+
+    `events` receives the study's progress (the CLI's live view); `say` one-line notices.
+    """
+    from core.deployer import LocalBentoDeployer
+    from tuner.report import ReportInputs, write_report
+    from tuner.space import default_space, load_space
+    from tuner.store import StudyStore
+    from tuner.trial import LoadPlan, TrialRunner
+
+    t0 = time.monotonic()
+    if space is None:
+        space = load_space(options.space) if options.space else default_space(options.service)
+    if space.service != options.service:
+        raise ValueError(f"--space is for service {space.service!r}, not {options.service!r}")
+    slo = SLO(
+        latency_ms=options.slo_ms, quantile=options.quantile, max_failure_ratio=options.max_failure_ratio
+    )
+    objective = Objective(
+        slo,
+        options.objective,
+        Prices(options.price_core_hour, options.price_gpu_hour),
+    )
+    if options.objective == "cost" and options.price_core_hour <= 0 and options.price_gpu_hour <= 0:
+        raise ValueError("--objective cost needs --price-core-hour and/or --price-gpu-hour > 0")
+    settings = options.settings(space)
+    store = StudyStore(options.out)
+    records = store.open(settings, options.resume)
+    strategy = build_strategy(options, space, say)
+    plan = LoadPlan.users(options.load_users(), options.step_s, options.warmup_s)
+    if deployer is None:
+        deployer = LocalBentoDeployer(options.service, options.out / "logs", options.ready_timeout_s)
+    load_runner = load_runner or real_load_runner(options.max_extend, options.settle_s)
+    runner = TrialRunner(deployer, load_runner, plan, slo, options.service)
+    study = Study(space, strategy, objective, runner, store, options.trials, options.finalists,
+                  options.repeats, events)  # fmt: skip
+    study.resume(records)
+    if records:
+        say(f"resuming {options.out}: {len(records)} finished measurements are not repeated")
+    baseline = None
+    if options.naive_baseline:
+        naive_endpoint = service_spec(options.service).naive_endpoint
+        if naive_endpoint is None:
+            raise ValueError(f"no naive baseline endpoint for service {options.service!r}")
+        naive_plan = LoadPlan.users(options.naive_users, options.step_s, options.warmup_s)
+        baseline = study.baseline(
+            naive_config(space.machine.cores), NAIVE_LABEL, endpoint=naive_endpoint, plan=naive_plan
+        )
+    result = study.run()
+    wall = time.monotonic() - t0
+    inputs = ReportInputs(options.service, settings, space.describe(), baseline, wall)
+    report = write_report(options.out, result, inputs)
+    winner = options.out / "winner.yaml" if result.winner is not None else None
+    return TuneOutcome(result, baseline, options.out, report, winner, wall, settings)
+
+
+PROFILE_FILE = "profile.json"
+
+
+def build_strategy(options: TuneOptions, space: SearchSpace, say: Say = _quiet) -> SearchStrategy:
+    """The named strategy; `guided` gets an in-process profile of the model (seconds; saved in
+    the study folder so a resumed study predicts exactly as before)."""
+    from tuner.strategies import make_strategy
+
+    if options.strategy != "guided":
+        return make_strategy(options.strategy, space, options.seed)
+    from tuner.profile import Profile, profile_service
+    from tuner.strategies.guided import GuidedSearch
+
+    path = options.out / PROFILE_FILE
+    if options.resume and path.exists():
+        profile = Profile.load(path)
+    else:
+        gpu_note = " (CPU only: GPU batch times come from priors)" if space.machine.gpus else ""
+        say(f"profiling {options.service} in-process for the guided search{gpu_note} ...")
+        profile = profile_service(options.service, variants=space.dim("variant").values, budget_s=15.0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        profile.save(path)
+    return GuidedSearch(space, options.seed, profile, options.slo_ms, options.max_failure_ratio)
