@@ -35,6 +35,7 @@ class ServiceSpec:
     load_users: tuple[int, ...] = (4, 8, 16, 32)  # default closed-loop user steps of a trial
     priors: Priors = field(default_factory=dict)  # in-process batch-time priors for the profiler
     batch_runner: str | None = None  # "module:function" (variant, seed) -> run(n, repeat)
+    variant_builder: str | None = None  # "module:function" building the compressed variants
     sample_response: Any = None  # one row of the endpoint's answer (in-process overhead estimate)
     tunable: bool = True  # offered to `servetune tune` / `serve` / `deploy`
 
@@ -89,8 +90,9 @@ def service_keys(tunable_only: bool = False) -> list[str]:
     return sorted(k for k, s in _REGISTRY.items() if s.tunable or not tunable_only)
 
 
-def by_bento_name(bento_name: str) -> ServiceSpec | None:
-    return next((s for s in _REGISTRY.values() if s.bento_name == bento_name), None)
+def by_model_base(model_base: str) -> ServiceSpec | None:
+    """The service that serves the model stored as `model_base` (e.g. "minilm")."""
+    return next((s for s in _REGISTRY.values() if s.model_base == model_base), None)
 
 
 register(
@@ -109,6 +111,7 @@ register(
             "gpu": {"cpu0": 0.0001, "cpu1": 0.00001, "p0": 0.0, "p1": 0.5, "gpu0": 0.0002, "gpu1": 0.000005},
         },
         batch_runner="services.models.inprocess:digits_batch_runner",
+        variant_builder="services.models.variantbuild:build_digits",
         sample_response={"label": 3, "probabilities": [0.1] * 10},
     )
 )
@@ -131,6 +134,7 @@ register(
             "gpu": {"cpu0": 0.0005, "cpu1": 0.0004, "p0": 0.2, "p1": 0.6, "gpu0": 0.004, "gpu1": 0.0008},
         },
         batch_runner="services.models.inprocess:embedding_batch_runner",
+        variant_builder="services.models.variantbuild:build_minilm",
         sample_response=[0.012345678] * 384,
     )
 )

@@ -11,9 +11,6 @@ from rich.table import Table
 
 from tuner.commands.console import console, fail
 
-MODELS = {"digits": "digits", "embedding": "minilm", "minilm": "minilm"}
-
-
 def register(app: typer.Typer) -> None:
     app.command("variants")(variants)
 
@@ -29,9 +26,16 @@ def variants(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the rows as a JSON list")] = None,
 ) -> None:
     """Build int8 and pruned variants next to the fp32 model; print quality, throughput, eligibility."""
-    base = MODELS.get(model)
-    if base is None:
-        fail(f"model: unknown model {model!r}; expected 'digits' or 'embedding'")
+    from core.registry import by_model_base, resolve, service_keys, service_spec
+
+    try:
+        spec = service_spec(model)
+    except ValueError:
+        spec = by_model_base(model)  # the store name works too ("minilm")
+    if spec is None or spec.model_base is None or spec.variant_builder is None:
+        with_variants = [k for k in service_keys() if service_spec(k).variant_builder]
+        fail(f"model: {model!r} has no compressed variants; choose one of {with_variants}")
+    base = spec.model_base
     if sparsity is not None and not 0.0 < sparsity < 1.0:
         fail(f"--sparsity: must be between 0 and 1 (exclusive), got {sparsity}")
     from services.models import variantbuild as vb
@@ -44,15 +48,10 @@ def variants(
             def say(msg: str) -> None:
                 console.print(f"[dim]{msg}[/]")
 
+            build = resolve(spec.variant_builder)
+            options = {"sparsity": sparsity} if sparsity is not None else {}
             with console.status(f"building {model} variants (int8, pruned)"):
-                if base == "digits":
-                    rows = vb.build_digits(
-                        threads, sparsity or vb.DIGITS_SPARSITY, repeats=repeats, progress=say
-                    )
-                else:
-                    rows = vb.build_minilm(
-                        threads, sparsity or vb.MINILM_SPARSITY, repeats=repeats, progress=say
-                    )
+                rows = build(threads, repeats=repeats, progress=say, **options)
     except ModelNotFound as exc:
         fail(str(exc))
     console.print(variants_table(model, rows))
