@@ -11,6 +11,7 @@ from rich.table import Table
 
 from tuner.commands.console import console, fail
 
+
 def register(app: typer.Typer) -> None:
     app.command("variants")(variants)
 
