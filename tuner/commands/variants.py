@@ -29,10 +29,7 @@ def variants(
     """Build int8 and pruned variants next to the fp32 model; print quality, throughput, eligibility."""
     from core.registry import by_model_base, resolve, service_keys, service_spec
 
-    try:
-        spec = service_spec(model)
-    except ValueError:
-        spec = by_model_base(model)  # the store name works too ("minilm")
+    spec = by_model_base(model) if model not in service_keys() else service_spec(model)
     if spec is None or spec.model_base is None or spec.variant_builder is None:
         with_variants = [k for k in service_keys() if service_spec(k).variant_builder]
         fail(f"model: {model!r} has no compressed variants; choose one of {with_variants}")
