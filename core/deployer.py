@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Protocol
 import httpx
 import psutil
 
+from core.polling import wait_until
 from core.serveconfig import Config
 from core.server import BentoServer, ServerError
 
@@ -112,18 +112,11 @@ class FailFastServer(BentoServer):
     missing model, say), so waiting for /readyz alone would burn the whole ready timeout.
     """
 
-    def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                super().wait_ready(max(0.1, min(1.0, deadline - time.monotonic())))
-                return
-            except ServerError:
-                if not self.alive() or time.monotonic() >= deadline:
-                    raise
-                lines = list(self.log.tail)
-                if any(WORKER_INIT_FAILED in line for line in lines):
-                    raise ServerError("a worker failed to initialise: " + _last_error(lines)) from None
+    def startup_failure(self) -> str | None:
+        lines = list(self.log.tail)
+        if any(WORKER_INIT_FAILED in line for line in lines):
+            return "a worker failed to initialise: " + _last_error(lines)
+        return None
 
 
 def _last_error(lines: list[str]) -> str:
@@ -141,14 +134,15 @@ def wait_all_workers(url: str, workers: int, timeout_s: float = 30.0) -> set[int
     worker. Returns the worker indices seen.
     """
     seen: set[int] = set()
-    deadline = time.monotonic() + timeout_s
-    while len(seen) < workers and time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, ValueError, TypeError):
+
+    def all_seen() -> bool:
+        with contextlib.suppress(httpx.HTTPError, ValueError, TypeError, KeyError):
             answer = httpx.post(f"{url}/info", json={}, headers={"Connection": "close"}, timeout=5.0)
             if answer.status_code == 200:
                 seen.add(int(answer.json()["worker_index"]))
-                continue
-        time.sleep(0.1)
+        return len(seen) >= workers
+
+    wait_until(all_seen, timeout_s, interval_s=0.05)
     return seen
 
 

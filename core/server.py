@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from core.polling import wait_until
 from core.registry import ServiceSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -191,9 +191,14 @@ class BentoServer:
             raise
 
     def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+        """Poll /readyz until it answers 200.
+
+        Raises ServerError when the process exits, when `startup_failure` names a reason, or
+        when `timeout_s` runs out; the message carries the log tail.
+        """
         with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
+
+            def ready() -> bool:
                 if self.process is not None and self.process.poll() is not None:
                     self.log.join(2.0)
                     raise ServerError(
@@ -202,9 +207,18 @@ class BentoServer:
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(f"{self.url}/readyz").status_code == 200:
-                        return
-                time.sleep(0.2)
-        raise ServerError(f"server not ready after {timeout_s:.0f}s:\n{self.log.tail_text()}")
+                        return True
+                failure = self.startup_failure()
+                if failure is not None:
+                    raise ServerError(failure)
+                return False
+
+            if not wait_until(ready, timeout_s, interval_s=0.2):
+                raise ServerError(f"server not ready after {timeout_s:.0f}s:\n{self.log.tail_text()}")
+
+    def startup_failure(self) -> str | None:
+        """Why a server that is still starting will never be ready (None: keep waiting)."""
+        return None
 
     def wait(self) -> int | None:
         """Block until the server process exits; its exit code."""
