@@ -9,12 +9,13 @@ has no ``__init__.py``: a package of that name would shadow the ``services.model
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -60,19 +61,19 @@ def load_paraphrase_pairs() -> list[tuple[str, str]]:
 
 
 def length_stats(lengths: Sequence[int]) -> dict[str, float]:
-    """count, min, p10, median, mean, p90, max of a non-empty list of lengths (nearest-rank p10/p90)."""
+    """count, min, p10, median, mean, p90, max of a non-empty list of lengths (linear percentiles)."""
     if not lengths:
         raise ValueError("length_stats needs at least one length")
-    ordered = sorted(lengths)
-    n = len(ordered)
+    values = np.asarray(lengths, dtype=float)
+    p10, median, p90 = np.percentile(values, [10, 50, 90])
     return {
-        "count": n,
-        "min": ordered[0],
-        "p10": ordered[int(0.1 * (n - 1))],
-        "median": float(statistics.median(ordered)),
-        "mean": round(statistics.fmean(ordered), 2),
-        "p90": ordered[int(0.9 * (n - 1))],
-        "max": ordered[-1],
+        "count": len(values),
+        "min": int(values.min()),
+        "p10": round(float(p10), 2),
+        "median": float(median),
+        "mean": round(float(values.mean()), 2),
+        "p90": round(float(p90), 2),
+        "max": int(values.max()),
     }
 
 

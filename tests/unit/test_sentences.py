@@ -35,6 +35,9 @@ def test_paraphrase_pairs_differ_in_wording() -> None:
 def test_length_stats_on_known_values() -> None:
     stats = length_stats([5, 1, 3, 2, 4, 6, 7, 8, 9, 10, 11])
     assert stats == {"count": 11, "min": 1, "p10": 2, "median": 6.0, "mean": 6.0, "p90": 10, "max": 11}
+    # linear interpolation between ranks (numpy's default), not the nearest rank
+    small = length_stats([4, 1, 3, 2])
+    assert (small["p10"], small["median"], small["p90"]) == (1.3, 2.5, 3.7)
     assert word_length_stats(["one two", "a b c d"])["mean"] == 3.0
     with pytest.raises(ValueError, match="at least one"):
         length_stats([])
