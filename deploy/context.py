@@ -78,7 +78,11 @@ class RenderContext:
         return {"app.kubernetes.io/name": labels["app.kubernetes.io/name"]}
 
     def config_overrides(self) -> dict[str, object]:
-        """BENTOML_CONFIG_OVERRIDES for workers and GPUs (per-service key, see DESIGN.md)."""
+        """BENTOML_CONFIG_OVERRIDES for workers and GPUs.
+
+        Keyed by the service's BentoML name: BentoML ignores a global `workers` key when the
+        service decorator sets its own.
+        """
         service: dict[str, object] = {"workers": self.sizing.workers}
         if self.sizing.gpus > 0:
             service["resources"] = {"gpu": self.sizing.gpus}

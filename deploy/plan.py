@@ -43,7 +43,7 @@ from core.serveconfig import WinnerFile
 # Fallback memory estimate when the winner has no rss_mb. Measured on this machine kind
 # (BentoML 1.4.40, torch 2.13 CPU, `bentoml serve <bento>`, RSS after 20 requests): the
 # `bentoml serve` parent imports the service (torch included) and holds ~358 MB; each digits
-# worker ~384 MB RSS (~265 MB unique, DESIGN.md's "~270 MB per worker"); a MiniLM worker
+# worker ~384 MB RSS (~265 MB of it unique to the worker); a MiniLM worker
 # 490-570 MB, i.e. the worker figure plus the model and its libraries.
 MB_PER_WORKER = 385.0
 SUPERVISOR_MB = 360.0
