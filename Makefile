@@ -1,5 +1,6 @@
 # Two commands matter: `make demo` (the main job) and `make test` (the test suite).
-# Both create .venv and install the project when it is missing.
+# Both create .venv and install the project when it is missing. `make test-slow` runs the tests
+# marked `slow` (full-length training and search quality checks), which `make test` leaves out.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ export BENTOML_DO_NOT_TRACK := True
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-slow lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +24,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -m slow
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -26,13 +27,37 @@ def bentoml_home() -> Path:
     return _HOME
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run torch on `threads` threads, then restore the count.
+
+    The digits nets are tiny: on a busy 2-core machine two spinning OpenMP threads trained them
+    ~10x slower than one.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture(scope="session")
 def digits_tag() -> str:
     """A digits model trained with the default recipe, stored in the test store."""
     from services.models.pipeline import train_and_store
     from services.models.train import TrainConfig
 
-    return train_and_store(TrainConfig(epochs=25)).tag
+    with torch_threads(1):
+        return train_and_store(TrainConfig(epochs=25)).tag
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from services.models.compress import apply_int8, linear_layer_names, pruned_copy, quantize_recipe, sparsity_of
-from services.models.quality import cosine_rows, retrieval_accuracy
+from services.models.quality import MINILM_MIN_COSINE, cosine_rows, retrieval_accuracy
 from services.models.store import save_digits
 from services.models.variants import VariantNotEligibleError, check_eligible, load_digits_variant
 
@@ -81,14 +81,16 @@ def test_minilm_int8_on_a_handful_of_sentences(minilm_tag: str) -> None:
     assert int8["variant"] == "int8" and int8["quality_metric"] == "mean_cosine"
     assert 0.9 < int8["quality"] <= 1.0
     assert int8["retrieval_fp32"] == 1.0
-    assert int8["eligible"] == (int8["quality"] >= 0.98)
-    if not int8["eligible"]:  # every Linear int8 usually lands at ~0.975: the guard refuses it
-        with pytest.raises(VariantNotEligibleError, match="mean_cosine"):
-            load_minilm_variant("int8", int8["tag"])
-    # The recipe entry re-quantizes from the fp32 weights when it is loaded.
-    meta = {**bentoml.models.get(int8["tag"]).info.metadata, "floor": 0.9, "eligible": True}
+    assert int8["floor"] == MINILM_MIN_COSINE and int8["eligible"] == (int8["quality"] >= int8["floor"])
+    meta = bentoml.models.get(int8["tag"]).info.metadata
     recipe = read_recipe(bentoml.models.get(int8["tag"]))
-    tag = _save_recipe_entry("minilm", "int8", recipe, meta)
+    # An entry below its floor is refused, with the figures in the message.
+    weak = _save_recipe_entry("minilm", "int8", recipe, {**meta, "floor": int8["quality"] + 0.01})
+    with pytest.raises(VariantNotEligibleError, match=r"mean_cosine 0\.\d{4} < floor"):
+        load_minilm_variant("int8", weak)
+    bentoml.models.delete(weak)
+    # The recipe entry re-quantizes from the fp32 weights when it is loaded.
+    tag = _save_recipe_entry("minilm", "int8", recipe, {**meta, "floor": 0.9, "eligible": True})
     _, model = load_minilm_variant("int8", tag)
     assert "DynamicQuantizedLinear" in repr(model[0].auto_model)
     assert model.encode(["hello world"]).shape == (1, 384)

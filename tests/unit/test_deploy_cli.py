@@ -92,7 +92,7 @@ def test_render_without_build_and_validate(tmp_path: Path, locustfile: Path) -> 
         "--locustfile", str(locustfile), "--validate",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "valid" in result.output
+    assert "valid: manifests" in result.output and "invalid" not in result.output
     sizing = json.loads((out / "sizing.json").read_text())
     assert sizing["image"] == "registry.example/d:1"
     assert sizing["sizing"]["min_replicas"] == 12  # ceil(2000 / (250 x 0.7))

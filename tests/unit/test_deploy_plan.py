@@ -77,9 +77,9 @@ def test_gpus_and_explanation() -> None:
     sizing = size(winner(config={"gpus": 2}), DeployOptions(peak_rps=300))
     assert sizing.gpus == 2
     text = "\n".join(sizing.explain())
-    assert (
-        f"{sizing.target_rps_per_pod:g}" in text and "peak 300" in text and str(sizing.min_replicas) in text
-    )
+    assert f"= {sizing.target_rps_per_pod:g}" in text and "goodput 113" in text
+    assert f"ceil(peak 300 / {sizing.target_rps_per_pod:g})" in text
+    assert f"= {sizing.min_replicas}; maxReplicas {sizing.max_replicas}" in text
 
 
 def test_quantities() -> None:

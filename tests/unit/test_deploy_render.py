@@ -293,7 +293,6 @@ def test_locust_runs_the_services_user_against_the_cluster_service(rendered: Ren
     assert locust.pick_user_class(LOCUSTFILE.replace("ServiceUser", "MyUser"), "embedding") is None
 
 
-@pytest.mark.skipif(not DEFAULT_LOCUSTFILE.is_file(), reason="loadtests/locustfile.py not written yet")
 def test_the_project_locustfile_has_the_registered_user_of_each_service() -> None:
     source = DEFAULT_LOCUSTFILE.read_text()
     assert locust.pick_user_class(source, "digits") is not None

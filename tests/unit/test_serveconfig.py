@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from core.serveconfig import ConfigFileError, ServeConfig, dump_serve_config, load_serve_config
-from core.server import BentoServer
+from core.server import BentoServer, main_bentoml_home
 
 
 def test_config_round_trips_and_accepts_a_winner_document(tmp_path: Path) -> None:
@@ -33,6 +33,7 @@ def test_server_command_and_environment_carry_every_knob() -> None:
     try:
         cmd = server.command()
         env = server.environment()
+        shared_models = (server.home / "models").resolve()
     finally:
         server.stop()
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
@@ -42,5 +43,6 @@ def test_server_command_and_environment_carry_every_knob() -> None:
     overrides = json.loads(env["BENTOML_CONFIG_OVERRIDES"])
     assert overrides == {"services": {"DigitsClassifier": {"workers": 2}}}
     assert env["BENTOML_DO_NOT_TRACK"] == "True"
-    assert env["BENTOML_HOME"] != env.get("HOME")
+    assert env["BENTOML_HOME"] == str(server.home) != str(main_bentoml_home()), "a private home per server"
+    assert shared_models == (main_bentoml_home() / "models").resolve(), "it reads the shared model store"
     assert not Path(env["BENTOML_HOME"]).exists(), "stop() removes the private home"

@@ -90,7 +90,9 @@ def test_embedding_encode_with_a_patched_model(monkeypatch: pytest.MonkeyPatch) 
 
         def encode(self, sentences: list[str], **kwargs: Any) -> np.ndarray:
             vecs = np.array([[len(s), 1.0, 0.0] for s in sentences], dtype=np.float32)
-            return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+            if kwargs.get("normalize_embeddings"):  # as sentence-transformers: only when asked
+                vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+            return vecs
 
     monkeypatch.setattr(
         embedding, "load_minilm_variant", lambda variant, tag, device: ("minilm:fake", FakeEncoder())
@@ -98,4 +100,6 @@ def test_embedding_encode_with_a_patched_model(monkeypatch: pytest.MonkeyPatch) 
     service = embedding.TextEmbedding()
     out = embedding.TextEmbedding.apis["encode"].func(service, ["a", "abc"])
     assert len(out) == 2
-    assert all(abs(sum(v * v for v in vec) - 1.0) < 1e-5 for vec in out)
+    assert all(abs(sum(v * v for v in vec) - 1.0) < 1e-5 for vec in out), "unit-length vectors"
+    assert out[0] == pytest.approx([2**-0.5, 2**-0.5, 0.0]), "one row per sentence, in order"
+    assert out[1] == pytest.approx([3 / 10**0.5, 1 / 10**0.5, 0.0])
