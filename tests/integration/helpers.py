@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,6 +17,25 @@ def metric_samples(url: str, name: str) -> list[tuple[str, dict[str, str], float
         if family.name == name:
             samples.extend((s.name, dict(s.labels), float(s.value)) for s in family.samples)
     return samples
+
+
+def labelled_totals(url: str, name: str, sample: str, label: str) -> Counter[str]:
+    """The samples named `sample` of metric family `name` summed per value of `label`.
+
+    BentoML counters grow from server start: a test takes this before and after its own requests
+    and asserts on the difference, so it does not depend on what earlier tests sent.
+    """
+    totals: Counter[str] = Counter()
+    for sample_name, labels, value in metric_samples(url, name):
+        if sample_name == sample:
+            totals[labels[label]] += value
+    return totals
+
+
+def status_totals(url: str) -> Counter[str]:
+    """Requests counted so far per HTTP status code, over every endpoint and worker."""
+    family = "bentoml_service_request"
+    return labelled_totals(url, family, f"{family}_total", "http_response_code")
 
 
 def bentoml_processes() -> list[psutil.Process]:

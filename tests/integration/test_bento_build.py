@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from core.polling import wait_until
 from core.server import free_port
 from deploy.bento import BuiltBentoServer
 from deploy.grafana import dashboard_queries
@@ -176,12 +176,12 @@ def test_rules_and_dashboard_evaluate_against_real_metrics(
     out, _ = built
     rules = out / "prometheus" / "rules.yml"
     with prometheus_server(tmp_path, f"127.0.0.1:{served.port}", rules) as prom:
-        deadline = time.monotonic() + 60
-        p95: list[dict[str, Any]] = []
-        while time.monotonic() < deadline and not p95:
+
+        def recorded_p95() -> list[dict[str, Any]]:
             send_load(served.url, 32)
-            time.sleep(1)
-            p95 = query(prom, "servetune:request_duration_seconds:p95_5m")
+            return query(prom, "servetune:request_duration_seconds:p95_5m")
+
+        p95 = wait_until(recorded_p95, 60.0, interval_s=1.0)
         assert p95, "the p95 recording rule produced nothing from real BentoML metrics"
         assert 0 < float(p95[0]["value"][1]) < 30
         (rps,) = query(prom, "servetune:requests:rate1m")
