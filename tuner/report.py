@@ -1,17 +1,22 @@
-"""Study outputs: an offline HTML report (inline SVG charts), JSON/CSV of every step, the winner file."""
+"""Study outputs: an offline HTML report (inline SVG charts), JSON/CSV of every step, the winner file.
+
+The report page is the Jinja2 template `tuner/templates/report.html.j2` (autoescaped); this module
+computes what it shows: the tables' rows and the charts' marks, placed on scaled axes.
+"""
 
 from __future__ import annotations
 
 import csv
-import html
 import json
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import jinja2
 import yaml
 
 from core.serveconfig import WinnerFile
@@ -94,63 +99,115 @@ def write_winner(out: Path, service: str, winner: Finalist, settings: dict[str, 
 
 
 # -- SVG ------------------------------------------------------------------------------------------
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
+@dataclass(frozen=True)
+class Line:
+    """A straight line; `dash` is an SVG stroke-dasharray, `title` shows on hover."""
+
+    kind: ClassVar[str] = "line"
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    stroke: str
+    dash: str | None = None
+    title: str | None = None
 
 
+@dataclass(frozen=True)
+class Text:
+    """A label anchored at (x, y); `rotate` turns it -90 degrees around that point."""
+
+    kind: ClassVar[str] = "text"
+    x: float
+    y: float
+    text: str
+    size: int
+    anchor: str = "middle"
+    rotate: bool = False
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A bar."""
+
+    kind: ClassVar[str] = "rect"
+    x: float
+    y: float
+    width: float
+    height: float
+    fill: str
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class Polyline:
+    """A curve through `points`."""
+
+    kind: ClassVar[str] = "polyline"
+    points: tuple[tuple[float, float], ...]
+    stroke: str
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class Circle:
+    """A point marker."""
+
+    kind: ClassVar[str] = "circle"
+    cx: float
+    cy: float
+    fill: str
+    r: float = 2.5
+
+
+Mark = Line | Text | Rect | Polyline | Circle
+
+
+@dataclass
 class Chart:
-    """A tiny SVG plot area with linear axes."""
+    """A tiny plot area with linear axes: marks in SVG coordinates, drawn by the report template."""
 
-    def __init__(self, width: int = 720, height: int = 300, x_max: float = 1.0, y_max: float = 1.0) -> None:
-        self.w, self.h = width, height
-        self.left, self.right, self.top, self.bottom = 60, 20, 20, 50
-        self.x_max = x_max or 1.0
-        self.y_max = y_max or 1.0
-        self.parts: list[str] = []
+    width: int = 720
+    height: int = 300
+    x_max: float = 1.0
+    y_max: float = 1.0
+    marks: list[Mark] = field(default_factory=list)
+    left: ClassVar[int] = 60
+    right: ClassVar[int] = 20
+    top: ClassVar[int] = 20
+    bottom: ClassVar[int] = 50
+
+    def __post_init__(self) -> None:
+        self.x_max = self.x_max or 1.0
+        self.y_max = self.y_max or 1.0
 
     def x(self, value: float) -> float:
-        return self.left + (self.w - self.left - self.right) * value / self.x_max
+        return self.left + (self.width - self.left - self.right) * value / self.x_max
 
     def y(self, value: float) -> float:
-        return self.h - self.bottom - (self.h - self.top - self.bottom) * value / self.y_max
+        return self.height - self.bottom - (self.height - self.top - self.bottom) * value / self.y_max
 
     def axes(self, x_label: str, y_label: str, ticks: int = 5) -> None:
         x0, y0 = self.x(0), self.y(0)
-        self.parts.append(
-            f'<line x1="{x0}" y1="{y0}" x2="{self.w - self.right}" y2="{y0}" stroke="#333"/>'
-            f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{self.top}" stroke="#333"/>'
-        )
+        self.marks += [Line(x0, y0, self.width - self.right, y0, "#333"), Line(x0, y0, x0, self.top, "#333")]
         for i in range(ticks + 1):
             value = self.y_max * i / ticks
-            self.parts.append(
-                f'<text x="{x0 - 6}" y="{self.y(value) + 4:.1f}" font-size="10" text-anchor="end">'
-                f"{value:.0f}</text>"
-                f'<line x1="{x0}" y1="{self.y(value):.1f}" x2="{self.w - self.right}" '
-                f'y2="{self.y(value):.1f}" stroke="#eee"/>'
-            )
-        self.parts.append(
-            f'<text x="{(self.w + self.left) / 2}" y="{self.h - 8}" font-size="12" text-anchor="middle">'
-            f"{_esc(x_label)}</text>"
-            f'<text x="14" y="{self.h / 2}" font-size="12" text-anchor="middle" '
-            f'transform="rotate(-90 14 {self.h / 2})">{_esc(y_label)}</text>'
-        )
+            self.marks += [
+                Text(x0 - 6, self.y(value) + 4, f"{value:.0f}", 10, anchor="end"),
+                Line(x0, self.y(value), self.width - self.right, self.y(value), "#eee"),
+            ]
+        self.marks += [
+            Text((self.width + self.left) / 2, self.height - 8, x_label, 12),
+            Text(14, self.height / 2, y_label, 12, rotate=True),
+        ]
 
     def x_ticks(self, ticks: int = 5) -> None:
         for i in range(ticks + 1):
             value = self.x_max * i / ticks
-            self.parts.append(
-                f'<text x="{self.x(value):.1f}" y="{self.y(0) + 14}" font-size="10" text-anchor="middle">'
-                f"{value:.0f}</text>"
-            )
-
-    def svg(self) -> str:
-        return (
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.w}" height="{self.h}" '
-            f'viewBox="0 0 {self.w} {self.h}">{"".join(self.parts)}</svg>'
-        )
+            self.marks.append(Text(self.x(value), self.y(0) + 14, f"{value:.0f}", 10))
 
 
-def goodput_chart(records: Sequence[TrialRecord], baseline: TrialRecord | None) -> str:
+def goodput_chart(records: Sequence[TrialRecord], baseline: TrialRecord | None) -> Chart:
     bars = list(records) + ([baseline] if baseline else [])
     chart = Chart(x_max=max(1, len(bars)), y_max=max([r.goodput_rps for r in bars] + [1.0]) * 1.1)
     chart.axes("trial (in order; last bar = naive baseline when measured)", "goodput (good RPS)")
@@ -158,38 +215,30 @@ def goodput_chart(records: Sequence[TrialRecord], baseline: TrialRecord | None) 
     for i, record in enumerate(bars):
         colour = "#555" if record.kind == "baseline" else STATUS_COLOUR[record.status]
         top = chart.y(record.goodput_rps)
-        chart.parts.append(
-            f'<rect x="{chart.x(i) + slot * 0.1:.1f}" y="{top:.1f}" width="{slot:.1f}" '
-            f'height="{chart.y(0) - top:.1f}" fill="{colour}"><title>{_esc(record.key)} '
-            f"{record.status}: {record.goodput_rps:.1f} RPS — {_esc(record.reason[:200])}</title></rect>"
-            f'<text x="{chart.x(i) + slot * 0.6:.1f}" y="{chart.y(0) + 14}" font-size="9" '
-            f'text-anchor="middle">{"N" if record.kind == "baseline" else record.number}</text>'
-        )
-    return chart.svg()
+        title = f"{record.key} {record.status}: {record.goodput_rps:.1f} RPS — {record.reason[:200]}"
+        label = "N" if record.kind == "baseline" else str(record.number)
+        chart.marks += [
+            Rect(chart.x(i) + slot * 0.1, top, slot, chart.y(0) - top, colour, title),
+            Text(chart.x(i) + slot * 0.6, chart.y(0) + 14, label, 9),
+        ]
+    return chart
 
 
-def latency_chart(records: Sequence[TrialRecord], slo_ms: float) -> str:
+def latency_chart(records: Sequence[TrialRecord], slo_ms: float) -> Chart:
     curves = [r for r in records if r.steps]
     rps = [s["rps"] for r in curves for s in r.steps] or [1.0]
     p95 = [_p95(s) for r in curves for s in r.steps] or [1.0]
     chart = Chart(height=360, x_max=max(rps) * 1.1, y_max=min(max(max(p95), slo_ms) * 1.1, slo_ms * 4))
     chart.axes("throughput (RPS, all responses)", "p95 latency (ms; server side when measured)")
     chart.x_ticks()
-    chart.parts.append(
-        f'<line x1="{chart.x(0)}" y1="{chart.y(slo_ms):.1f}" x2="{chart.x(chart.x_max):.1f}" '
-        f'y2="{chart.y(slo_ms):.1f}" stroke="#d62728" stroke-dasharray="6 4"><title>SLO</title></line>'
-    )
+    slo_y = chart.y(slo_ms)
+    chart.marks.append(Line(chart.x(0), slo_y, chart.x(chart.x_max), slo_y, "#d62728", "6 4", "SLO"))
     for i, record in enumerate(curves):
         colour = "#000" if record.kind == "baseline" else PALETTE[i % len(PALETTE)]
         points = [(chart.x(s["rps"]), chart.y(min(_p95(s), chart.y_max))) for s in record.steps]
-        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-        chart.parts.append(
-            f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5">'
-            f"<title>{_esc(record.label or record.key)}</title></polyline>"
-        )
-        for x, y in points:
-            chart.parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>')
-    return chart.svg()
+        chart.marks.append(Polyline(tuple(points), colour, record.label or record.key))
+        chart.marks += [Circle(x, y, colour) for x, y in points]
+    return chart
 
 
 def _p95(step: dict[str, Any]) -> float:
@@ -197,25 +246,24 @@ def _p95(step: dict[str, Any]) -> float:
     return float(server if server is not None else step["client_p95_ms"])
 
 
-def batch_chart(record: TrialRecord | None) -> str:
+def batch_chart(record: TrialRecord | None) -> Chart | str:
+    """The winner's batch-size histogram, or a sentence saying why there is none."""
     if record is None or record.best_step is None or not record.steps:
-        return "<p>No batch-size data for the winner.</p>"
+        return "No batch-size data for the winner."
     hist: dict[str, float] = record.steps[record.best_step].get("batch_size_hist") or {}
     if not hist:
-        return "<p>The load runner reported no batch-size histogram for the winner.</p>"
+        return "The load runner reported no batch-size histogram for the winner."
     items = sorted(hist.items(), key=lambda kv: _as_float(kv[0]))
     chart = Chart(height=260, x_max=len(items), y_max=max(v for _, v in items) * 1.1 or 1.0)
     chart.axes("requests per batch (histogram bucket, upper bound)", "batches in the winning step")
     slot = (chart.x(1) - chart.x(0)) * 0.8
     for i, (size, count) in enumerate(items):
         top = chart.y(count)
-        chart.parts.append(
-            f'<rect x="{chart.x(i) + slot * 0.1:.1f}" y="{top:.1f}" width="{slot:.1f}" '
-            f'height="{chart.y(0) - top:.1f}" fill="#1f77b4"><title>{_esc(size)}: {count:.0f}</title></rect>'
-            f'<text x="{chart.x(i) + slot * 0.6:.1f}" y="{chart.y(0) + 14}" font-size="10" '
-            f'text-anchor="middle">{_esc(size)}</text>'
-        )
-    return chart.svg()
+        chart.marks += [
+            Rect(chart.x(i) + slot * 0.1, top, slot, chart.y(0) - top, "#1f77b4", f"{size}: {count:.0f}"),
+            Text(chart.x(i) + slot * 0.6, chart.y(0) + 14, size, 10),
+        ]
+    return chart
 
 
 def _as_float(text: str) -> float:
@@ -226,14 +274,23 @@ def _as_float(text: str) -> float:
 
 
 # -- HTML -----------------------------------------------------------------------------------------
-def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+@cache
+def _templates() -> jinja2.Environment:
+    """The report templates shipped in tuner/templates, HTML-escaping every value."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("tuner", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["num"] = _fmt
+    return env
 
 
 def render_html(result: StudyResult, inputs: ReportInputs) -> str:
@@ -260,78 +317,33 @@ def render_html(result: StudyResult, inputs: ReportInputs) -> str:
          ", ".join(f"{g:.1f}" for g in f.goodputs))
         for f in result.finalists
     ]  # fmt: skip
-    summary = "<p>No feasible config was found.</p>"
-    if winner is not None:
-        summary = (
-            f"<p><b>Winner:</b> <code>{_esc(winner.config.key)}</code> — {winner.mean_goodput:.1f} good RPS "
-            f"(mean of {len(winner.goodputs)}, spread {winner.spread:.1f}) at p95 &le; {slo_ms:.0f} ms.</p>"
-        )
-        if inputs.baseline is not None and inputs.baseline.goodput_rps > 0:
-            ratio = winner.mean_goodput / inputs.baseline.goodput_rps
-            summary += (
-                f"<p>Naive baseline ({_esc(inputs.baseline.label)}): "
-                f"{inputs.baseline.goodput_rps:.1f} good RPS"
-                f" &rarr; the winner is <b>{ratio:.2f}x</b> (measured in the same run).</p>"
-            )
-    style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}"
-        "th{background:#f3f3f3}code{background:#f6f6f6}"
-    )
-    wall = f"{inputs.wall_seconds:.0f} s" if inputs.wall_seconds else "-"
-    mean_batch = ""
+    baseline_ratio = None
+    if winner is not None and inputs.baseline is not None and inputs.baseline.goodput_rps > 0:
+        baseline_ratio = winner.mean_goodput / inputs.baseline.goodput_rps
+    mean_batch = None
     if winner_record is not None:
         rows, batches = winner_record.best_step_batches()
         if batches:
-            mean_batch = (
-                f"<p>Mean batch in that step: {rows / batches:.1f} requests ({batches:.0f} batches).</p>"
-            )
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>servetune study: {
-        _esc(inputs.service)
-    }</title>
-<style>{style}</style></head><body>
-<h1>servetune study — {_esc(inputs.service)}</h1>
-{summary}
-<p>Objective: {_esc(inputs.settings.get("objective"))}; SLO p95 &le; {
-        slo_ms:.0f} ms, failure ratio (503 included)
-&le; {_esc(inputs.settings.get("max_failure_ratio"))}; strategy {_esc(inputs.settings.get("strategy"))},
-seed {_esc(inputs.settings.get("seed"))}; {len(trials)} trials; wall time {wall}.</p>
-<h2>Goodput per trial</h2>{goodput_chart(trials, inputs.baseline)}
-<p>green = feasible, orange = infeasible (no step met the SLO), red = failed (server did not start
-or died).</p>
-<h2>Latency vs throughput per measured config</h2>{latency_chart(records, slo_ms)}
-<p>One line per measurement (black = naive baseline); dashed red = the SLO. Hover a line for its config.</p>
-<h2>Winner's batch sizes</h2>{batch_chart(winner_record)}{mean_batch}
-<h2>Finalists (re-measured)</h2>{_table(finalist_rows, ["config", "mean goodput", "stdev", "spread", "runs"])}
-<h2>Trials by strategy</h2>{
-        _table(
-            [(k, v, _fmt(best_by_strategy[k])) for k, v in by_strategy.items()],
-            ["strategy", "trials", "best goodput"],
-        )
-    }
-<h2>All measurements</h2>{
-        _table(
-            trial_rows,
-            [
-                "#",
-                "kind",
-                "by",
-                "config",
-                "status",
-                "goodput",
-                "p95 ms",
-                "fail ratio",
-                "cost/1M",
-                "RSS MB",
-                "wall s",
-                "why",
-            ],
-        )
-    }
-<h2>Search space</h2><pre>{_esc(json.dumps(inputs.space, indent=2))}</pre>
-<p>Every load step is in steps.csv / steps.json next to this file.</p>
-</body></html>
-"""
+            mean_batch = {"rows_per_batch": rows / batches, "batches": batches}
+    template = _templates().get_template("report.html.j2")
+    return template.render(
+        service=inputs.service,
+        settings=inputs.settings,
+        slo_ms=slo_ms,
+        winner=winner,
+        baseline=inputs.baseline,
+        baseline_ratio=baseline_ratio,
+        trial_count=len(trials),
+        wall=f"{inputs.wall_seconds:.0f} s" if inputs.wall_seconds else "-",
+        goodput=goodput_chart(trials, inputs.baseline),
+        latency=latency_chart(records, slo_ms),
+        batches=batch_chart(winner_record),
+        mean_batch=mean_batch,
+        finalist_rows=finalist_rows,
+        strategy_rows=[(k, v, _fmt(best_by_strategy[k])) for k, v in by_strategy.items()],
+        trial_rows=trial_rows,
+        space_json=json.dumps(inputs.space, indent=2),
+    )
 
 
 def write_report(out: Path, result: StudyResult, inputs: ReportInputs) -> Path:
