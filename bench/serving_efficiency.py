@@ -102,8 +102,13 @@ def winner_step_figures(record: TrialRecord) -> dict[str, Any]:
     """Where the served time goes at the best step: the load generator's CPU (same machine),
     client vs server p50 (time outside BentoML's handler), requests per worker."""
     step = record.best_step_figures()
-    keys = ("generator_cpu", "client_p50_ms", "server_p50_ms", "in_progress", "requests_per_worker")
-    return {k: step.get(k) for k in keys} if step else {}
+    if step is None:
+        return {}
+    return {
+        "generator_cpu": step.generator_cpu, "client_p50_ms": step.client_p50_ms,
+        "server_p50_ms": step.server_p50_ms, "in_progress": step.in_progress,
+        "requests_per_worker": step.requests_per_worker,
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

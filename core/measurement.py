@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 
@@ -18,6 +19,22 @@ class LoadStep:
     users: int
     duration_s: float
     rate: float | None = None
+
+
+class InvalidReason(StrEnum):
+    """Why the load runner does not trust a measured window (stored by value)."""
+
+    GENERATOR_SATURATED = "generator_saturated"  # a Locust process used ~a whole core
+    UNEVEN_WORKERS = "uneven_workers"  # a worker got well under its fair share of the requests
+    OTHER = "other"  # a reason from an older record that names neither of the above
+
+
+@dataclass(frozen=True)
+class Invalidity:
+    """One reason a window is invalid, with the figures behind it in words."""
+
+    reason: InvalidReason
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -44,7 +61,16 @@ class StepMeasurement:
     generator_cpu: float = 0.0
     stable: bool = True
     valid: bool = True
-    invalid_reasons: tuple[str, ...] = ()
+    invalid: tuple[Invalidity, ...] = ()
+    server_source: str | None = None  # the MetricsReader that produced the server figures
+
+    def flagged(self, reason: InvalidReason) -> tuple[Invalidity, ...]:
+        """The invalidities of this window with `reason`."""
+        return tuple(i for i in self.invalid if i.reason is reason)
+
+    def invalid_text(self) -> str:
+        """The invalidities' details joined for people ("" when there are none)."""
+        return "; ".join(i.detail for i in self.invalid)
 
 
 StopRule = Callable[[StepMeasurement], bool]

@@ -1,4 +1,10 @@
-"""MetricsReader: scrape a BentoML /metrics page before and after a window, figures from the deltas.
+"""Server-side window figures from BentoML's metrics, and the MetricsReader seam.
+
+`MetricsReader` is the protocol the load runner measures through: `mark()` records a point in
+time, `window(start, end, endpoint, samples)` turns two marks into `WindowFigures`. Two readers
+implement it: `ScrapeReader` here (scrapes /metrics at every mark; exact counter deltas) and
+`core.promql.PromQLReader` (asks a Prometheus server that scrapes the service; its marks are
+only times). A runner takes a `ReaderFactory` (base URL -> reader) so either one plugs in.
 
 BentoML counters and histograms grow from server start and are summed over workers, so every
 figure here is a difference between two scrapes. Parsing uses `prometheus_client.parser`.
@@ -10,8 +16,9 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -144,6 +151,12 @@ class WindowFigures:
     batch_size_hist: dict[str, float]
     requests_per_worker: dict[str, float]
     batches_per_worker: dict[str, float]
+    source: str = "scrape"  # which MetricsReader measured it
+
+    @property
+    def goodput_rps(self) -> float:
+        """2xx responses per second."""
+        return sum(n for code, n in self.by_status.items() if is_success(code)) / self.seconds
 
     @property
     def mean_batch_size(self) -> float | None:
@@ -207,31 +220,84 @@ def workers_seen(snapshot: Snapshot) -> set[str]:
     return {worker for (_, worker), n in snapshot.batch_count.items() if n > 0}
 
 
-class MetricsReader:
-    """Scrapes `url`/metrics; `window(before, after, endpoint)` turns two scrapes into figures."""
+class MetricsError(RuntimeError):
+    """The metrics source is unusable (not reachable, or it rejects the reader's queries)."""
 
-    def __init__(self, url: str, timeout_s: float = 5.0, client: httpx.Client | None = None) -> None:
+
+@dataclass(frozen=True)
+class WindowMark:
+    """A window boundary: its unix time and, for the scrape reader, the scrape taken then."""
+
+    at: float
+    snapshot: Snapshot | None = None
+
+
+class MetricsReader(Protocol):
+    """Server-side figures of the service under test between two marks."""
+
+    source: str  # names the reader in measurements ("scrape", "prometheus")
+
+    def mark(self) -> WindowMark:
+        """A boundary at the current time; never raises for a failed scrape."""
+        ...
+
+    def window(
+        self, start: WindowMark, end: WindowMark, endpoint: str, samples: Sequence[WindowMark] = ()
+    ) -> WindowFigures | None:
+        """Figures for `endpoint` (e.g. "/echo") over [start, end]; `samples` are marks inside the
+        window (gauge samples, for readers that keep them). None when this reader cannot tell
+        (a scrape failed, the window is shorter than the reader's resolution, no samples yet)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+ReaderFactory = Callable[[str], MetricsReader]  # the server's base URL -> a reader of its metrics
+
+
+class ScrapeReader:
+    """MetricsReader that scrapes `url`/metrics at every mark: exact deltas between scrapes."""
+
+    source = "scrape"
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 5.0,
+        client: httpx.Client | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.url = url.rstrip("/") + "/metrics"
         self._client = client or httpx.Client(timeout=timeout_s)
+        self.clock = clock
 
     def scrape(self) -> Snapshot:
         """One scrape, time-stamped at the middle of the request."""
-        t0 = time.time()
+        t0 = self.clock()
         response = self._client.get(self.url)
-        t1 = time.time()
+        t1 = self.clock()
         response.raise_for_status()
         return parse_metrics(response.text, taken_at=(t0 + t1) / 2)
 
-    @staticmethod
+    def mark(self) -> WindowMark:
+        try:
+            snapshot = self.scrape()
+        except (httpx.HTTPError, ValueError):
+            return WindowMark(self.clock())
+        return WindowMark(snapshot.taken_at, snapshot)
+
     def window(
-        before: Snapshot, after: Snapshot, endpoint: str, samples: Iterable[Snapshot] = ()
-    ) -> WindowFigures:
-        return window_figures(before, after, endpoint, samples)
+        self, start: WindowMark, end: WindowMark, endpoint: str, samples: Sequence[WindowMark] = ()
+    ) -> WindowFigures | None:
+        if start.snapshot is None or end.snapshot is None:
+            return None
+        middle = [m.snapshot for m in samples if m.snapshot is not None]
+        return window_figures(start.snapshot, end.snapshot, endpoint, middle)
 
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> MetricsReader:
+    def __enter__(self) -> ScrapeReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

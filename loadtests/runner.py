@@ -3,10 +3,11 @@
 Locust is never imported here (it monkey-patches the importing process with gevent). One Locust
 process follows a control file (`ControlledLoad`) for the whole step sequence, so connections
 and the server live through all steps; every request is logged by the locustfile with its end
-time, latency and status, and /metrics is scraped at every sub-window boundary. A step runs
+time, latency and status, and the MetricsReader marks every sub-window boundary. A step runs
 `settle_s`, then sub-windows until its duration is covered and the last three agree on goodput
-(within `tolerance`), at most `max_extend` times its duration; the step window is the last
-`duration_s` of it.
+(within `tolerance`; server goodput when the reader measures sub-windows, else the client's
+log), at most `max_extend` times its duration; the step window is the last `duration_s` of it.
+The reader comes from the runner's `metrics` factory (default: scrape /metrics; PromQL plugs in).
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-import httpx
 import psutil
 
-from core.measurement import LoadStep, StepMeasurement, StopRule
-from core.metrics import MetricsReader, Snapshot, WindowFigures, window_figures, workers_seen
+from core.measurement import Invalidity, InvalidReason, LoadStep, StepMeasurement, StopRule
+from core.metrics import MetricsReader, ReaderFactory, ScrapeReader, WindowFigures, workers_seen
 from core.registry import service_spec
 from loadtests.shapes import write_control
 
@@ -158,20 +158,19 @@ def spread(values: Sequence[float]) -> float:
     return (max(values) - min(values)) / mean
 
 
-def uneven_workers(requests: dict[str, float], workers: int, min_share: float = 0.5) -> list[str]:
+def uneven_workers(requests: dict[str, float], workers: int, min_share: float = 0.5) -> list[Invalidity]:
     """Workers below `min_share` of their fair share of requests (missing workers count as 0)."""
     total = sum(requests.values())
     if workers < 2 or total < 10 * workers:
         return []
     fair = total / workers
-    reasons = []
+    found = []
     for index in range(1, workers + 1):
         got = requests.get(str(index), 0.0)
         if got < min_share * fair:
-            reasons.append(
-                f"worker {index} served {got / total:.0%} of the requests (fair share {1 / workers:.0%})"
-            )
-    return reasons
+            detail = f"worker {index} served {got / total:.0%} of the requests (fair share {1 / workers:.0%})"
+            found.append(Invalidity(InvalidReason.UNEVEN_WORKERS, detail))
+    return found
 
 
 WORKER_MARK = "_bentoml_impl.worker.service"
@@ -265,6 +264,7 @@ class LocustRunner:
     allow_remote: bool = False
     start_timeout_s: float = 60.0
     log_dir: Path | None = None
+    metrics: ReaderFactory = ScrapeReader  # base URL -> the reader of that server's metrics
     last_reports: list[LoadReport] = field(default_factory=list)
 
     def run_steps(
@@ -302,7 +302,10 @@ class LocustRunner:
                 raise ValueError(f"a load step needs users >= 1 and duration_s > 0, got {step}")
         self.last_reports = []
         workers = expected_workers or local_server_workers(base)
-        with tempfile.TemporaryDirectory(prefix="servetune-locust-", dir=self.log_dir) as tmp:
+        with (
+            contextlib.closing(self.metrics(base)) as reader,
+            tempfile.TemporaryDirectory(prefix="servetune-locust-", dir=self.log_dir) as tmp,
+        ):
             work = Path(tmp)
             control = work / "control.json"
             events = EventLog(work / "events")
@@ -313,17 +316,16 @@ class LocustRunner:
             proc = self._start(base, target, work, control, budget)
             try:
                 cpu = GeneratorCpu(psutil.Process(proc.pid))
-                with MetricsReader(base) as reader:
-                    for index, step in enumerate(steps):
-                        if index:
-                            write_control(control, index, step.users, step.rate)
-                        timeout = self.start_timeout_s if index == 0 else 15.0
-                        self._wait_ack(control, index, proc, timeout, work)
-                        time.sleep(self.settle_s)
-                        report = self._measure(step, target, reader, events, cpu, proc, work, workers)
-                        self.last_reports.append(report)
-                        if stop_after is not None and stop_after(report.measurement):
-                            break
+                for index, step in enumerate(steps):
+                    if index:
+                        write_control(control, index, step.users, step.rate)
+                    timeout = self.start_timeout_s if index == 0 else 15.0
+                    self._wait_ack(control, index, proc, timeout, work)
+                    time.sleep(self.settle_s)
+                    report = self._measure(step, target, reader, events, cpu, proc, work, workers)
+                    self.last_reports.append(report)
+                    if stop_after is not None and stop_after(report.measurement):
+                        break
             finally:
                 write_control(control, len(steps), 1, None, stop=True)
                 _stop(proc)
@@ -391,10 +393,9 @@ class LocustRunner:
         sub_s = min(5.0, max(0.5, step.duration_s / 3))
         per_window = max(3, round(step.duration_s / sub_s))
         cap_s = step.duration_s * max(1.0, self.max_extend)
-        snaps: list[Snapshot | None] = [_scrape(reader)]
+        marks = [reader.mark()]
         cpu.sample()
         t0 = time.time()
-        bounds = [snaps[0].taken_at if snaps[0] else t0]
         subs: list[SubWindow] = []
         stable = False
         while True:
@@ -402,17 +403,13 @@ class LocustRunner:
             time.sleep(max(0.0, next_at - time.time()))
             if proc.poll() is not None:
                 raise LoadRunError(f"locust exited with code {proc.returncode}:\n{_log_tail(work)}")
-            snap = _scrape(reader)
+            mark = reader.mark()
             cores, peak = cpu.sample()
-            end = snap.taken_at if snap else time.time()
-            before = snaps[-1]
-            goodput = None
-            if snap is not None and before is not None:
-                fig = window_figures(before, snap, target.route)
-                goodput = sum(n for c, n in fig.by_status.items() if c.startswith("2")) / fig.seconds
-            subs.append(SubWindow(bounds[-1], end, goodput, cores, peak))
-            snaps.append(snap)
-            bounds.append(end)
+            end = mark.at
+            fig = reader.window(marks[-1], mark, target.route)
+            goodput = fig.goodput_rps if fig is not None else None
+            subs.append(SubWindow(marks[-1].at, end, goodput, cores, peak))
+            marks.append(mark)
             if len(subs) >= per_window:
                 stable = self._stable(subs[-3:], events)
                 if stable or (end - t0) >= cap_s - 1e-6:
@@ -422,17 +419,18 @@ class LocustRunner:
         used = subs[-per_window:]
         start, end = used[0].start, used[-1].end
         client = client_figures(events.window(start, end))
-        first, last = snaps[-per_window - 1], snaps[-1]
-        server = None
-        if first is not None and last is not None:
-            middle = [s for s in snaps[-per_window:-1] if s is not None]
-            server = window_figures(first, last, target.route, middle)
-        reasons: list[str] = []
+        first, last = marks[-per_window - 1], marks[-1]
+        server = reader.window(first, last, target.route, marks[-per_window:-1])
+        reasons: list[Invalidity] = []
         peak = max(s.generator_peak_core for s in used)
         if peak >= self.cpu_saturation:
-            reasons.append(f"load generator saturated ({peak:.2f} cores in one process)")
-        if server is not None and last is not None and server.requests_per_worker:
-            known = max([int(w) for w in workers_seen(last) if w.isdigit()] + [workers or 0])
+            detail = f"load generator saturated ({peak:.2f} cores in one process)"
+            reasons.append(Invalidity(InvalidReason.GENERATOR_SATURATED, detail))
+        if server is not None and server.requests_per_worker:
+            seen = set(server.requests_per_worker) | set(server.batches_per_worker)
+            if last.snapshot is not None:
+                seen |= workers_seen(last.snapshot)
+            known = max([int(w) for w in seen if w.isdigit()] + [workers or 0])
             reasons += uneven_workers(server.requests_per_worker, known)
         measurement = _measurement(step, end - start, client, server, used, stable, reasons)
         return LoadReport(measurement, client, server, tuple(subs), start, end)
@@ -448,13 +446,6 @@ class LocustRunner:
         return spread([float(r or 0.0) for r in rates]) <= self.tolerance
 
 
-def _scrape(reader: MetricsReader) -> Snapshot | None:
-    try:
-        return reader.scrape()
-    except (httpx.HTTPError, ValueError):
-        return None
-
-
 def _measurement(
     step: LoadStep,
     seconds: float,
@@ -462,7 +453,7 @@ def _measurement(
     server: WindowFigures | None,
     used: Sequence[SubWindow],
     stable: bool,
-    reasons: list[str],
+    reasons: list[Invalidity],
 ) -> StepMeasurement:
     failures = {code: n for code, n in client.by_status.items() if not code.startswith("2")}
     seconds = max(seconds, 1e-9)
@@ -487,7 +478,8 @@ def _measurement(
         generator_cpu=sum(s.generator_cores for s in used) / len(used),
         stable=stable,
         valid=not reasons,
-        invalid_reasons=tuple(reasons),
+        invalid=tuple(reasons),
+        server_source=server.source if server else None,
     )
 
 

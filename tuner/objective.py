@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from core.measurement import StepMeasurement
+from core.measurement import InvalidReason, StepMeasurement
 from tuner.space import Config
 
 ObjectiveKind = Literal["goodput", "cost"]
@@ -47,8 +47,9 @@ class SLO:
             )
         if step.successes <= 0:
             why.append("no successful request")
-        reasons = [r for r in step.invalid_reasons if not (self.accept_uneven_workers and is_uneven(r))]
-        if not step.valid and (reasons or not step.invalid_reasons):
+        tolerated = {InvalidReason.UNEVEN_WORKERS} if self.accept_uneven_workers else set()
+        reasons = [i.detail for i in step.invalid if i.reason not in tolerated]
+        if not step.valid and (reasons or not step.invalid):
             why.append("invalid measurement: " + "; ".join(reasons or ["flagged by the load runner"]))
         return why
 
@@ -59,11 +60,6 @@ class SLO:
             or step.failure_ratio > max(2 * self.max_failure_ratio, self.max_failure_ratio + 0.02)
             or step.successes <= 0
         )
-
-
-def is_uneven(reason: str) -> bool:
-    """The load runner's per-worker split warning ("worker 2 served 6% of the requests ...")."""
-    return "fair share" in reason
 
 
 @dataclass(frozen=True)
@@ -118,9 +114,9 @@ class Objective:
         else:
             score = best.goodput_rps
         why = f"{best.goodput_rps:.1f} good RPS at {best.step.users} users"
-        uneven = [r for r in best.invalid_reasons if is_uneven(r)]
+        uneven = best.flagged(InvalidReason.UNEVEN_WORKERS)
         if uneven:
-            why += " (uneven worker split: " + "; ".join(uneven) + ")"
+            why += " (uneven worker split: " + "; ".join(i.detail for i in uneven) + ")"
         return Outcome(
             True, score, best.goodput_rps, self.slo.latency_of(best), best.failure_ratio, cost, index, why
         )  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import jinja2
 import yaml
 
+from core.measurement import StepMeasurement
 from core.serveconfig import WinnerFile
 from tuner.store import TrialRecord
 from tuner.study import Finalist, StudyResult
@@ -47,14 +48,14 @@ def step_rows(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:
         for index, step in enumerate(record.steps):
             rows.append({
                 "trial": record.number, "kind": record.kind, "label": record.label, "key": record.key,
-                "status": record.status, "step": index, "users": step["step"]["users"],
-                "duration_s": step["duration_s"], "requests": step["requests"],
-                "successes": step["successes"], "rps": step["rps"], "goodput_rps": step["goodput_rps"],
-                "failure_ratio": step["failure_ratio"], "client_p50_ms": step["client_p50_ms"],
-                "client_p95_ms": step["client_p95_ms"], "client_p99_ms": step["client_p99_ms"],
-                "server_p95_ms": step.get("server_p95_ms"), "server_p99_ms": step.get("server_p99_ms"),
-                "valid": step.get("valid", True),
-                "failures_by_status": json.dumps(step.get("failures_by_status", {})),
+                "status": record.status, "step": index, "users": step.step.users,
+                "duration_s": step.duration_s, "requests": step.requests,
+                "successes": step.successes, "rps": step.rps, "goodput_rps": step.goodput_rps,
+                "failure_ratio": step.failure_ratio, "client_p50_ms": step.client_p50_ms,
+                "client_p95_ms": step.client_p95_ms, "client_p99_ms": step.client_p99_ms,
+                "server_p95_ms": step.server_p95_ms, "server_p99_ms": step.server_p99_ms,
+                "server_source": step.server_source, "valid": step.valid,
+                "failures_by_status": json.dumps(step.failures_by_status),
             })  # fmt: skip
     return rows
 
@@ -226,7 +227,7 @@ def goodput_chart(records: Sequence[TrialRecord], baseline: TrialRecord | None) 
 
 def latency_chart(records: Sequence[TrialRecord], slo_ms: float) -> Chart:
     curves = [r for r in records if r.steps]
-    rps = [s["rps"] for r in curves for s in r.steps] or [1.0]
+    rps = [s.rps for r in curves for s in r.steps] or [1.0]
     p95 = [_p95(s) for r in curves for s in r.steps] or [1.0]
     chart = Chart(height=360, x_max=max(rps) * 1.1, y_max=min(max(max(p95), slo_ms) * 1.1, slo_ms * 4))
     chart.axes("throughput (RPS, all responses)", "p95 latency (ms; server side when measured)")
@@ -235,22 +236,22 @@ def latency_chart(records: Sequence[TrialRecord], slo_ms: float) -> Chart:
     chart.marks.append(Line(chart.x(0), slo_y, chart.x(chart.x_max), slo_y, "#d62728", "6 4", "SLO"))
     for i, record in enumerate(curves):
         colour = "#000" if record.kind == "baseline" else PALETTE[i % len(PALETTE)]
-        points = [(chart.x(s["rps"]), chart.y(min(_p95(s), chart.y_max))) for s in record.steps]
+        points = [(chart.x(s.rps), chart.y(min(_p95(s), chart.y_max))) for s in record.steps]
         chart.marks.append(Polyline(tuple(points), colour, record.label or record.key))
         chart.marks += [Circle(x, y, colour) for x, y in points]
     return chart
 
 
-def _p95(step: dict[str, Any]) -> float:
-    server = step.get("server_p95_ms")
-    return float(server if server is not None else step["client_p95_ms"])
+def _p95(step: StepMeasurement) -> float:
+    server = step.server_p95_ms
+    return float(server if server is not None else step.client_p95_ms)
 
 
 def batch_chart(record: TrialRecord | None) -> Chart | str:
     """The winner's batch-size histogram, or a sentence saying why there is none."""
     if record is None or record.best_step is None or not record.steps:
         return "No batch-size data for the winner."
-    hist: dict[str, float] = record.steps[record.best_step].get("batch_size_hist") or {}
+    hist: dict[str, float] = record.steps[record.best_step].batch_size_hist
     if not hist:
         return "The load runner reported no batch-size histogram for the winner."
     items = sorted(hist.items(), key=lambda kv: _as_float(kv[0]))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.measurement import LoadStep, StepMeasurement
+from core.measurement import Invalidity, InvalidReason, StepMeasurement
 from tuner.space import Config
 
 TrialKind = Literal["trial", "finalist", "baseline"]
@@ -45,40 +46,65 @@ class TrialRecord(BaseModel):
     rss_mb: float | None = None
     wall_s: float = 0.0
     started_at: float = 0.0
-    steps: list[dict[str, Any]] = Field(default_factory=list)
+    steps: list[StepMeasurement] = Field(default_factory=list)
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _upgrade_steps(cls, steps: Any) -> Any:
+        if not isinstance(steps, list):
+            return steps
+        return [upgrade_step(s) if isinstance(s, dict) else s for s in steps]
 
     @property
     def cfg(self) -> Config:
         return Config.from_dict(self.config)
 
     def step_measurements(self) -> list[StepMeasurement]:
-        return [step_from_dict(s) for s in self.steps]
+        return list(self.steps)
 
-    def best_step_figures(self) -> dict[str, Any]:
-        """The stored figures of the step the objective scored ({} when none was)."""
-        if self.best_step is None or not self.steps:
-            return {}
+    def best_step_figures(self) -> StepMeasurement | None:
+        """The step the objective scored (None when none was)."""
+        if self.best_step is None or not 0 <= self.best_step < len(self.steps):
+            return None
         return self.steps[self.best_step]
 
     def best_step_batches(self) -> tuple[float, float]:
         """(requests, batches) the server's batch-size metric counted at the scored step."""
         step = self.best_step_figures()
-        requests = sum((step.get("requests_per_worker") or {}).values())
-        return requests, sum((step.get("batch_size_hist") or {}).values())
+        if step is None:
+            return 0.0, 0.0
+        return sum(step.requests_per_worker.values()), sum(step.batch_size_hist.values())
+
+
+CLIENT_QUANTILES = ("client_p50_ms", "client_p95_ms", "client_p99_ms")
+
+
+def upgrade_step(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored step dict in today's shape: JSON has no infinity, so a client quantile stored as
+    null (no successful request) is +inf again; records written before invalid-window reasons
+    were an enum carry `invalid_reasons` strings, which become Invalidity entries."""
+    fields = dict(data)
+    for key in CLIENT_QUANTILES:
+        if key in fields and fields[key] is None:
+            fields[key] = math.inf
+    legacy = fields.pop("invalid_reasons", None)
+    if legacy and "invalid" not in fields:
+        fields["invalid"] = [legacy_invalidity(str(text)) for text in legacy]
+    return fields
+
+
+def legacy_invalidity(text: str) -> Invalidity:
+    """An old record's reason string as an Invalidity (the words the runner used to write)."""
+    if "fair share" in text:
+        return Invalidity(InvalidReason.UNEVEN_WORKERS, text)
+    if "saturated" in text:
+        return Invalidity(InvalidReason.GENERATOR_SATURATED, text)
+    return Invalidity(InvalidReason.OTHER, text)
 
 
 def step_to_dict(step: StepMeasurement) -> dict[str, Any]:
-    data = asdict(step)
-    data["invalid_reasons"] = list(step.invalid_reasons)
-    return data
-
-
-def step_from_dict(data: dict[str, Any]) -> StepMeasurement:
-    fields = dict(data)
-    fields["step"] = LoadStep(**fields["step"])
-    fields["invalid_reasons"] = tuple(fields.get("invalid_reasons", ()))
-    known = StepMeasurement.__dataclass_fields__
-    return StepMeasurement(**{k: v for k, v in fields.items() if k in known})
+    """A step as plain data (TrialRecord validates it back into a StepMeasurement)."""
+    return asdict(step)
 
 
 class StudyStore:

@@ -15,6 +15,7 @@ from typing import Any
 
 from core.deployer import Deployer
 from core.measurement import LoadRunner
+from core.metrics import ReaderFactory
 from core.registry import service_spec
 from tuner.objective import SLO, Objective, ObjectiveKind, Prices, Quantile
 from tuner.space import Config, SearchSpace
@@ -58,6 +59,10 @@ class TuneOptions:
     ready_timeout_s: float = 90.0
     max_extend: float = 2.0
     settle_s: float = 1.0
+    # where server-side figures come from (not in settings(): both readers measure the same figures)
+    metrics: str = "scrape"
+    prometheus_url: str | None = None
+    prometheus_targets: Path | None = None
 
     def settings(self, space: SearchSpace) -> dict[str, Any]:
         """What must match for `--resume` to continue a study."""
@@ -91,14 +96,19 @@ def naive_config(cores: int | None = None) -> Config:
     return Config(max_batch_size=2, max_latency_ms=1000, workers=1, threads=cores or os.cpu_count() or 1)
 
 
-def real_load_runner(max_extend: float = 2.0, settle_s: float = 1.0) -> LoadRunner:
+def real_load_runner(
+    max_extend: float = 2.0, settle_s: float = 1.0, metrics: ReaderFactory | None = None
+) -> LoadRunner:
     """The Locust-subprocess load runner from loadtests/ (imported lazily: Locust needs gevent).
 
-    `max_extend` bounds how long an unsteady step may be stretched (1.0 = fixed windows).
+    `max_extend` bounds how long an unsteady step may be stretched (1.0 = fixed windows);
+    `metrics` builds the reader of each server's metrics (default: scrape its /metrics).
     """
     from loadtests.runner import LocustRunner
 
-    return LocustRunner(max_extend=max_extend, settle_s=settle_s)
+    if metrics is None:
+        return LocustRunner(max_extend=max_extend, settle_s=settle_s)
+    return LocustRunner(max_extend=max_extend, settle_s=settle_s, metrics=metrics)
 
 
 def run_tune(
@@ -114,6 +124,7 @@ def run_tune(
     `events` receives the study's progress (the CLI's live view); `say` one-line notices.
     """
     from core.deployer import LocalBentoDeployer
+    from core.readers import reader_factory
     from tuner.report import ReportInputs, write_report
     from tuner.space import default_space, load_space
     from tuner.store import StudyStore
@@ -134,6 +145,9 @@ def run_tune(
     )
     if options.objective == "cost" and options.price_core_hour <= 0 and options.price_gpu_hour <= 0:
         raise ValueError("--objective cost needs --price-core-hour and/or --price-gpu-hour > 0")
+    readers = None
+    if load_runner is None:
+        readers = reader_factory(options.metrics, options.prometheus_url, options.prometheus_targets, say=say)
     settings = options.settings(space)
     store = StudyStore(options.out)
     records = store.open(settings, options.resume)
@@ -141,7 +155,7 @@ def run_tune(
     plan = LoadPlan.users(options.load_users(), options.step_s, options.warmup_s)
     if deployer is None:
         deployer = LocalBentoDeployer(options.service, options.out / "logs", options.ready_timeout_s)
-    load_runner = load_runner or real_load_runner(options.max_extend, options.settle_s)
+    load_runner = load_runner or real_load_runner(options.max_extend, options.settle_s, readers)
     runner = TrialRunner(deployer, load_runner, plan, slo, options.service)
     study = Study(space, strategy, objective, runner, store, options.trials, options.finalists,
                   options.repeats, events)  # fmt: skip

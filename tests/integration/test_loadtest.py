@@ -5,7 +5,7 @@ from __future__ import annotations
 import psutil
 import pytest
 
-from core.measurement import LoadStep, StepMeasurement
+from core.measurement import InvalidReason, LoadStep, StepMeasurement
 from core.registry import service_spec
 from core.server import ServerSpec, running_server
 from loadtests.runner import LocustRunner
@@ -47,7 +47,8 @@ def test_stepped_run_against_digits(digits_tag: str) -> None:
         # the batch-size metric counts requests (not rows) per batch, so it sums to the requests
         assert sum(m.requests_per_worker.values()) == pytest.approx(report.server.requests, rel=0.05)
         assert m.batch_size_hist and set(m.requests_per_worker) == {"1"}
-        assert m.generator_cpu > 0 and m.valid, m.invalid_reasons
+        assert m.generator_cpu > 0 and m.valid, m.invalid
+        assert m.server_source == "scrape"
         assert len(report.sub_windows) >= 3
     assert not _locust_children(), "the locust process group is gone"
 
@@ -70,4 +71,5 @@ def test_workers_are_counted_and_uneven_load_is_flagged() -> None:
         # One user holds one keep-alive connection: every request lands on the same worker.
         (m,) = LocustRunner(settle_s=0.3).run_steps(server.url, "noop", [LoadStep(users=1, duration_s=1.5)])
     assert len(m.requests_per_worker) == 1
-    assert not m.valid and any("fair share 50%" in r for r in m.invalid_reasons), m.invalid_reasons
+    (flag,) = m.flagged(InvalidReason.UNEVEN_WORKERS)
+    assert not m.valid and "fair share 50%" in flag.detail, m.invalid

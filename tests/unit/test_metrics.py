@@ -47,7 +47,7 @@ def test_quantile_skips_empty_leading_buckets() -> None:
     assert histogram_quantile(0.5, buckets) == pytest.approx(0.0075)
 
 
-def _exposition(ok: list[int], n503: int, rows: dict[str, tuple[int, int]], in_progress: float) -> str:
+def exposition(ok: list[int], n503: int, rows: dict[str, tuple[int, int]], in_progress: float) -> str:
     """A BentoML-like page: `ok` = cumulative 2xx counts for le 0.005, 0.01, 0.02, +Inf."""
     les = ["0.005", "0.01", "0.02", "+Inf"]
     lines = [
@@ -85,11 +85,11 @@ def _exposition(ok: list[int], n503: int, rows: dict[str, tuple[int, int]], in_p
 
 def test_window_figures_use_only_the_deltas() -> None:
     before = parse_metrics(
-        _exposition([100, 150, 200, 200], 5, {"1": (80, 120), "2": (60, 80)}, 0), taken_at=10.0
+        exposition([100, 150, 200, 200], 5, {"1": (80, 120), "2": (60, 80)}, 0), taken_at=10.0
     )
     # in the window: 2xx +100 (40 <= 5 ms, 40 in 5-10 ms, 20 in 10-20 ms), 503 +25
     after = parse_metrics(
-        _exposition([140, 230, 300, 300], 30, {"1": (120, 180), "2": (100, 140)}, 2), taken_at=20.0
+        exposition([140, 230, 300, 300], 30, {"1": (120, 180), "2": (100, 140)}, 2), taken_at=20.0
     )
     fig = window_figures(before, after, "echo")
     assert fig.seconds == pytest.approx(10.0)
@@ -109,8 +109,8 @@ def test_window_figures_use_only_the_deltas() -> None:
 
 
 def test_a_series_that_appears_during_the_window_counts_from_zero() -> None:
-    before = parse_metrics(_exposition([0, 0, 0, 0], 0, {"1": (10, 10)}, 0), taken_at=0.0)
-    after = parse_metrics(_exposition([10, 10, 10, 10], 0, {"1": (10, 10), "2": (5, 9)}, 0), taken_at=1.0)
+    before = parse_metrics(exposition([0, 0, 0, 0], 0, {"1": (10, 10)}, 0), taken_at=0.0)
+    after = parse_metrics(exposition([10, 10, 10, 10], 0, {"1": (10, 10), "2": (5, 9)}, 0), taken_at=1.0)
     fig = window_figures(before, after, "/echo")
     assert fig.requests_per_worker == {"2": 9}
     assert fig.p99_ms is not None and fig.p99_ms <= 5.0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from core.measurement import Invalidity, InvalidReason
 from loadtests.runner import (
     EventLog,
     LoadTarget,
@@ -47,9 +48,12 @@ def test_stability_spread() -> None:
 
 
 def test_uneven_workers_flags_a_starved_worker() -> None:
-    assert uneven_workers({"1": 394}, workers=2) == ["worker 2 served 0% of the requests (fair share 50%)"]
+    (starved,) = uneven_workers({"1": 394}, workers=2)
+    assert starved == Invalidity(
+        InvalidReason.UNEVEN_WORKERS, "worker 2 served 0% of the requests (fair share 50%)"
+    )
     assert uneven_workers({"1": 60, "2": 40}, workers=2) == []
-    assert uneven_workers({"1": 80, "2": 20}, workers=2)[0].startswith("worker 2 served 20%")
+    assert uneven_workers({"1": 80, "2": 20}, workers=2)[0].detail.startswith("worker 2 served 20%")
     assert uneven_workers({"1": 5}, workers=2) == [], "too few rows to judge"
     assert uneven_workers({"1": 500}, workers=1) == []
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.measurement import LoadStep
+from core.measurement import Invalidity, InvalidReason, LoadStep
 from tests.fakes import make_step
 from tuner.objective import SLO, Objective, Prices
 from tuner.space import Config
@@ -62,13 +62,36 @@ def test_clear_breach_stops_stepping() -> None:
 def test_uneven_worker_split_counts_but_is_noted_unless_strict() -> None:
     from dataclasses import replace
 
-    uneven = replace(
-        step(8, 100, 100), valid=False, invalid_reasons=("worker 2 served 6% of the rows (fair share 50%)",)
-    )
-    saturated = replace(
-        step(8, 100, 100), valid=False, invalid_reasons=("load generator saturated (0.95 cores)",)
-    )
+    from loadtests.runner import uneven_workers
+
+    flagged = uneven_workers({"1": 94.0, "2": 6.0}, workers=2)  # what the runner attaches
+    uneven = replace(step(8, 100, 100), valid=False, invalid=tuple(flagged))
     lenient = Objective(SLO()).evaluate(CONFIG, [uneven])
-    assert lenient.feasible and "uneven worker split" in lenient.reason
-    assert not Objective(SLO(accept_uneven_workers=False)).evaluate(CONFIG, [uneven]).feasible
-    assert "saturated" in Objective(SLO()).evaluate(CONFIG, [saturated]).reason
+    assert lenient.feasible and "uneven worker split: worker 2 served 6%" in lenient.reason
+    strict = Objective(SLO(accept_uneven_workers=False)).evaluate(CONFIG, [uneven])
+    assert not strict.feasible and "invalid measurement: worker 2 served 6%" in strict.reason
+
+
+def test_only_the_reason_decides_not_the_words() -> None:
+    from dataclasses import replace
+
+    # a saturated generator is never tolerated, even if its text happened to mention a fair share
+    saturated = replace(
+        step(8, 100, 100),
+        valid=False,
+        invalid=(Invalidity(InvalidReason.GENERATOR_SATURATED, "0.95 cores (fair share 50%)"),),
+    )
+    outcome = Objective(SLO()).evaluate(CONFIG, [saturated])
+    assert not outcome.feasible and "invalid measurement: 0.95 cores" in outcome.reason
+    # an uneven split is tolerated by its reason, whatever its text says
+    odd_words = replace(
+        step(8, 100, 100), valid=False, invalid=(Invalidity(InvalidReason.UNEVEN_WORKERS, "one worker idle"),)
+    )
+    assert Objective(SLO()).evaluate(CONFIG, [odd_words]).feasible
+
+
+def test_an_invalid_step_without_reasons_is_still_refused() -> None:
+    from dataclasses import replace
+
+    outcome = Objective(SLO()).evaluate(CONFIG, [replace(step(8, 100, 100), valid=False)])
+    assert not outcome.feasible and "flagged by the load runner" in outcome.reason

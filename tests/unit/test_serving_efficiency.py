@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bench.serving_efficiency import mean_batch, winner_config, winner_step_figures
+from core.measurement import LoadStep, StepMeasurement
+from tests.fakes import make_step
 from tuner.store import TrialRecord
 
 WINNER = """\
@@ -30,15 +33,16 @@ def test_a_digits_winner_is_refused(tmp_path: Path) -> None:
         winner_config(path, cores=2)
 
 
-def record(steps: list[dict[str, object]], best: int | None) -> TrialRecord:
+def record(steps: list[StepMeasurement], best: int | None) -> TrialRecord:
     return TrialRecord(number=0, key="k", config={}, status="ok", best_step=best, steps=steps)
 
 
 def test_mean_batch_is_requests_over_batches_at_the_best_step() -> None:
-    steps: list[dict[str, object]] = [
-        {"batch_size_hist": {"1": 10.0}, "requests_per_worker": {"1": 10.0}},
-        {"batch_size_hist": {"4": 20.0, "8": 5.0}, "requests_per_worker": {"1": 60.0, "2": 65.0},
-         "generator_cpu": 0.12, "client_p50_ms": 50.0, "server_p50_ms": 40.0},
+    base = make_step(LoadStep(users=4, duration_s=5), 20.0, 80.0, 0.0)
+    steps = [
+        replace(base, batch_size_hist={"1": 10.0}, requests_per_worker={"1": 10.0}),
+        replace(base, batch_size_hist={"4": 20.0, "8": 5.0}, requests_per_worker={"1": 60.0, "2": 65.0},
+                generator_cpu=0.12, client_p50_ms=50.0, server_p50_ms=40.0),
     ]  # fmt: skip
     assert mean_batch(record(steps, 1)) == pytest.approx(125 / 25)
     assert mean_batch(record(steps, 0)) == pytest.approx(1.0)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from core.readers import METRICS_HELP, PROMETHEUS_TARGETS_HELP, PROMETHEUS_URL_HELP
 from tuner.commands.console import console, fail
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def steps_table(reports: Sequence[LoadReport], title: str = "load steps") -> Tab
         fails = ", ".join(f"{k}:{v}" for k, v in sorted(m.failures_by_status.items())) or "0"
         batches = " ".join(f"{k}:{v:.0f}" for k, v in m.batch_size_hist.items()) or "-"
         notes = ("stable" if m.stable else "[yellow]unstable[/]") + (
-            "" if m.valid else " [red]invalid: " + "; ".join(m.invalid_reasons) + "[/]"
+            "" if m.valid else " [red]invalid: " + (m.invalid_text() or "flagged") + "[/]"
         )
         table.add_row(
             load, f"{m.rps:.1f}", f"{m.goodput_rps:.1f}", f"{m.failure_ratio:.1%} ({fails})",
@@ -79,11 +80,17 @@ def loadtest(
     max_latency_ms: Annotated[int | None, typer.Option(help="batching deadline ms (local server)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads per worker (local server)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the step reports as JSON")] = None,
+    metrics: Annotated[str, typer.Option(help=METRICS_HELP)] = "scrape",
+    prometheus_url: Annotated[str | None, typer.Option(help=PROMETHEUS_URL_HELP)] = None,
+    prometheus_targets: Annotated[
+        Path | None, typer.Option(help=PROMETHEUS_TARGETS_HELP + " (optional with --url)")
+    ] = None,
 ) -> None:
     """Run a stepped load; print client and server figures per step."""
     from pydantic import ValidationError
 
     from core.measurement import LoadStep
+    from core.readers import reader_factory
     from core.registry import service_keys, service_spec
     from core.server import ServerError
     from loadtests.runner import LoadRunError, LocustRunner, check_url
@@ -126,7 +133,15 @@ def loadtest(
             url = check_url(url, allow_remote=True)
         except ValueError as exc:
             fail(f"--url: {exc}")
-    runner = LocustRunner(rows_per_request=rows, processes=processes, allow_remote=url is not None)
+    try:
+        readers = reader_factory(
+            metrics, prometheus_url, prometheus_targets, local_servers=url is None, say=console.print
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    runner = LocustRunner(
+        rows_per_request=rows, processes=processes, allow_remote=url is not None, metrics=readers
+    )
     try:
         with _target(service, url, workers, knobs) as base:
             console.print(f"load {service} /{endpoint} at {base}: {len(plan)} steps of {step_seconds:g} s")

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.measurement import StepMeasurement
+from core.readers import METRICS_HELP, PROMETHEUS_TARGETS_HELP, PROMETHEUS_URL_HELP
 from tuner.commands.console import console, fail
 from tuner.objective import SLO, ObjectiveKind, Quantile
 from tuner.space import Config
@@ -169,6 +170,9 @@ def tune(
         float, typer.Option(min=1, help="stretch an unsteady step up to this many times its length")
     ] = 2.0,
     baseline: Annotated[bool, typer.Option(help="also measure the naive config (embedding)")] = False,
+    metrics: Annotated[str, typer.Option(help=METRICS_HELP)] = "scrape",
+    prometheus_url: Annotated[str | None, typer.Option(help=PROMETHEUS_URL_HELP)] = None,
+    prometheus_targets: Annotated[Path | None, typer.Option(help=PROMETHEUS_TARGETS_HELP)] = None,
 ) -> None:
     """Find the serving config with the highest sustainable goodput (or lowest cost) under an SLO."""
     if slo_quantile not in ("p95", "p99"):
@@ -183,6 +187,7 @@ def tune(
         out=out or Path("reports") / service, resume=resume, finalists=finalists, repeats=repeats,
         users=_users(users) if users else (), step_s=step_seconds, warmup_s=warmup_seconds,
         naive_baseline=baseline, max_extend=max_extend,
+        metrics=metrics, prometheus_url=prometheus_url, prometheus_targets=prometheus_targets,
     )  # fmt: skip
     outcome = run_tune_cli(options, f"finished trials are in {options.out}; rerun with --resume")
     print_outcome(outcome)
