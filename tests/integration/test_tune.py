@@ -15,6 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from core.polling import wait_until
 from core.serveconfig import load_serve_config, load_winner
 from core.server import REPO_ROOT, port_is_free
 from tuner.cli import app
@@ -39,7 +40,8 @@ def test_three_trial_study_on_digits(models_in_store: dict[str, str], tmp_path: 
         assert record["steps"] and record["goodput_rps"] > 0
         assert record["rss_mb"] and record["rss_mb"] > 50
     html = (out / "report.html").read_text()
-    assert "Goodput per trial" in html and "<svg" in html
+    assert "Goodput per trial" in html and html.count("<svg") == 3, "goodput, latency and batch charts"
+    assert "Mean batch in that step:" in html, "the winner's batch sizes come from the server's histogram"
     assert (out / "steps.csv").read_text().count("\n") >= 4
     winner = load_winner(out / "winner.yaml")
     assert winner.config == load_serve_config(out / "winner.yaml")
@@ -76,22 +78,21 @@ def test_ctrl_c_mid_trial_leaves_no_process_or_port(models_in_store: dict[str, s
     # ignored; restore the default so the CLI sees Ctrl-C as in a terminal.
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, start_new_session=True, stdout=log,
                             stderr=subprocess.STDOUT, preexec_fn=_default_sigint)  # fmt: skip
-    port = None
     children: list[psutil.Process] = []
+
+    def load_phase_port() -> int | None:
+        """The trial server's port once the CLI runs both `bentoml serve` and Locust."""
+        if proc.poll() is not None:
+            pytest.fail(f"the CLI exited with {proc.returncode} before the load phase")
+        children[:] = _descendants(proc.pid)
+        lines = [" ".join(c.cmdline()) for c in children if c.is_running()]
+        server = [line for line in lines if "bentoml serve" in line.replace(" -m ", " ")]
+        if server and any("locust" in line for line in lines):
+            return int(server[0].split("--port ")[1].split()[0])
+        return None
+
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            children = _descendants(proc.pid)
-            lines = [" ".join(c.cmdline()) for c in children if c.is_running()]
-            server = [
-                line
-                for line in lines
-                if "bentoml serve" in line or "bentoml serve" in line.replace(" -m ", " ")
-            ]
-            if server and any("locust" in line for line in lines):
-                port = int(server[0].split("--port ")[1].split()[0])
-                break
-            time.sleep(0.5)
+        port = wait_until(load_phase_port, 60.0, interval_s=0.5)
         assert port is not None, "the trial never got to the load phase"
         time.sleep(2)
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
