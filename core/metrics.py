@@ -246,7 +246,8 @@ class MetricsReader(Protocol):
     ) -> WindowFigures | None:
         """Figures for `endpoint` (e.g. "/echo") over [start, end]; `samples` are marks inside the
         window (gauge samples, for readers that keep them). None when this reader cannot tell
-        (a scrape failed, the window is shorter than the reader's resolution, no samples yet)."""
+        (a scrape failed, the window is shorter than the reader's resolution, no samples yet);
+        MetricsError when the source rejects the reader's queries (a setup error that repeats)."""
         ...
 
     def close(self) -> None: ...

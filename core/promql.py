@@ -42,6 +42,7 @@ from core.metrics import (
     bucket_counts,
     is_success,
 )
+from core.polling import wait_until
 
 
 class PromQLError(MetricsError):
@@ -175,12 +176,14 @@ class PromQLReader:
             raise MetricsError("attach needs a targets file")
         since = self.clock()
         self.targets.set([instance])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def scraped() -> bool:
             with contextlib.suppress(httpx.HTTPError):
-                if any(t >= since and v == 1 for t, v in self.up_samples(timeout_s + 5)):
-                    return
-            time.sleep(0.2)
+                return any(t >= since and v == 1 for t, v in self.up_samples(timeout_s + 5))
+            return False
+
+        if wait_until(scraped, timeout_s, interval_s=0.2):
+            return
         raise MetricsError(
             f"Prometheus at {self.url} did not scrape {instance} within {timeout_s:.0f}s of it being "
             f"written to {self.targets.path}: does a file_sd_configs entry of its config read that file?"
@@ -192,14 +195,12 @@ class PromQLReader:
 
     def _await_scrape(self, at: float, timeout_s: float) -> bool:
         """Wait until Prometheus holds a sample taken at or after `at`; False when time ran out."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def past() -> bool:
             samples = self.up_samples(max(10.0, self.clock() - at + 10.0))
-            if samples and samples[-1][0] >= at:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
+            return bool(samples) and samples[-1][0] >= at
+
+        return bool(wait_until(past, timeout_s, interval_s=0.05))
 
     def window(
         self, start: WindowMark, end: WindowMark, endpoint: str, samples: Sequence[WindowMark] = ()
@@ -208,7 +209,7 @@ class PromQLReader:
         averaged over the window by PromQL)."""
         try:
             interval = self.scrape_interval()
-            if interval is None or end.at - start.at < self.min_intervals * interval:
+            if interval is None or end.at - start.at < 0.95 * self.min_intervals * interval:
                 return None
             self._await_scrape(end.at, max(0.0, end.at + 2 * interval + 1.0 - self.clock()))
             return self._figures(endpoint, start.at, end.at)
