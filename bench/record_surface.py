@@ -7,7 +7,7 @@ and Locust, `--repeats` times (each repeat a fresh server), plus in-process prof
 Each repeat is a `servetune tune --strategy grid` study over the whole space with the demo's load
 plan (closed-loop user steps, 3 s windows, p95 <= 200 ms, <= 1% failures); a config's goodput is
 its best step's successful RPS under the SLO, 0 when no step met it. Interrupted? Rerun: the
-studies resume. The result is what `tuner.simulate.RecordedSurface.load` reads.
+studies resume. The result is what `bench.surface.RecordedSurface.load` reads.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.surface import write_recorded
 from tuner.commands.demo import DEMO_SLO_MS, ensure_models
 from tuner.profile import Profile, pooled_profile, profile_service
-from tuner.simulate import write_recorded
 from tuner.space import load_space
 from tuner.tuning import TuneOptions, run_tune
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/simulator_validation.py PATH [--overhead-ms 2.5] [--json OUT]
 
-PATH is a recorded surface (see `tuner.simulate.RecordedSurface.load`) that carries the in-process
+PATH is a recorded surface (see `bench.surface.RecordedSurface.load`) that carries the in-process
 profile measured with it. Two predictions are scored against the mean of the recorded repeats:
 1. uncalibrated: the profile's batch times plus the default served overhead / oversubscription;
 2. calibrated on half the configs (every other one, by key): the (overhead, oversubscription,
@@ -22,7 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuner.simulate import RecordedSurface, ServerModel, max_goodput, model_from_profile, validate
+from bench.surface import RecordedSurface
+from bench.validation import validate
+from tuner.servermodel import ServerModel, model_from_profile
+from tuner.simulator import max_goodput
 from tuner.strategies.guided import OVERHEAD_S, OVERSUBSCRIPTION, SERVED_SLOWDOWN
 
 Unknowns = tuple[float, float, float]  # (overhead s, oversubscription exponent, served slowdown)

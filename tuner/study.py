@@ -1,18 +1,28 @@
-"""The study loop: ask -> deploy -> load -> read -> score -> tell -> store, then the finalists."""
+"""The study loop: ask -> deploy -> load -> read -> score -> record, then the finalists.
+
+The study owns the trial history; the strategy reads it (a `TrialView`) on every ask.
+"""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from core.measurement import StepMeasurement
+from tuner.history import TrialHistory
 from tuner.objective import Objective
 from tuner.space import Config, SearchSpace
-from tuner.store import StudyStore, TrialKind, TrialRecord, step_to_dict
+from tuner.store import TrialKind, TrialRecord
 from tuner.strategies.base import SearchStrategy
 from tuner.trial import Measurement, TrialRunner
+
+
+class TrialSink(Protocol):
+    """Where finished records are kept as they end (`StudyStore`; a list in benchmarks)."""
+
+    def append(self, record: TrialRecord, /) -> None: ...
 
 
 @dataclass
@@ -80,7 +90,7 @@ class Study:
         strategy: SearchStrategy,
         objective: Objective,
         runner: TrialRunner,
-        store: StudyStore,
+        store: TrialSink,
         n_trials: int,
         finalists_k: int = 3,
         finalists_r: int = 3,
@@ -95,20 +105,25 @@ class Study:
         self.finalists_k = finalists_k
         self.finalists_r = finalists_r
         self.events = events or StudyEvents()
-        self.records: list[TrialRecord] = []
+        self.history = TrialHistory()
         self.result_duplicates = 0
         self.result_illegal = 0
+
+    @property
+    def records(self) -> list[TrialRecord]:
+        """Every finished measurement in order (trials, finalist repeats, baselines)."""
+        return self.history.records
 
     # -- one measurement -------------------------------------------------------------------
     def measure(self, config: Config, kind: TrialKind, label: str = "", **runner_kw: Any) -> TrialRecord:
         """Measure one config now, score it and store the record at once."""
-        number = len(self.records)
+        number = self.history.count()
         if self.events.trial_start:
             self.events.trial_start(number, label or kind, config)
         measured: Measurement = self.runner.measure(config, on_step=self.events.step, **runner_kw)
         record = self._record(number, kind, label, config, measured)
         self.store.append(record)
-        self.records.append(record)
+        self.history.append(record)
         if self.events.trial_end:
             self.events.trial_end(record)
         return record
@@ -120,7 +135,7 @@ class Study:
             "number": number, "kind": kind, "label": label, "strategy": self.strategy.name,
             "key": config.key, "config": config.to_dict(), "rss_mb": measured.rss_mb,
             "wall_s": measured.wall_s, "started_at": measured.started_at,
-            "steps": [step_to_dict(s) for s in measured.steps],
+            "steps": list(measured.steps),
         }  # fmt: skip
         if not measured.ok:
             return TrialRecord(status="failed", reason=measured.reason, **common)
@@ -139,52 +154,50 @@ class Study:
 
     def baseline(self, config: Config, label: str, **runner_kw: Any) -> TrialRecord:
         """Measure a reference config once per study (kept in the store, so resume skips it)."""
-        for record in self.records:
+        for record in self.history.records:
             if record.kind == "baseline" and record.label == label:
                 return record
         return self.measure(config, "baseline", label, **runner_kw)
 
     # -- the loop ------------------------------------------------------------------------
     def resume(self, records: list[TrialRecord]) -> None:
-        """Replay stored records: the strategy learns them, nothing is measured again."""
-        self.records = list(records)
+        """Start from stored records: the strategy reads them, nothing is measured again."""
+        if self.history.count():
+            raise ValueError("resume a study before it measures anything")
         for record in records:
-            if record.kind == "trial":
-                self.strategy.tell(record.cfg, record.score)
-
-    def finished_trials(self) -> dict[str, TrialRecord]:
-        return {r.key: r for r in self.records if r.kind == "trial"}
+            self.history.append(record)
 
     def search(self) -> None:
-        """Ask for configs until `n_trials` distinct configs have been measured."""
-        done = self.finished_trials()
+        """Ask for configs until `n_trials` distinct configs have been measured.
+
+        A config the history holds is not measured again (counted as a duplicate ask); one
+        outside the space is refused (noted in the history, counted as illegal).
+        """
+        view = self.history.view()
         asks_left = 50 * max(1, self.n_trials) + len(self.space)
-        while len(done) < self.n_trials and asks_left > 0:
+        while len(self.history) < self.n_trials and asks_left > 0:
             asks_left -= 1
-            config = self.strategy.ask()
+            config = self.strategy.ask(view)
             if config is None:
                 break
-            if config.key in done:
+            if self.history.trial(config.key) is not None:
                 self.result_duplicates += 1
-                self.strategy.tell(config, done[config.key].score)
                 continue
             if config not in self.space:
                 self.result_illegal += 1
-                self.strategy.tell(config, None)
+                self.history.refuse(config)
                 continue
-            record = self.measure(config, "trial")
-            done[config.key] = record
-            self.strategy.tell(config, record.score)
+            self.measure(config, "trial")
 
     def select_finalists(self) -> list[Finalist]:
         """Re-measure the top-k feasible configs r times each (skipping repeats already stored)."""
         ranked = sorted(
-            (r for r in self.finished_trials().values() if r.score is not None),
+            (r for r in self.history.trials() if r.score is not None),
             key=lambda r: (-(r.score or 0.0), r.number),
         )[: self.finalists_k]
         finalists = []
         for first in ranked:
-            repeats = [r for r in self.records if r.kind == "finalist" and r.key == first.key]
+            repeats = [r for r in self.history.records if r.kind == "finalist" and r.key == first.key]
             while len(repeats) < self.finalists_r:
                 repeats.append(self.measure(first.cfg, "finalist"))
             finalists.append(Finalist(first.cfg, first, repeats))

@@ -1,17 +1,21 @@
-"""The profile-guided strategy against simulated surfaces (no server)."""
+"""The profile-guided strategy against simulated surfaces, through the real study (no server)."""
 
 from __future__ import annotations
 
 import random
 import statistics
-import zlib
 from pathlib import Path
 
 import pytest
 
+from bench.presets import MINILM_CPU, Hidden, draw_hidden, small_cpu_surface
+from bench.surface import SimulatedSurface
+from bench.surface_study import run_study
+from tuner.history import TrialHistory
 from tuner.profile import VARIANT_SPEED, Point, Profile, prior_batch_times, profile_key
-from tuner.simulate import MINILM_CPU, ServerModel, SimulatedSurface, optimum, small_cpu_surface
+from tuner.servermodel import ServerModel
 from tuner.space import DIMENSIONS, Config, Dimension, Machine, SearchSpace, pow2
+from tuner.store import TrialRecord
 from tuner.strategies import make_strategy
 from tuner.strategies.base import SearchStrategy
 from tuner.strategies.guided import GuidedSearch, complete_batch_times
@@ -20,69 +24,81 @@ from tuner.strategies.random import RandomSearch
 SEEDS = range(8)
 
 
-def medium_surface(overhead_s: float = 0.0025) -> SimulatedSurface:
+def medium_space() -> SearchSpace:
     """4 cores, 210 configs: big enough that a small budget separates strategies."""
     values = {
         "max_batch_size": pow2(2, 64), "max_latency_ms": (10, 25, 50, 100, 200, 500),
         "workers": (1, 2, 4), "threads": (1, 2, 4), "gpus": (0,), "variant": ("fp32",),
     }  # fmt: skip
-    space = SearchSpace("embedding", [Dimension(n, tuple(values[n])) for n in DIMENSIONS], Machine(4, 0))
+    return SearchSpace("embedding", [Dimension(n, tuple(values[n])) for n in DIMENSIONS], Machine(4, 0))
+
+
+def medium_surface(overhead_s: float = 0.0025) -> SimulatedSurface:
     model = ServerModel({("fp32", "cpu"): MINILM_CPU}, cores=4, request_overhead_s=overhead_s)
-    return SimulatedSurface("cpu-4core", space, model, noise=0.08, requests=500)
+    return SimulatedSurface("cpu-4core", medium_space(), model, noise=0.08, requests=500)
 
 
 SURFACE = medium_surface()
 
 
-def search(strategy: SearchStrategy, surface: SimulatedSurface, seed: int, budget: int) -> list[Config]:
-    """The study's de-dup rule: known configs are answered from memory, never measured twice."""
-    seen: dict[str, float | None] = {}
-    measured: list[Config] = []
-    while len(measured) < budget:
-        config = strategy.ask()
-        if config is None:
-            break
-        if config.key in seen:
-            strategy.tell(config, seen[config.key])
-            continue
-        rng = random.Random(zlib.crc32(f"{seed}/{config.key}".encode()))
-        seen[config.key] = surface.measure(config, rng)
-        measured.append(config)
-        strategy.tell(config, seen[config.key])
-    return measured
+def searched(strategy: SearchStrategy, surface: SimulatedSurface, seed: int, budget: int) -> list[Config]:
+    """The configs the real study measures for `strategy` (no finalists)."""
+    study = run_study(surface, strategy, seed, budget, finalists=0, repeats=0)
+    return [r.cfg for r in study.result.trials]
 
 
 def best_ratio(surface: SimulatedSurface, configs: list[Config]) -> float:
-    return max(surface.truth(c) for c in configs) / optimum(surface)[1]
+    return max(surface.truth(c) for c in configs) / surface.optimum()[1]
 
 
-def test_guided_beats_random_at_equal_budget_over_seeds() -> None:
+def record(number: int, config: Config, score: float | None) -> TrialRecord:
+    status = "ok" if score is not None else "infeasible"
+    return TrialRecord(number=number, key=config.key, config=config.to_dict(), status=status, score=score)
+
+
+def test_guided_beats_random_at_equal_budget_over_seeds_in_sample() -> None:
+    """In-sample: the surface is the model family guided predicts with, at its prior's centre."""
     budget = round(0.05 * len(SURFACE.space))
     guided = [
-        best_ratio(SURFACE, search(GuidedSearch(SURFACE.space, s, SURFACE.profile(s)), SURFACE, s, budget))
+        best_ratio(SURFACE, searched(GuidedSearch(SURFACE.space, s, SURFACE.profile(s)), SURFACE, s, budget))
         for s in SEEDS
     ]
-    rand = [best_ratio(SURFACE, search(RandomSearch(SURFACE.space, s), SURFACE, s, budget)) for s in SEEDS]
+    rand = [best_ratio(SURFACE, searched(RandomSearch(SURFACE.space, s), SURFACE, s, budget)) for s in SEEDS]
     assert statistics.median(guided) > statistics.median(rand)
     assert min(guided) > statistics.median(rand)
     assert statistics.median(guided) >= 0.95
 
 
+def test_guided_first_pick_beats_random_out_of_sample() -> None:
+    """Hidden parameters drawn outside guided's prior grid: its first, profile-based pick is
+    still better than a random one (over seeds)."""
+    guided, rand = [], []
+    for seed in range(6):
+        surface = small_cpu_surface(draw_hidden(random.Random(f"test/{seed}")), requests=400)
+        first = searched(GuidedSearch(surface.space, seed, surface.profile(seed)), surface, seed, 1)
+        guided.append(best_ratio(surface, first))
+        rand.append(best_ratio(surface, searched(RandomSearch(surface.space, seed), surface, seed, 1)))
+    assert statistics.median(guided) > statistics.median(rand) + 0.1
+
+
 def test_guided_measures_every_config_once_when_asked_for_all() -> None:
     surface = small_cpu_surface(requests=400)
-    measured = search(GuidedSearch(surface.space, 0, surface.profile(0)), surface, 0, len(surface.space) + 5)
-    assert sorted(c.key for c in measured) == sorted(c.key for c in surface.space.configs)
+    study = run_study(
+        surface, GuidedSearch(surface.space, 0, surface.profile(0)), 0, len(surface.space) + 5, 0, 0
+    )
+    assert sorted(study.deployed) == sorted(c.key for c in surface.space.configs)
 
 
 def test_the_first_proposal_comes_from_the_profile_and_is_good() -> None:
     strategy = GuidedSearch(SURFACE.space, 0, SURFACE.profile(0))
-    first = strategy.ask()
+    first = strategy.ask(TrialHistory().view())
     assert first is not None and first in SURFACE.space
-    assert SURFACE.truth(first) >= 0.85 * optimum(SURFACE)[1]
+    assert SURFACE.truth(first) >= 0.85 * SURFACE.optimum()[1]
 
 
 def test_equal_predictions_go_to_the_looser_batching_caps_first() -> None:
     caps = SURFACE.space.dim("max_batch_size").values, SURFACE.space.dim("max_latency_ms").values
+    empty = TrialHistory().view()
 
     def looseness(c: Config) -> float:
         return caps[0].index(c.max_batch_size) / (len(caps[0]) - 1) + caps[1].index(c.max_latency_ms) / (
@@ -91,8 +107,8 @@ def test_equal_predictions_go_to_the_looser_batching_caps_first() -> None:
 
     for seed in SEEDS:  # the seed orders only configs that tie on prediction and looseness
         guided = GuidedSearch(SURFACE.space, seed=seed, profile=SURFACE.profile(seed=0))
-        predicted = dict(zip((c.key for c in guided.configs), guided.predict(), strict=True))
-        first = guided.ask()
+        predicted = dict(zip((c.key for c in guided.configs), guided.predict(empty), strict=True))
+        first = guided.ask(empty)
         assert first is not None
         tied = [c for c in guided.configs if predicted[c.key] == predicted[first.key]]
         assert len(tied) > 1, "this surface has ties at the top; the test needs them"
@@ -102,26 +118,39 @@ def test_equal_predictions_go_to_the_looser_batching_caps_first() -> None:
 def test_measurements_move_the_belief_about_the_served_overhead() -> None:
     heavy = medium_surface(overhead_s=0.008)
     strategy = GuidedSearch(heavy.space, 0, heavy.profile(0))
-    before = strategy.belief()["overhead_s"]
-    search(strategy, heavy, 0, 12)
-    after = strategy.belief()["overhead_s"]
-    assert after > before
+    before = strategy.belief(TrialHistory().view())["overhead_s"]
+    study = run_study(heavy, strategy, 0, 12, finalists=0, repeats=0)
+    after = strategy.belief(study.history)["overhead_s"]
     assert after > 1.3 * before
 
 
 def test_infeasible_measurements_do_not_break_the_prediction() -> None:
     strategy = GuidedSearch(SURFACE.space, 0, SURFACE.profile(0))
-    for config in SURFACE.space.configs[:5]:
-        strategy.tell(config, None)
-    ranked = strategy.ranked(top=3)
+    failed = SURFACE.space.configs[:5]
+    history = TrialHistory(record(i, c, None) for i, c in enumerate(failed))
+    ranked = strategy.ranked(history.view(), top=3)
     assert len(ranked) == 3 and all(value >= 0 for _, value in ranked)
-    assert strategy.ask() not in SURFACE.space.configs[:5]
+    assert strategy.ask(history.view()) not in failed
+
+
+def test_a_measurement_far_below_the_prediction_moves_the_next_ask_away() -> None:
+    """The history the study keeps is what guided learns from: a bad result changes its mind."""
+    strategy = GuidedSearch(SURFACE.space, 0, SURFACE.profile(0))
+    first = strategy.ask(TrialHistory().view())
+    assert first is not None
+    predicted = float(strategy.predict(TrialHistory().view())[strategy.position[first.key]])
+    disappointed = TrialHistory([record(0, first, 0.05 * predicted)]).view()
+    after = strategy.predict(disappointed)
+    neighbours = [strategy.position[c.key] for c in SURFACE.space.neighbours(first)]
+    before = strategy.predict(TrialHistory().view())
+    assert all(after[i] < before[i] for i in neighbours)
 
 
 def test_same_seed_same_sequence_and_the_registry_knows_guided() -> None:
-    first = search(make_strategy("guided", SURFACE.space, 3), SURFACE, 3, 6)
-    second = search(make_strategy("guided", SURFACE.space, 3), SURFACE, 3, 6)
+    first = searched(make_strategy("guided", SURFACE.space, 3), SURFACE, 3, 6)
+    second = searched(make_strategy("guided", SURFACE.space, 3), SURFACE, 3, 6)
     assert [c.key for c in first] == [c.key for c in second]
+    assert len({c.key for c in first}) == 6
 
 
 def test_missing_variants_and_devices_come_from_fp32_and_the_prior() -> None:
@@ -139,6 +168,13 @@ def test_missing_variants_and_devices_come_from_fp32_and_the_prior() -> None:
     assert times[("fp32", "gpu")] == prior_batch_times("embedding")["gpu"]
 
 
+def test_the_centre_hidden_parameters_are_what_the_prior_is_centred_on() -> None:
+    """The in-sample test surface above is the centre preset's model on a 4-core space."""
+    centre = small_cpu_surface(Hidden())
+    assert centre.model.request_overhead_s == SURFACE.model.request_overhead_s
+    assert centre.model.oversubscription == SURFACE.model.oversubscription
+
+
 def test_tune_resumes_guided_with_the_saved_profile_and_builds_others_by_name(tmp_path: Path) -> None:
     from tuner.tuning import PROFILE_FILE, TuneOptions, build_strategy
 
@@ -151,7 +187,7 @@ def test_tune_resumes_guided_with_the_saved_profile_and_builds_others_by_name(tm
     assert isinstance(strategy, GuidedSearch)
     assert strategy.profile is not None
     assert strategy.profile.to_dict() == saved.to_dict()
-    first = strategy.ask()
+    first = strategy.ask(TrialHistory().view())
     assert first is not None and first in space
     tpe = build_strategy(TuneOptions(service="embedding", strategy="tpe", out=tmp_path), space)
     assert tpe.name == "tpe"

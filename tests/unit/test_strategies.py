@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import FakeDeployer, FakeLoadRunner
+from tests.fakes import FakeDeployer, FakeLoadRunner, Surface, smooth_surface
+from tuner.history import TrialHistory
 from tuner.objective import SLO, Objective
-from tuner.space import Machine, SearchSpace, default_space
-from tuner.store import StudyStore
+from tuner.space import Config, Machine, SearchSpace, default_space
+from tuner.store import StudyStore, TrialRecord
 from tuner.strategies import STRATEGIES, make_strategy
 from tuner.study import Study
 from tuner.trial import LoadPlan, TrialRunner
@@ -20,17 +21,21 @@ PLAN = LoadPlan.users([2, 4, 8, 16, 32], step_s=5)
 
 def run_study(
     name: str, tmp: Path, seed: int = 0, trials: int = 10, deployer: FakeDeployer | None = None,
-    space: SearchSpace = SPACE, resume: bool = False,
+    space: SearchSpace = SPACE, resume: bool = False, surface: Surface = smooth_surface,
 ) -> tuple[Study, FakeDeployer]:  # fmt: skip
     deployer = deployer or FakeDeployer()
     slo = SLO(latency_ms=200)
-    runner = TrialRunner(deployer, FakeLoadRunner(deployer), PLAN, slo, "embedding")
+    runner = TrialRunner(deployer, FakeLoadRunner(deployer, surface), PLAN, slo, "embedding")
     store = StudyStore(tmp)
     records = store.open({"strategy": name, "seed": seed}, resume=resume)
     study = Study(space, make_strategy(name, space, seed), Objective(slo), runner, store, trials, 0, 0)
     study.resume(records)
     study.run()
     return study, deployer
+
+
+def record(number: int, config: Config, score: float | None) -> TrialRecord:
+    return TrialRecord(number=number, key=config.key, config=config.to_dict(), status="ok", score=score)
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -70,17 +75,32 @@ class TestStrategyContract:
         assert not set(deployer2.deployed) & {r.key for r in first.records}
         assert len(StudyStore(tmp_path).records()) == 9
 
+    def test_proposes_only_what_the_history_lacks(self, name: str) -> None:
+        """The study's history is the only memory: what it holds (measured or refused) is not asked."""
+        configs = SPACE.configs
+        history = TrialHistory(record(i, c, float(i % 7)) for i, c in enumerate(configs[:-2]))
+        history.refuse(configs[-2])
+        strategy = make_strategy(name, SPACE, 0)
+        assert strategy.ask(history.view()) == configs[-1]
+        history.append(record(len(configs), configs[-1], 1.0))
+        assert strategy.ask(history.view()) is None
 
-def test_quick_search_climbs_from_the_middle(tmp_path: Path) -> None:
-    study, _ = run_study("quick", tmp_path, trials=8)
-    first = study.records[0].cfg
-    assert (first.max_batch_size, first.max_latency_ms) == (32, 200)  # middle indices, then legal
-    best = max(study.records, key=lambda r: r.score or 0.0)
-    # every later trial is a neighbour of a config measured before it (or a restart)
-    for i, record in enumerate(study.records[1:4], start=1):
-        earlier = [r.cfg for r in study.records[:i]]
-        assert any(record.cfg in SPACE.neighbours(c) for c in earlier)
-    assert best.score is not None and best.score >= (study.records[0].score or 0.0)
+
+def batch_hungry(config: Config, users: int) -> tuple[float, float, float]:
+    """Goodput grows with max_batch_size only; latency always meets the SLO."""
+    return min(users * 12.0, 20.0 * config.max_batch_size.bit_length()), 50.0, 0.0
+
+
+def test_quick_search_climbs_from_the_middle_to_the_better_neighbour(tmp_path: Path) -> None:
+    study, _ = run_study("quick", tmp_path, trials=6, surface=batch_hungry)
+    measured = [r.cfg for r in study.records]
+    assert (measured[0].max_batch_size, measured[0].max_latency_ms) == (32, 200)  # middle indices
+    assert all(c in SPACE.neighbours(measured[0]) for c in measured[1:3])
+    moved = next(i for i, c in enumerate(measured) if c.max_batch_size == 64)
+    assert moved < 3
+    # the better neighbour became the centre: the next trials are its neighbours
+    assert all(c in SPACE.neighbours(measured[moved]) for c in measured[moved + 1 :])
+    assert max(study.records, key=lambda r: r.score or 0.0).cfg.max_batch_size == 64
 
 
 def test_unknown_strategy_names_the_choices() -> None:

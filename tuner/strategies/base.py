@@ -1,30 +1,29 @@
-"""The tiny ask/tell interface every search strategy implements, plus shared bookkeeping."""
+"""The one-method interface every search strategy implements, plus shared helpers."""
 
 from __future__ import annotations
 
 import random
 from typing import Protocol
 
+from tuner.history import TrialView
 from tuner.space import Config, SearchSpace
 
 
 class SearchStrategy(Protocol):
-    """Proposes configs (`ask`) and learns from their scores (`tell`); higher score is better.
+    """Proposes the next config to measure; higher score is better.
 
-    `ask` returns None when the strategy has nothing left to propose. `tell` gets None for a
-    failed or infeasible trial. A strategy may propose a config it has been told about before;
-    the study answers from its store without measuring again.
+    `ask` reads the study's trial history (the study owns it and appends every measurement;
+    a strategy keeps no copy of the scores) and returns None when it has nothing left to
+    propose. A config the history already holds is answered from it, never measured again.
     """
 
     name: str
 
-    def ask(self) -> Config | None: ...
-
-    def tell(self, config: Config, score: float | None) -> None: ...
+    def ask(self, history: TrialView) -> Config | None: ...
 
 
 class StrategyBase:
-    """Scores seen so far, an own seeded RNG, and the unseen legal configs."""
+    """An own seeded RNG and the legal configs the history does not hold yet."""
 
     name = "base"
 
@@ -32,17 +31,10 @@ class StrategyBase:
         self.space = space
         self.seed = seed
         self.rng = random.Random(seed)
-        self.scores: dict[str, float | None] = {}
 
-    def tell(self, config: Config, score: float | None) -> None:
-        self.scores[config.key] = score
+    def unseen(self, history: TrialView) -> list[Config]:
+        return [c for c in self.space.configs if not history.seen(c.key)]
 
-    def seen(self, config: Config) -> bool:
-        return config.key in self.scores
-
-    def unseen(self) -> list[Config]:
-        return [c for c in self.space.configs if c.key not in self.scores]
-
-    def random_unseen(self) -> Config | None:
-        left = self.unseen()
+    def random_unseen(self, history: TrialView) -> Config | None:
+        left = self.unseen(history)
         return self.rng.choice(left) if left else None

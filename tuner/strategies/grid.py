@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tuner.history import TrialView
 from tuner.space import Config
 from tuner.strategies.base import StrategyBase
 
@@ -11,6 +12,6 @@ class GridSearch(StrategyBase):
 
     name = "grid"
 
-    def ask(self) -> Config | None:
-        left = self.unseen()
+    def ask(self, history: TrialView) -> Config | None:
+        left = self.unseen(history)
         return left[0] if left else None

@@ -1,7 +1,7 @@
 """Profile-guided search: predict every config from an in-process profile, measure the most
 promising first, and recalibrate the prediction after every real measurement.
 
-The predictor is `tuner.simulate.analytic_goodputs` on a `ServerModel` built from the profile's
+The predictor is `tuner.predict.analytic_goodputs` on a `ServerModel` built from the profile's
 batch times (what in-process profiling can know) and from the parts profiling cannot see: the
 served per-request overhead, how badly oversubscribed threads slow down, and how much slower a
 batch runs inside the server than in-process. Those are unknowns with a grid of candidate values;
@@ -18,8 +18,10 @@ import math
 
 import numpy as np
 
+from tuner.history import TrialView
+from tuner.predict import analytic_goodputs
 from tuner.profile import VARIANT_SPEED, BatchTime, Device, Profile, prior_batch_times
-from tuner.simulate import ServerModel, analytic_goodputs
+from tuner.servermodel import ServerModel
 from tuner.space import Config, SearchSpace
 from tuner.strategies.base import StrategyBase
 
@@ -108,17 +110,17 @@ class GuidedSearch(StrategyBase):
         )
 
     # -- the model ---------------------------------------------------------------------------
-    def _measured(self) -> tuple[np.ndarray, np.ndarray]:
+    def _measured(self, history: TrialView) -> tuple[np.ndarray, np.ndarray]:
         index, values = [], []
-        for key, score in self.scores.items():
-            if key in self.position:
-                index.append(self.position[key])
-                values.append(0.0 if score is None else max(0.0, float(score)))
+        for record in history.trials():
+            if record.key in self.position:
+                index.append(self.position[record.key])
+                values.append(0.0 if record.score is None else max(0.0, float(record.score)))
         return np.array(index, dtype=int), np.array(values, dtype=float)
 
-    def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
+    def _posterior(self, history: TrialView) -> tuple[np.ndarray, np.ndarray]:
         """(weight, level scale) per candidate of the unknowns, given the measurements so far."""
-        index, values = self._measured()
+        index, values = self._measured(history)
         if index.size == 0:
             weights = np.exp(self.log_prior - self.log_prior.max())
             return weights / weights.sum(), np.ones(len(self.thetas))
@@ -132,9 +134,9 @@ class GuidedSearch(StrategyBase):
         weights = np.exp(posterior - posterior.max())
         return weights / weights.sum(), scale
 
-    def belief(self) -> dict[str, float]:
+    def belief(self, history: TrialView) -> dict[str, float]:
         """Posterior means of the unknowns (overhead_s, oversubscription, served_slowdown)."""
-        weights, _ = self._posterior()
+        weights, _ = self._posterior(history)
         thetas = np.array(self.thetas)
         mean = weights @ thetas
         return {
@@ -143,10 +145,10 @@ class GuidedSearch(StrategyBase):
             "served_slowdown": float(mean[2]),
         }
 
-    def predict(self) -> np.ndarray:
+    def predict(self, history: TrialView) -> np.ndarray:
         """Corrected predicted goodput of every config (in `space.configs` order)."""
-        weights, scale = self._posterior()
-        index, values = self._measured()
+        weights, scale = self._posterior(history)
+        index, values = self._measured(history)
         mean = (weights * scale) @ self.predictions
         if index.size == 0:
             return mean
@@ -167,31 +169,33 @@ class GuidedSearch(StrategyBase):
         return float(np.exp(np.mean(np.log(measured[both]) - np.log(predicted[both]))))
 
     # -- ask / tell --------------------------------------------------------------------------
-    def _best_measured(self) -> Config | None:
-        feasible = [(s, k) for k, s in self.scores.items() if s is not None and k in self.position]
+    def _best_measured(self, history: TrialView) -> Config | None:
+        feasible = [
+            (r.score, r.key) for r in history.trials() if r.score is not None and r.key in self.position
+        ]
         if not feasible:
             return None
         return self.configs[self.position[max(feasible)[1]]]
 
-    def ask(self) -> Config | None:
-        unseen = [i for i, c in enumerate(self.configs) if c.key not in self.scores]
+    def ask(self, history: TrialView) -> Config | None:
+        unseen = [i for i, c in enumerate(self.configs) if not history.seen(c.key)]
         if not unseen:
             return None
         self.asks += 1
-        score = self.predict() * self.tiebreak
-        best = self._best_measured()
+        score = self.predict(history) * self.tiebreak
+        best = self._best_measured(history)
         if best is not None and self.local_every > 0 and self.asks % self.local_every == 0:
             near = [
                 self.position[c.key]
                 for c in self.space.neighbours(best)
-                if c.key in self.position and c.key not in self.scores
+                if c.key in self.position and not history.seen(c.key)
             ]
             if near:
                 return self.configs[max(near, key=lambda i: score[i])]
         return self.configs[max(unseen, key=lambda i: score[i])]
 
-    def ranked(self, top: int | None = None) -> list[tuple[Config, float]]:
+    def ranked(self, history: TrialView, top: int | None = None) -> list[tuple[Config, float]]:
         """Configs by corrected prediction (for reports)."""
-        score = self.predict()
+        score = self.predict(history)
         order = np.argsort(-score)[:top]
         return [(self.configs[i], float(score[i])) for i in order]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tuner.history import TrialView
 from tuner.space import Config, SearchSpace
 from tuner.strategies.base import StrategyBase
 
@@ -20,7 +21,9 @@ class QuickSearch(StrategyBase):
         self.min_gain = min_gain
         self.start = start if start is not None and start in space else self._middle()
         self.current: Config | None = None
+        self.current_score: float | None = None
         self.queue: list[Config] = []
+        self.read = 0  # trials of the history already followed
 
     def _middle(self) -> Config:
         middle = [len(d) // 2 for d in self.space.dimensions]
@@ -36,32 +39,32 @@ class QuickSearch(StrategyBase):
 
         return min(self.space.configs, key=distance)
 
-    def _score(self, config: Config | None) -> float | None:
-        return None if config is None else self.scores.get(config.key)
+    def _follow(self, history: TrialView) -> None:
+        """Move the centre along the trials measured since the last ask, in their order."""
+        for record in history.trials(self.read):
+            best, score = self.current_score, record.score
+            if score is not None and (best is None or score > best + abs(best) * self.min_gain):
+                self.current, self.current_score = record.cfg, score
+                self.queue = []
+            elif self.current is None:
+                self.current, self.current_score = record.cfg, score
+        self.read = len(history)
 
-    def ask(self) -> Config | None:
-        if not self.seen(self.start):
+    def ask(self, history: TrialView) -> Config | None:
+        self._follow(history)
+        if not history.seen(self.start.key):
             return self.start
         while True:
-            self.queue = [c for c in self.queue if not self.seen(c)]
+            self.queue = [c for c in self.queue if not history.seen(c.key)]
             if self.queue:
                 return self.queue.pop(0)
             if self.current is None:
                 return None
-            fresh = [c for c in self.space.neighbours(self.current) if not self.seen(c)]
+            fresh = [c for c in self.space.neighbours(self.current) if not history.seen(c.key)]
             if fresh:
                 self.queue = fresh
                 continue
-            restart = self.random_unseen()  # a local optimum: jump somewhere new
+            restart = self.random_unseen(history)  # a local optimum: jump somewhere new
             if restart is None:
                 return None
             self.queue = [restart]
-
-    def tell(self, config: Config, score: float | None) -> None:
-        super().tell(config, score)
-        best = self._score(self.current)
-        if score is not None and (best is None or score > best + abs(best) * self.min_gain):
-            self.current = config
-            self.queue = []
-        elif self.current is None:
-            self.current = config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tuner.history import TrialView
 from tuner.space import Config
 from tuner.strategies.base import StrategyBase
 
@@ -11,5 +12,5 @@ class RandomSearch(StrategyBase):
 
     name = "random"
 
-    def ask(self) -> Config | None:
-        return self.random_unseen()
+    def ask(self, history: TrialView) -> Config | None:
+        return self.random_unseen(history)

@@ -6,6 +6,7 @@ import optuna
 from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.trial import Trial, TrialState, create_trial
 
+from tuner.history import TrialView
 from tuner.space import Config, SearchSpace
 from tuner.strategies.base import StrategyBase
 
@@ -14,8 +15,10 @@ MAX_RETRIES = 64
 
 
 class TPESearch(StrategyBase):
-    """Each free dimension is an integer index distribution; illegal or known configs are told
-    back to Optuna at once (illegal = failed state, known = stored score) and asked again."""
+    """Each free dimension is an integer index distribution. Before asking, the trials measured
+    since the last ask are told to Optuna (its own proposals by their trial, resumed or foreign
+    ones added as finished trials); an illegal or known proposal is told back at once (illegal =
+    failed state, known = its stored score) and Optuna is asked again."""
 
     name = "tpe"
 
@@ -28,6 +31,7 @@ class TPESearch(StrategyBase):
             d.name: IntDistribution(0, len(d) - 1) for d in space.free_dimensions
         }
         self.pending: dict[str, Trial] = {}
+        self.read = 0  # trials of the history already told to Optuna
 
     def _config(self, params: dict[str, int]) -> Config:
         indices = [params.get(d.name, 0) for d in self.space.dimensions]
@@ -37,29 +41,32 @@ class TPESearch(StrategyBase):
         indices = dict(zip((d.name for d in self.space.dimensions), self.space.indices(config), strict=True))
         return {name: indices[name] for name in self.distributions}
 
-    def ask(self) -> Config | None:
-        if not self.unseen():
+    def _sync(self, history: TrialView) -> None:
+        for record in history.trials(self.read):
+            value = FAILED_VALUE if record.score is None else record.score
+            trial = self.pending.pop(record.key, None)
+            if trial is not None:
+                self.study.tell(trial, value)
+            elif self.distributions:
+                finished = create_trial(
+                    params=self._params(record.cfg), distributions=self.distributions, value=value
+                )
+                self.study.add_trial(finished)
+        self.read = len(history)
+
+    def ask(self, history: TrialView) -> Config | None:
+        self._sync(history)
+        if not self.unseen(history):
             return None
         for _ in range(MAX_RETRIES):
             trial = self.study.ask(self.distributions)
             config = self._config(trial.params)
             if config not in self.space or config.key in self.pending:
                 self.study.tell(trial, state=TrialState.FAIL)
-            elif self.seen(config):
-                known = self.scores[config.key]
+            elif history.seen(config.key):
+                known = history.score(config.key)
                 self.study.tell(trial, FAILED_VALUE if known is None else known)
             else:
                 self.pending[config.key] = trial
                 return config
-        return self.random_unseen()  # TPE keeps proposing known configs: explore instead
-
-    def tell(self, config: Config, score: float | None) -> None:
-        super().tell(config, score)
-        value = FAILED_VALUE if score is None else score
-        trial = self.pending.pop(config.key, None)
-        if trial is not None:
-            self.study.tell(trial, value)
-        elif self.distributions:
-            self.study.add_trial(
-                create_trial(params=self._params(config), distributions=self.distributions, value=value)
-            )
+        return self.random_unseen(history)  # TPE keeps proposing known configs: explore instead
