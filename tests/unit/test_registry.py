@@ -61,8 +61,12 @@ def test_unknown_services_are_named_with_the_choices() -> None:
 def test_launcher_and_load_find_the_fourth_service(fourth: ServiceSpec) -> None:
     assert "fourth" in service_keys(tunable_only=True)
     server = BentoServer(ServeConfig(service="fourth", workers=3, max_batch_size=8).server_spec(port=3999))
-    assert "acme.service:Fourth" in server.command()
-    overrides = json.loads(server.environment()["BENTOML_CONFIG_OVERRIDES"])
+    try:
+        command, environment = server.command(), server.environment()
+    finally:
+        server.stop()  # never started: removes its private home and log folder
+    assert "acme.service:Fourth" in command
+    overrides = json.loads(environment["BENTOML_CONFIG_OVERRIDES"])
     assert overrides == {"services": {"FourthService": {"workers": 3}}}
     body = json.loads(bodies("fourth", rows_per_request=2, count=1)[0])
     assert list(body) == ["values"] and all(row in fourth_rows() for row in body["values"])

@@ -1,0 +1,1 @@
+"""The neutral core: what services, load tests, deploy and the tuner share (see README, Layout)."""
