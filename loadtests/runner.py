@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import json
 import math
 import os
 import signal
@@ -26,10 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import psutil
 
 from core.measurement import Invalidity, InvalidReason, LoadStep, StepMeasurement, StopRule
 from core.metrics import MetricsReader, ReaderFactory, ScrapeReader, WindowFigures, workers_seen
+from core.polling import wait_until
 from core.registry import service_spec
 from loadtests.shapes import write_control
 
@@ -121,16 +124,6 @@ class EventLog:
         return self.events[lo:hi]
 
 
-def quantile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated quantile of sorted values (numpy's default); nan when empty."""
-    if not sorted_values:
-        return math.nan
-    pos = q * (len(sorted_values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def client_figures(events: Sequence[tuple[float, float, str]]) -> ClientFigures:
     by_status: dict[str, int] = {}
     ok: list[float] = []
@@ -138,15 +131,15 @@ def client_figures(events: Sequence[tuple[float, float, str]]) -> ClientFigures:
         by_status[status] = by_status.get(status, 0) + 1
         if status.startswith("2"):
             ok.append(latency)
-    ok.sort()
+    p50, p95, p99 = np.quantile(ok, (0.50, 0.95, 0.99)) if ok else (math.nan,) * 3
     return ClientFigures(
         requests=len(events),
         successes=len(ok),
         by_status=by_status,
-        p50_ms=quantile(ok, 0.50),
-        p95_ms=quantile(ok, 0.95),
-        p99_ms=quantile(ok, 0.99),
-        max_ms=ok[-1] if ok else math.nan,
+        p50_ms=float(p50),
+        p95_ms=float(p95),
+        p99_ms=float(p99),
+        max_ms=max(ok) if ok else math.nan,
     )
 
 
@@ -365,16 +358,16 @@ class LocustRunner:
         self, control: Path, seq: int, proc: subprocess.Popen[bytes], timeout_s: float, work: Path
     ) -> None:
         ack = control.with_name(control.name + ".ack")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def applied() -> bool:
             if proc.poll() is not None:
                 raise LoadRunError(f"locust exited with code {proc.returncode}:\n{_log_tail(work)}")
             with contextlib.suppress(OSError, ValueError):
-                import json
+                return bool(json.loads(ack.read_text()).get("seq") == seq)
+            return False
 
-                if json.loads(ack.read_text()).get("seq") == seq:
-                    return
-            time.sleep(0.05)
+        if wait_until(applied, timeout_s, interval_s=0.05):
+            return
         raise LoadRunError(
             f"locust did not apply load step {seq} within {timeout_s:.0f}s:\n{_log_tail(work)}"
         )

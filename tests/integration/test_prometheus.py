@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typer.testing import CliRunner
 
 from core.measurement import LoadStep
 from core.metrics import WindowMark
+from core.polling import wait_until
 from core.promql import PromQLReader
 from core.registry import service_spec
 from core.server import BentoServer, ServerSpec, free_port, running_server
@@ -68,14 +68,14 @@ def run_prometheus(folder: Path, interval: str, scrape_config: str) -> Iterator[
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             assert proc.poll() is None, log_path.read_text()
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.2)
-        else:
+                return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+            return False
+
+        if not wait_until(ready, 30, interval_s=0.2):
             pytest.fail("Prometheus did not become ready:\n" + log_path.read_text())
         yield url
     finally:
@@ -100,13 +100,13 @@ def prometheus(server: BentoServer, tmp_path: Path) -> Iterator[str]:
     """Prometheus scraping the noop server (a static target) every second."""
     targets = f"    static_configs:\n      - targets: ['127.0.0.1:{server.port}']\n"
     with run_prometheus(tmp_path, f"{SCRAPE_S}s", targets) as url:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def scraped() -> bool:
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, IndexError):
-                if _query(url, 'up{job="servetune"}')[0]["value"][1] == "1":
-                    break
-            time.sleep(0.3)
-        else:
+                return bool(_query(url, 'up{job="servetune"}')[0]["value"][1] == "1")
+            return False
+
+        if not wait_until(scraped, 30, interval_s=0.3):
             pytest.fail("Prometheus never scraped the service")
         yield url
 
