@@ -72,7 +72,7 @@ def _encode_rate(variant: str, batch: int, threads: int, seconds: float) -> floa
     """Items/s of one process encoding shipped-sentence batches back to back (after a warm-up)."""
     import torch
 
-    from tuner.profile import embedding_batch_runner
+    from services.models.inprocess import embedding_batch_runner
 
     torch.set_num_threads(threads)
     run = embedding_batch_runner(variant)
@@ -157,8 +157,15 @@ def main(argv: list[str] | None = None) -> int:
                     limits.append(
                         Limit(
                             batch_n,
-                            in_process_rps(tuned.variant, batch_n, tuned.threads, tuned.workers),
-                            in_process_rps(tuned.variant, tuned.max_batch_size, tuned.threads, tuned.workers),
+                            in_process_rps(
+                                tuned.variant, batch_n, tuned.threads_per_worker(cores), tuned.workers
+                            ),
+                            in_process_rps(
+                                tuned.variant,
+                                tuned.max_batch_size,
+                                tuned.threads_per_worker(cores),
+                                tuned.workers,
+                            ),
                         )
                     )
     goodput = {name: statistics.fmean(r.goodput_rps for r in rs) for name, rs in records.items()}
