@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -153,6 +153,21 @@ class WindowFigures:
     batches_per_worker: dict[str, float]
     source: str = "scrape"  # which MetricsReader measured it
 
+    @classmethod
+    def from_counts(cls, seconds: float, by_status: dict[str, float], **figures: Any) -> WindowFigures:
+        """Figures whose totals, failures and rates follow from the responses counted by status."""
+        total = sum(by_status.values())
+        failures = {code: n for code, n in by_status.items() if not is_success(code)}
+        return cls(
+            seconds=seconds,
+            requests=total,
+            by_status=by_status,
+            failures_by_status=failures,
+            rps=total / seconds,
+            failure_ratio=sum(failures.values()) / total if total else 0.0,
+            **figures,
+        )
+
     @property
     def goodput_rps(self) -> float:
         """2xx responses per second."""
@@ -180,8 +195,6 @@ def window_figures(
             delta = n - before.requests.get((ep, code), 0.0)
             if delta > 0:
                 by_status[code] = by_status.get(code, 0.0) + delta
-    total = sum(by_status.values())
-    failures = {code: n for code, n in by_status.items() if not is_success(code)}
     ok_buckets = merge_buckets(
         bucket_delta(b, before.duration.get(key))
         for key, b in after.duration.items()
@@ -198,13 +211,9 @@ def window_figures(
     hist = merge_buckets(bucket_delta(after.batch[k], before.batch.get(k)) for k in batch_keys)
     per_worker = {k[1]: after.batch_sum.get(k, 0.0) - before.batch_sum.get(k, 0.0) for k in batch_keys}
     batches = {k[1]: after.batch_count.get(k, 0.0) - before.batch_count.get(k, 0.0) for k in batch_keys}
-    return WindowFigures(
-        seconds=seconds,
-        requests=total,
-        by_status=by_status,
-        failures_by_status=failures,
-        rps=total / seconds,
-        failure_ratio=sum(failures.values()) / total if total else 0.0,
+    return WindowFigures.from_counts(
+        seconds,
+        by_status,
         p50_ms=q_ms(0.50),
         p95_ms=q_ms(0.95),
         p99_ms=q_ms(0.99),

@@ -40,7 +40,6 @@ from core.metrics import (
     WindowFigures,
     WindowMark,
     bucket_counts,
-    is_success,
 )
 from core.polling import wait_until
 
@@ -227,8 +226,6 @@ class PromQLReader:
         if not rows:
             return None  # no series of this endpoint in the window: Prometheus cannot tell
         by_status = {labels.get("http_response_code", ""): value for labels, value in rows if value > 0}
-        total = sum(by_status.values())
-        failures = {code: n for code, n in by_status.items() if not is_success(code)}
         ok = self._labels({"http_response_code": "2.."}, endpoint=path)
 
         def quantile_ms(q: float) -> float | None:
@@ -245,13 +242,9 @@ class PromQLReader:
         hist = {k: v for k, v in bucket_counts(cumulative).items() if v > 0}
         per_worker = self.query(f"sum by (worker_index) (increase({BATCH_SIZE}_sum{batch}[{w}]))", end)
         batches = self.query(f"sum by (worker_index) (increase({BATCH_SIZE}_count{batch}[{w}]))", end)
-        return WindowFigures(
-            seconds=seconds,
-            requests=total,
-            by_status=by_status,
-            failures_by_status=failures,
-            rps=total / seconds,
-            failure_ratio=sum(failures.values()) / total if total else 0.0,
+        return WindowFigures.from_counts(
+            seconds,
+            by_status,
             p50_ms=quantile_ms(0.50),
             p95_ms=quantile_ms(0.95),
             p99_ms=quantile_ms(0.99),
