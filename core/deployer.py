@@ -6,9 +6,9 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx
 import psutil
@@ -33,6 +33,20 @@ class Deployment(Protocol):
     def peak_rss_mb(self) -> float | None: ...
 
     def log_tail(self) -> str: ...
+
+
+@runtime_checkable
+class WatchesWorkers(Protocol):
+    """A deployment that can tell whether a worker process died since it started."""
+
+    def worker_faults(self) -> list[str]:
+        """One line per worker that died since the deployment was ready ([] when none did)."""
+        ...
+
+
+def worker_faults(deployment: Deployment) -> list[str]:
+    """The deployment's worker faults, or [] when it cannot watch its workers."""
+    return deployment.worker_faults() if isinstance(deployment, WatchesWorkers) else []
 
 
 class Deployer(Protocol):
@@ -81,10 +95,23 @@ class RssSampler:
 
 @dataclass
 class LocalDeployment:
-    """A BentoServer that is up, with its memory sampler."""
+    """A BentoServer that is up, with its memory sampler and the workers it was ready with."""
 
     server: BentoServer
     sampler: RssSampler | None
+    workers: list[tuple[int, psutil.Process]] = field(default_factory=list)
+
+    def worker_faults(self) -> list[str]:
+        """Workers of the ready server that are gone (BentoML restarts them; their requests fail)."""
+        now = self.server.workers()
+        faults = []
+        for index, proc in self.workers:
+            if _running(proc):
+                continue
+            new = [p.pid for i, p in now if i == index and p.pid != proc.pid]
+            replaced = f"; BentoML replaced it with pid {new[0]}" if new else "; not replaced (yet)"
+            faults.append(f"worker {index} (pid {proc.pid}) died during the trial{replaced}")
+        return faults
 
     @property
     def url(self) -> str:
@@ -117,6 +144,14 @@ class FailFastServer(BentoServer):
         if any(WORKER_INIT_FAILED in line for line in lines):
             return "a worker failed to initialise: " + _last_error(lines)
         return None
+
+
+def _running(proc: psutil.Process) -> bool:
+    """Still the same live process (psutil checks the start time, so a reused pid is not)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _last_error(lines: list[str]) -> str:
@@ -169,7 +204,7 @@ class LocalBentoDeployer:
             if config.workers > 1:
                 wait_all_workers(server.url, config.workers, self.ready_timeout_s / 3)
             sampler = RssSampler(server.process.pid).start()
-            yield LocalDeployment(server, sampler)
+            yield LocalDeployment(server, sampler, server.workers())
         finally:
             if sampler is not None:
                 sampler.stop()

@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from core.polling import wait_until
+from core.processes import spawn, stop_tree
 from core.registry import ServiceSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
+WORKER_MARK = "_bentoml_impl.worker.service"  # in the command line of every BentoML service worker
 
 
 class ServerError(RuntimeError):
@@ -117,7 +120,11 @@ class BoundedLog:
 
 
 class BentoServer:
-    """One `bentoml serve` process group; use as a context manager so it is always stopped."""
+    """One `bentoml serve` process tree; use as a context manager so it is always stopped.
+
+    Started through core.processes.spawn: its own session, and a watchdog stops the tree if
+    servetune dies without stopping it.
+    """
 
     def __init__(self, spec: ServerSpec, log_dir: Path | None = None) -> None:
         self.spec = spec
@@ -171,13 +178,13 @@ class BentoServer:
 
     def start(self, ready_timeout_s: float = 90.0) -> None:
         """Launch and wait for /readyz; raises ServerError (after cleaning up) on failure."""
-        self.process = subprocess.Popen(
+        self.process = spawn(
             self.command(),
+            "server",
             env=self.environment(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,
         )
         self.log.follow(self.process.stdout)
         try:
@@ -227,20 +234,24 @@ class BentoServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def workers(self) -> list[tuple[int, psutil.Process]]:
+        """(worker index, process) of the BentoML service workers running under this server now."""
+        if self.process is None:
+            return []
+        found = []
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error, ValueError):
+                    cmd = child.cmdline()
+                    if WORKER_MARK in " ".join(cmd) and "--worker-id" in cmd:
+                        found.append((int(cmd[cmd.index("--worker-id") + 1]), child))
+        return sorted(found, key=lambda item: (item[0], item[1].pid))
+
     def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM the server, wait, then SIGKILL its whole process group; frees the port."""
+        """SIGTERM the server, wait, then SIGKILL its process group and any worker left; frees the port."""
         process = self.process
         if process is not None:
-            pgid = process.pid
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(grace_s)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(5.0)
+            stop_tree(process, grace_s)
             self.log.join()
             self.process = None
         if process is not None and process.returncode not in (0, -signal.SIGTERM, None):

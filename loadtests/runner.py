@@ -17,7 +17,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import psutil
 from core.measurement import Invalidity, InvalidReason, LoadStep, StepMeasurement, StopRule
 from core.metrics import MetricsReader, ReaderFactory, ScrapeReader, WindowFigures, workers_seen
 from core.polling import wait_until
+from core.processes import spawn, stop_tree
 from core.registry import service_spec
 from loadtests.shapes import write_control
 
@@ -307,6 +307,7 @@ class LocustRunner:
                 self.settle_s + 15.0 + s.duration_s * max(1.0, self.max_extend) + 5.0 for s in steps
             )
             proc = self._start(base, target, work, control, budget)
+            interrupted = False
             try:
                 cpu = GeneratorCpu(psutil.Process(proc.pid))
                 for index, step in enumerate(steps):
@@ -319,9 +320,12 @@ class LocustRunner:
                     self.last_reports.append(report)
                     if stop_after is not None and stop_after(report.measurement):
                         break
+            except BaseException:
+                interrupted = True  # a signal or an error: no need to let Locust finish on its own
+                raise
             finally:
                 write_control(control, len(steps), 1, None, stop=True)
-                _stop(proc)
+                _stop(proc, own_exit_s=0.0 if interrupted else 3.0)
         return list(self.last_reports)
 
     def _start(
@@ -348,11 +352,9 @@ class LocustRunner:
             SERVETUNE_MAX_RUN_S=f"{budget_s:.0f}",
             PYTHONUNBUFFERED="1",
         )
-        log = (work / "locust.log").open("wb")
-        return subprocess.Popen(
-            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=REPO_ROOT,
-        )  # fmt: skip
+        with (work / "locust.log").open("wb") as log:
+            return spawn(cmd, "locust", env=env, stdout=log, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, cwd=REPO_ROOT)  # fmt: skip
 
     def _wait_ack(
         self, control: Path, seq: int, proc: subprocess.Popen[bytes], timeout_s: float, work: Path
@@ -487,16 +489,9 @@ def _log_tail(work: Path, lines: int = 30) -> str:
     return ""
 
 
-def _stop(proc: subprocess.Popen[bytes], grace_s: float = 8.0) -> None:
-    """Let Locust stop on its own (control says stop), then SIGTERM/SIGKILL its process group."""
+def _stop(proc: subprocess.Popen[bytes], grace_s: float = 8.0, own_exit_s: float = 3.0) -> None:
+    """Let Locust stop on its own (control says stop) for `own_exit_s`, then SIGTERM its process
+    group and SIGKILL whatever is left (core.processes.stop_tree)."""
     with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(min(grace_s, 3.0))
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(grace_s)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5.0)
+        proc.wait(own_exit_s)
+    stop_tree(proc, grace_s, term_group=True)

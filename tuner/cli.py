@@ -1,4 +1,8 @@
-"""The `servetune` command line: every module in tuner/commands/ with `register(app)` adds commands."""
+"""The `servetune` command line: every module in tuner/commands/ with `register(app)` adds commands.
+
+SIGTERM, SIGHUP and SIGINT raise core.processes.StopSignal (a KeyboardInterrupt) in every
+command: the `with`/`finally` blocks that stop servers and Locust on Ctrl-C run on each of them.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _main(ctx: typer.Context) -> None:
+    """Every command runs with SIGTERM/SIGHUP raised like Ctrl-C, so its servers and Locust stop."""
+    from core.processes import stop_signals
+
+    ctx.with_resource(stop_signals())
+
 
 for info in sorted(pkgutil.iter_modules(tuner.commands.__path__), key=lambda m: m.name):
     module = importlib.import_module(f"tuner.commands.{info.name}")

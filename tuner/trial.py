@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from core.deployer import Deployer, DeployError
+from core.deployer import Deployer, DeployError, worker_faults
 from core.measurement import LoadRunner, LoadStep, StepMeasurement
 from tuner.objective import SLO
 from tuner.space import Config
@@ -41,7 +41,8 @@ class Measurement:
 
 
 class TrialRunner:
-    """Wires a Deployer and a LoadRunner; a failure to start or a crash is a failed trial."""
+    """Wires a Deployer and a LoadRunner; a failure to start, a crash or a worker that died
+    during the load is a failed trial (with the reason), never a score."""
 
     def __init__(
         self,
@@ -80,6 +81,14 @@ class TrialRunner:
                 except (RuntimeError, OSError, ValueError) as exc:
                     state = "" if deployment.alive() else " (the server died)"
                     result.reason = f"load run failed{state}: {exc}\n{deployment.log_tail()}"
+                faults = worker_faults(deployment)
+                if faults:  # its failed requests and restart gap would be scored as the config's
+                    result.ok = False
+                    result.reason = (
+                        "a worker died during the load, not scored: "
+                        + "; ".join(faults)
+                        + ("\n" + result.reason if result.reason else "")
+                    )
                 result.rss_mb = deployment.peak_rss_mb()
         except DeployError as exc:
             result.reason = f"server did not start: {exc}"

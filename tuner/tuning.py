@@ -121,9 +121,13 @@ def run_tune(
 ) -> TuneOutcome:
     """Run (or resume) a study and write its outputs; raises ValueError-family errors on bad input.
 
-    `events` receives the study's progress (the CLI's live view); `say` one-line notices.
+    `events` receives the study's progress (the CLI's live view); `say` one-line notices. While
+    a trial runs, its server and Locust pids are in `<out>/running.json`; a run that finds the
+    file (its writer was killed) stops what is still running and says so, or raises
+    core.processes.StillRunning when that writer is alive.
     """
     from core.deployer import LocalBentoDeployer
+    from core.processes import RUNNING_FILE, recording, stop_leftovers
     from core.readers import reader_factory
     from tuner.report import ReportInputs, write_report
     from tuner.space import default_space, load_space
@@ -151,6 +155,7 @@ def run_tune(
     settings = options.settings(space)
     store = StudyStore(options.out)
     records = store.open(settings, options.resume)
+    stop_leftovers(options.out / RUNNING_FILE, say)  # what a killed run of this study left running
     strategy = build_strategy(options, space, say)
     plan = LoadPlan.users(options.load_users(), options.step_s, options.warmup_s)
     if deployer is None:
@@ -163,15 +168,16 @@ def run_tune(
     if records:
         say(f"resuming {options.out}: {len(records)} finished measurements are not repeated")
     baseline = None
-    if options.naive_baseline:
-        naive_endpoint = service_spec(options.service).naive_endpoint
-        if naive_endpoint is None:
-            raise ValueError(f"no naive baseline endpoint for service {options.service!r}")
-        naive_plan = LoadPlan.users(options.naive_users, options.step_s, options.warmup_s)
-        baseline = study.baseline(
-            naive_config(space.machine.cores), NAIVE_LABEL, endpoint=naive_endpoint, plan=naive_plan
-        )
-    result = study.run()
+    with recording(options.out / RUNNING_FILE):  # a pid file while a trial's processes run
+        if options.naive_baseline:
+            naive_endpoint = service_spec(options.service).naive_endpoint
+            if naive_endpoint is None:
+                raise ValueError(f"no naive baseline endpoint for service {options.service!r}")
+            naive_plan = LoadPlan.users(options.naive_users, options.step_s, options.warmup_s)
+            baseline = study.baseline(
+                naive_config(space.machine.cores), NAIVE_LABEL, endpoint=naive_endpoint, plan=naive_plan
+            )
+        result = study.run()
     wall = time.monotonic() - t0
     inputs = ReportInputs(options.service, settings, space.describe(), baseline, wall)
     report = write_report(options.out, result, inputs)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tuner.commands.console import console
+from tuner.commands.console import console, fail
 from tuner.strategies import DEFAULT_STRATEGY, STRATEGY_HELP
 
 DEMO_OUT = Path("reports/demo")
@@ -61,10 +61,15 @@ def demo(
     resume: Annotated[bool, typer.Option(help="continue an interrupted demo study")] = False,
 ) -> None:
     """Build models if missing, tune TextEmbedding (MiniLM) under p95 <= 200 ms, compare with naive."""
+    from core.processes import RUNNING_FILE, StillRunning, exit_code, stop_leftovers, stop_reason
     from tuner.commands.tune import TuneOptions, print_outcome, run_tune_cli
 
     t0 = time.monotonic()
-    ensure_models()
+    try:
+        ensure_models()
+    except KeyboardInterrupt as exc:
+        console.print(f"[yellow]interrupted by {stop_reason(exc)}[/] while building the models")
+        raise typer.Exit(exit_code(exc)) from None
     stats = sentence_stats()
     words, tokens = stats["words"], stats["tokens"]
     console.print(
@@ -75,6 +80,10 @@ def demo(
         highlight=False,
     )
     if out.exists() and not resume:
+        try:  # a killed demo's server must not outlive its folder
+            stop_leftovers(out / RUNNING_FILE, console.print)
+        except StillRunning as exc:
+            fail(str(exc))
         shutil.rmtree(out)
     options = TuneOptions(
         service="embedding", strategy=strategy, trials=trials, slo_ms=DEMO_SLO_MS, out=out,

@@ -148,6 +148,11 @@ def loadtest(
             reports = runner.run(base, service, plan, endpoint=endpoint, expected_workers=workers)
     except (ServerError, LoadRunError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the `with` blocks stopped everything
+        from core.processes import exit_code, stop_reason
+
+        console.print(f"[yellow]interrupted by {stop_reason(exc)}[/]: Locust and the server are stopped")
+        raise typer.Exit(exit_code(exc)) from None
     except ValueError as exc:
         fail(str(exc))
     console.print(steps_table(reports, title=f"{service} /{endpoint} load steps"))

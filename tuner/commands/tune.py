@@ -87,17 +87,24 @@ def trial_table(records: list[TrialRecord], title: str | None = None) -> Table:
 
 
 def run_tune_cli(options: TuneOptions, resume_hint: str) -> TuneOutcome:
-    """`run_tune` for a command: bad input (SpaceError, StoreError, ValueError) becomes a one-line
-    error, Ctrl-C a hint on how to resume and exit code 130."""
+    """`run_tune` for a command: bad input (SpaceError, StoreError, ValueError) or a study still
+    running elsewhere becomes a one-line error; Ctrl-C, SIGTERM or SIGHUP a hint on how to resume
+    and exit code 128 + the signal (130, 143, 129) once the trial's server and Locust are stopped."""
+    from core.processes import StillRunning, exit_code, stop_reason
+
     view = LiveView(options.trials, SLO(options.slo_ms, options.quantile, options.max_failure_ratio))
     view.live.start()
     try:
         return run_tune(options, events=view.events(), say=lambda line: console.print(line))
-    except ValueError as exc:
+    except (ValueError, StillRunning) as exc:
         fail(str(exc))
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/]: {resume_hint}")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        view.live.stop()
+        console.print(
+            f"[yellow]interrupted by {stop_reason(exc)}[/]: the trial's server and load generator are "
+            f"stopped; {resume_hint}"
+        )
+        raise typer.Exit(exit_code(exc)) from None
     finally:
         view.live.stop()
 
