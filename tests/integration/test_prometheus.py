@@ -88,18 +88,19 @@ def run_prometheus(folder: Path, interval: str, scrape_config: str) -> Iterator[
         log.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server() -> Iterator[BentoServer]:
     spec = ServerSpec(service_spec("noop"), args={"max_batch_size": 8, "max_latency_ms": 1000}, workers=2)
     with running_server(spec) as running:
         yield running
 
 
-@pytest.fixture
-def prometheus(server: BentoServer, tmp_path: Path) -> Iterator[str]:
-    """Prometheus scraping the noop server (a static target) every second."""
+@pytest.fixture(scope="module")
+def prometheus(server: BentoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Prometheus scraping the noop server (a static target) every second (shared by the module's
+    tests: each reads only its own time window)."""
     targets = f"    static_configs:\n      - targets: ['127.0.0.1:{server.port}']\n"
-    with run_prometheus(tmp_path, f"{SCRAPE_S}s", targets) as url:
+    with run_prometheus(tmp_path_factory.mktemp("prometheus"), f"{SCRAPE_S}s", targets) as url:
 
         def scraped() -> bool:
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, IndexError):
@@ -117,7 +118,7 @@ def _close(a: float | None, b: float | None, tolerance: float = 0.10) -> bool:
 
 
 def test_promql_reader_agrees_with_the_scrape_reader(server: BentoServer, prometheus: str) -> None:
-    (report,) = LocustRunner(settle_s=1.0).run(server.url, "noop", [LoadStep(users=6, duration_s=12)])
+    (report,) = LocustRunner(settle_s=1.0).run(server.url, "noop", [LoadStep(users=6, duration_s=8)])
     direct = report.server
     assert direct is not None and direct.requests > 100 and direct.source == "scrape"
     with PromQLReader(prometheus, selector=f'instance="127.0.0.1:{server.port}"') as reader:
@@ -168,7 +169,7 @@ def test_tune_digits_measures_every_trial_through_prometheus(digits_tag: str, tm
     with run_prometheus(tmp_path, "500ms", job) as url:
         args = ["tune", "digits", "--metrics", "prometheus", "--prometheus-url", url,
                 "--prometheus-targets", str(targets), "--trials", "3", "--strategy", "random",
-                "--space", str(space), "--users", "2,4", "--step-seconds", "2", "--warmup-seconds", "0",
+                "--space", str(space), "--users", "4", "--step-seconds", "2", "--warmup-seconds", "0",
                 "--max-extend", "1", "--finalists", "0", "--slo-p95-ms", "2000",
                 "--max-failure-ratio", "0.05", "--out", str(out)]  # fmt: skip
         try:

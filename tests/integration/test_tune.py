@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 def test_three_trial_study_on_digits(models_in_store: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "study"
-    args = ["tune", "digits", "--trials", "3", "--strategy", "grid", "--users", "4,16",
+    args = ["tune", "digits", "--trials", "3", "--strategy", "grid", "--users", "12",
             "--max-extend", "1", "--step-seconds", "2", "--warmup-seconds", "0", "--finalists", "1",
             "--repeats", "1", "--slo-p95-ms", "500", "--max-failure-ratio", "0.05",
             "--out", str(out)]  # fmt: skip

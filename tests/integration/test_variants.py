@@ -55,6 +55,7 @@ def test_digits_variant_is_served(variant: str, digits_rows: list[dict[str, obje
         server.stop()
 
 
+@pytest.mark.slow  # the default suite serves digits variants through the same load-time recipe path
 def test_minilm_int8_is_served(minilm_tag: str) -> None:
     from services.models.sentences import load_paraphrase_pairs, load_sentences
     from services.models.variantbuild import build_minilm
