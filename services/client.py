@@ -20,15 +20,21 @@ class ServiceError(RuntimeError):
 
 
 class ServetuneClient:
-    """Calls DigitsClassifier (/predict) and TextEmbedding (/encode) over HTTP."""
+    """Calls DigitsClassifier (/predict) and TextEmbedding (/encode) over HTTP.
+
+    `token`: the bearer token of a service started with `--auth-token-file` (sent on every
+    request as `Authorization: Bearer <token>`).
+    """
 
     def __init__(
         self,
         base_url: str = DEFAULT_URL,
         timeout_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport)
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport, headers=headers)
 
     def __enter__(self) -> ServetuneClient:
         return self

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 
 from services.config import JSON_RESPONSE, service_config
 from services.gcpolicy import tune_gc
+from services.guards import install_guards
 from services.knobs import apply_placement, read_knobs
-from services.limits import BodyLimitMiddleware
 from services.models.data import CLASS_LABELS, PIXEL_MAX, normalise
 from services.models.variants import load_digits_variant
 from services.reuseport import spread_connections_over_workers
@@ -22,7 +22,8 @@ MAX_IMAGES_PER_REQUEST = 256
 KNOBS = read_knobs()
 spread_connections_over_workers()  # an even split of connections over workers
 
-Pixel = Annotated[float, Field(ge=0.0, le=PIXEL_MAX, allow_inf_nan=False)]
+# strict: a JSON number only (an integer is fine); `false` or "1" is a client bug, not a pixel.
+Pixel = Annotated[float, Field(strict=True, ge=0.0, le=PIXEL_MAX, allow_inf_nan=False)]
 FlatImage = Annotated[list[Pixel], Field(min_length=64, max_length=64)]
 ImageRow = Annotated[list[Pixel], Field(min_length=8, max_length=8)]
 GridImage = Annotated[list[ImageRow], Field(min_length=8, max_length=8)]
@@ -74,4 +75,4 @@ class DigitsClassifier:
         }
 
 
-DigitsClassifier.add_asgi_middleware(BodyLimitMiddleware)  # type: ignore[attr-defined]
+install_guards(DigitsClassifier)  # auth (when configured), JSON only, 1 MB cap, true OpenAPI

@@ -10,8 +10,8 @@ from pydantic import Field, StringConstraints
 
 from services.config import JSON_RESPONSE, service_config
 from services.gcpolicy import tune_gc
+from services.guards import install_guards
 from services.knobs import apply_placement, read_knobs
-from services.limits import BodyLimitMiddleware
 from services.models.variants import load_minilm_variant
 from services.reuseport import spread_connections_over_workers
 
@@ -23,7 +23,9 @@ MAX_SENTENCE_CHARS = 2000
 KNOBS = read_knobs()
 spread_connections_over_workers()  # an even split of connections over workers
 
-Sentence = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SENTENCE_CHARS, pattern=r"\S")]
+Sentence = Annotated[
+    str, StringConstraints(strict=True, min_length=1, max_length=MAX_SENTENCE_CHARS, pattern=r"\S")
+]
 Sentences = Annotated[list[Sentence], Field(min_length=1, max_length=MAX_SENTENCES_PER_REQUEST)]
 
 
@@ -74,4 +76,4 @@ class TextEmbedding:
         }
 
 
-TextEmbedding.add_asgi_middleware(BodyLimitMiddleware)  # type: ignore[attr-defined]
+install_guards(TextEmbedding)  # auth (when configured), JSON only, 1 MB cap, true OpenAPI

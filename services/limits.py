@@ -1,14 +1,17 @@
-"""Request limits shared by the services: body size cap and JSON errors for client mistakes."""
+"""Request limits shared by the services: body size cap and JSON-only request bodies.
+
+Both answer with the JSON error body of services/asgi.py naming what was wrong, before BentoML
+parses anything: BentoML's own parsing picks a decoder by Content-Type and answered HTTP 500 to
+`multipart/form-data` without a boundary, and parsed form bodies it was never meant to take.
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from services.asgi import App, Message, Receive, Scope, Send, header, send_error
 
 MAX_BODY_BYTES = 1_000_000
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
+JSON_MEDIA_TYPE = "application/json"
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class BodyLimitMiddleware:
@@ -18,17 +21,17 @@ class BodyLimitMiddleware:
     Content-Length are capped too.
     """
 
-    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: App, max_bytes: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("method") not in {"POST", "PUT", "PATCH"}:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await _reject(send, declared, self.max_bytes)
+            await _too_large(send, declared, self.max_bytes)
             return
         chunks: list[bytes] = []
         size = 0
@@ -41,7 +44,7 @@ class BodyLimitMiddleware:
             body = message.get("body", b"")
             size += len(body)
             if size > self.max_bytes:
-                await _reject(send, size, self.max_bytes)
+                await _too_large(send, size, self.max_bytes)
                 return
             chunks.append(body)
             more = bool(message.get("more_body", False))
@@ -49,17 +52,53 @@ class BodyLimitMiddleware:
         await self.app(scope, _replay([replayed], then=receive), send)
 
 
+class JsonOnlyMiddleware:
+    """ASGI middleware: a POST body must be JSON; any other declared media type gets 415.
+
+    A request without a Content-Type is taken as JSON (as BentoML does), so `/info` can be
+    called with no body at all. Media type names are case-insensitive; parameters such as
+    `charset` are ignored (the body must be UTF-8 JSON either way).
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST":
+            declared = header(scope, b"content-type")
+            if declared is not None:
+                media_type = media_type_of(declared)
+                if media_type != JSON_MEDIA_TYPE:
+                    shown = declared.decode("latin-1")[:100]
+                    await send_error(
+                        send,
+                        415,
+                        f"unsupported media type {shown!r}: send {JSON_MEDIA_TYPE}",
+                        loc=["header", "content-type"],
+                        msg=f"Content-Type must be {JSON_MEDIA_TYPE}",
+                        kind="unsupported_media_type",
+                        headers=[(b"accept-post", JSON_MEDIA_TYPE.encode())],
+                    )
+                    return
+        await self.app(scope, receive, send)
+
+
+def media_type_of(content_type: bytes) -> str:
+    """`Application/JSON; charset=utf-8` -> `application/json`."""
+    return content_type.decode("latin-1").split(";", 1)[0].strip().lower()
+
+
 def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", []):
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    value = header(scope, b"content-length")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
-def _replay(messages: list[Message], then: Any = None) -> Any:
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
     pending = list(messages)
 
     async def receive() -> Message:
@@ -72,16 +111,12 @@ def _replay(messages: list[Message], then: Any = None) -> Any:
     return receive
 
 
-async def _reject(send: Any, size: int, limit: int) -> None:
-    body = json.dumps({"error": f"request body too large: {size} bytes > limit {limit} bytes"}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
+async def _too_large(send: Send, size: int, limit: int) -> None:
+    await send_error(
+        send,
+        413,
+        f"request body too large: {size} bytes > limit {limit} bytes",
+        loc=["body"],
+        msg=f"the request body may have at most {limit} bytes",
+        kind="body_too_large",
     )
-    await send({"type": "http.response.body", "body": body})

@@ -9,8 +9,8 @@ from pydantic import Field
 
 from services.config import JSON_RESPONSE, service_config
 from services.gcpolicy import tune_gc
+from services.guards import install_guards
 from services.knobs import read_knobs
-from services.limits import BodyLimitMiddleware
 from services.reuseport import spread_connections_over_workers
 
 SERVICE_NAME = "NoOp"
@@ -18,7 +18,8 @@ MAX_ITEMS_PER_REQUEST = 256
 KNOBS = read_knobs()
 spread_connections_over_workers()  # an even split of connections over workers
 
-Items = Annotated[list[float], Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)]
+Item = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # a JSON number: not `true`, "1", NaN
+Items = Annotated[list[Item], Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)]
 
 
 @bentoml.service(name=SERVICE_NAME, **service_config())
@@ -52,4 +53,4 @@ class NoOp:
         }
 
 
-NoOp.add_asgi_middleware(BodyLimitMiddleware)  # type: ignore[attr-defined]
+install_guards(NoOp)  # auth (when configured), JSON only, 1 MB cap, true OpenAPI

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import jsonschema
 import pytest
 from typer.testing import CliRunner
 
@@ -19,7 +20,10 @@ from core.polling import wait_until
 from core.serveconfig import ServeConfig
 from core.server import BentoServer, ServerError, port_is_free
 from services.client import ServetuneClient
-from services.models.data import held_out_raw
+from services.digits import MAX_IMAGES_PER_REQUEST
+from services.embedding import MAX_SENTENCE_CHARS, MAX_SENTENCES_PER_REQUEST
+from services.limits import MAX_BODY_BYTES
+from services.models.data import PIXEL_MAX, held_out_raw
 from tests.integration.helpers import bentoml_processes, labelled_totals, status_totals, worker_processes
 from tuner.cli import app
 
@@ -101,6 +105,8 @@ BAD_DIGITS = {
     "empty batch": json.dumps({"images": []}),
     "too many": json.dumps({"images": [[0] * 64] * 257}),
     "malformed json": '{"images": [[1, 2',
+    "boolean pixel": json.dumps({"images": [[False] + [0] * 63]}),
+    "numeric string pixel": json.dumps({"images": [["1"] + [0] * 63]}),
     "oversized body": json.dumps({"images": [[16] * 64] * 9000}),
 }
 BAD_SENTENCES = {
@@ -125,6 +131,52 @@ def test_digits_bad_input_gets_4xx_json(digits_server: BentoServer, case: str) -
     assert "error" in json.dumps(response.json())
     ok = httpx.post(f"{digits_server.url}/predict", json={"images": [[0] * 64]}, timeout=30)
     assert ok.status_code == 200
+
+
+NOT_JSON = {
+    "multipart without boundary": ("multipart/form-data", b'{"images": [[0]]}'),  # was a 500
+    "form": ("application/x-www-form-urlencoded", b"images=1"),
+    "json as text": ("text/plain", json.dumps({"images": [[0.0] * 64]}).encode()),
+    "pickle": ("application/vnd.bentoml+pickle", b"\x80\x04N."),
+}
+
+
+@pytest.mark.parametrize("path", ["/predict", "/info"])
+@pytest.mark.parametrize("case", sorted(NOT_JSON))
+def test_a_body_that_is_not_json_gets_415_json(digits_server: BentoServer, case: str, path: str) -> None:
+    content_type, body = NOT_JSON[case]
+    url = f"{digits_server.url}{path}"
+    response = httpx.post(url, content=body, headers={"content-type": content_type}, timeout=30)
+    assert response.status_code == 415, response.text[:300]
+    assert response.json()["detail"][0]["loc"] == ["header", "content-type"]
+    assert httpx.post(url, json={"images": [[0] * 64]}, timeout=30).status_code == 200
+
+
+def test_openapi_documents_the_limits_and_the_real_error_body(
+    digits_server: BentoServer, embedding_server: BentoServer
+) -> None:
+    document = httpx.get(f"{digits_server.url}/docs.json", timeout=30).json()
+    predict = document["paths"]["/predict"]["post"]
+    body = predict["requestBody"]
+    assert body["required"] is True and body["x-max-body-bytes"] == MAX_BODY_BYTES
+    images = body["content"]["application/json"]["schema"]["properties"]["images"]
+    assert (images["minItems"], images["maxItems"]) == (1, MAX_IMAGES_PER_REQUEST)
+    flat = images["items"]["anyOf"][0]
+    assert flat["minItems"] == flat["maxItems"] == 64
+    assert (flat["items"]["minimum"], flat["items"]["maximum"]) == (0, PIXEL_MAX)
+    assert {"400", "413", "415", "500", "503"} <= set(predict["responses"])
+    encode = httpx.get(f"{embedding_server.url}/docs.json", timeout=30).json()["paths"]["/encode"]["post"]
+    sentences = encode["requestBody"]["content"]["application/json"]["schema"]["properties"]["sentences"]
+    assert (sentences["minItems"], sentences["maxItems"]) == (1, MAX_SENTENCES_PER_REQUEST)
+    assert (sentences["items"]["minLength"], sentences["items"]["maxLength"]) == (1, MAX_SENTENCE_CHARS)
+    # the error schema the document declares accepts what the service really sends
+    declared = {**predict["responses"]["400"]["content"]["application/json"]["schema"]}
+    declared["components"] = document["components"]
+    sent = httpx.post(f"{digits_server.url}/predict", json={"images": [[True] * 64]}, timeout=30)
+    assert sent.status_code == 400
+    jsonschema.validate(sent.json(), declared)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"error": "x", "detail": "a string"}, declared)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SENTENCES))
@@ -200,6 +252,7 @@ def test_each_worker_listens_on_its_own_socket_and_connections_spread(digits_ser
         for worker in worker_processes(digits_server.process.pid)
     }
     assert len(listeners) == 2 and all(len(sockets) == 1 for sockets in listeners.values())
+    assert {s[0].laddr.ip for s in listeners.values()} == {"127.0.0.1"}, "local servers bind loopback"
     inodes = {os.readlink(f"/proc/{pid}/fd/{sockets[0].fd}") for pid, sockets in listeners.items()}
     assert len(inodes) == 2, f"the workers share one listening socket: {inodes}"
     # Keep-alive clients used to land 27:1 or 28:0 on the busy worker; the kernel now hashes

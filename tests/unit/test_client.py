@@ -36,3 +36,29 @@ def test_service_errors_carry_status_and_the_field_in_error() -> None:
         client.embed([""])
     assert info.value.status_code == 400
     assert "sentences.0" in info.value.message
+
+
+def test_a_token_is_sent_as_a_bearer_header_on_every_request() -> None:
+    seen: list[httpx.Request] = []
+    with ServetuneClient("http://svc", transport=transport(200, [[0.0]], seen), token="tok-123") as client:
+        client.embed(["a"])
+        client.classify([[0.0] * 64])
+    assert [r.headers["authorization"] for r in seen] == ["Bearer tok-123", "Bearer tok-123"]
+    with ServetuneClient("http://svc", transport=transport(200, [[0.0]], seen)) as client:
+        client.embed(["a"])
+    assert "authorization" not in seen[-1].headers
+
+
+def test_a_refusal_with_the_guards_error_body_names_the_header() -> None:
+    seen: list[httpx.Request] = []
+    body = {
+        "error": "invalid bearer token",
+        "detail": [{"loc": ["header", "authorization"], "msg": "the bearer token is not valid", "type": "x"}],
+    }
+    with (
+        ServetuneClient("http://svc", transport=transport(401, body, seen), token="wrong") as client,
+        pytest.raises(ServiceError) as info,
+    ):
+        client.classify([[0.0] * 64])
+    assert info.value.status_code == 401
+    assert info.value.message == "invalid bearer token: header.authorization: the bearer token is not valid"

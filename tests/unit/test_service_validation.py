@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,10 @@ GOOD_GRID = [[16.0] * 8 for _ in range(8)]
         ("wrong grid shape", {"images": [[[1.0] * 8] * 7]}),
         ("wrong type", {"images": "abc"}),
         ("string pixel", {"images": [["x"] * 64]}),
+        ("numeric string pixel", {"images": [["1"] + [0.0] * 63]}),
+        ("boolean pixel", {"images": [[False] + [0.0] * 63]}),
+        ("boolean grid pixel", {"images": [[[True] * 8] * 8]}),
+        ("null pixel", {"images": [[None] + [0.0] * 63]}),
         ("nan", {"images": [[float("nan")] + [0.0] * 63]}),
         ("inf", {"images": [[float("inf")] + [0.0] * 63]}),
         ("out of range", {"images": [[17.0] * 64]}),
@@ -47,6 +52,15 @@ def test_digits_accepts_flat_and_grid_images() -> None:
     assert len(parsed.images) == 2
 
 
+def test_digits_json_takes_integer_pixels_but_not_booleans() -> None:
+    spec = digits.DigitsClassifier.apis["predict"].input_spec
+    parsed = spec.model_validate_json(json.dumps({"images": [[16] + [0] * 63]}))
+    assert parsed.images[0][:2] == [16.0, 0.0]
+    with pytest.raises(ValidationError) as refused:
+        spec.model_validate_json(json.dumps({"images": [[False] + [0] * 63]}))
+    assert refused.value.errors()[0]["loc"][:2] == ("images", 0)
+
+
 @pytest.mark.parametrize(
     "payload",
     [
@@ -54,6 +68,7 @@ def test_digits_accepts_flat_and_grid_images() -> None:
         {"sentences": [""]},
         {"sentences": ["   "]},
         {"sentences": [1, 2]},
+        {"sentences": [True]},
         {"sentences": "one sentence, not a list"},
         {"sentences": ["x" * (embedding.MAX_SENTENCE_CHARS + 1)]},
         {"sentences": ["ok"] * (embedding.MAX_SENTENCES_PER_REQUEST + 1)},
