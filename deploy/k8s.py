@@ -1,6 +1,17 @@
-"""Kubernetes objects for the tuned service: Namespace, Deployment, Service, HPA, PDB, ServiceMonitor.
+"""Kubernetes objects for the tuned service: Namespace, Deployment, Service, HPA, PDB, NetworkPolicy,
+ServiceMonitor, and with auth on a Secret holding the bearer token.
 
 Plain dicts (dumped as YAML by render.py), so the tests can validate exactly what is written.
+
+Read-only root filesystem: what BentoML 1.4 writes while serving (checked by running
+`bentoml serve` under a read-only root with only /tmp writable: both services start, answer and
+export metrics) is all under /tmp, one emptyDir:
+- $BENTOML_HOME (/tmp/bentoml here): `prometheus_multiproc_dir` (every worker's metric files,
+  wiped at each start), and the empty `tmp`, `envs`, `bentos` folders BentoML creates;
+- $TMPDIR (/tmp): `bentoml-uds-*` (the Unix sockets between the server and its workers),
+  `bentoml-client-*`, and torch's `torchinductor_<user>` cache;
+- HOME and XDG_CACHE_HOME point into /tmp too, for libraries that cache under the home folder.
+The Bento itself (code, model files) is only read.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from typing import Any
 
 from deploy.context import BENTO_UID, CONTAINER_NAME, HTTP_PORT, RenderContext
 from deploy.plan import quantity
+from services.auth import AUTH_TOKEN_FILE_ENV, PLACEHOLDER_TOKEN
 
 Obj = dict[str, Any]
 
@@ -17,6 +29,8 @@ Obj = dict[str, Any]
 RPS_METRIC = "servetune_inference_requests_per_second"
 TMP_MOUNT = "/tmp"
 WRITABLE_HOME = "/tmp/bentoml"  # BENTOML_HOME: its prometheus_multiproc_dir must be writable
+AUTH_MOUNT = "/var/run/secrets/servetune"
+AUTH_KEY = "token"  # the Secret's key, and the file name under AUTH_MOUNT
 
 
 def metadata(context: RenderContext, name: str, component: str = "inference", **extra: Any) -> Obj:
@@ -93,9 +107,49 @@ def _probe(path: str, period_s: int, failures: int, timeout_s: int = 2) -> Obj:
     }
 
 
+def auth_secret_name(context: RenderContext) -> str:
+    return f"{context.name}-auth"
+
+
+def auth_secret(context: RenderContext) -> Obj:
+    """The bearer token as a Secret. It holds a placeholder the user replaces (the services refuse
+    to start with it): servetune never writes a real token into the manifests."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(
+            context,
+            auth_secret_name(context),
+            annotations={
+                "servetune.io/replace": f"put a random token (>= 16 characters) in stringData.{AUTH_KEY}, "
+                f"or: kubectl -n {context.namespace} create secret generic {auth_secret_name(context)} "
+                f"--from-file={AUTH_KEY}=PATH",
+            },
+        ),
+        "type": "Opaque",
+        "stringData": {AUTH_KEY: PLACEHOLDER_TOKEN},
+    }
+
+
+def auth_volume(context: RenderContext) -> tuple[Obj, Obj]:
+    """The Secret as a read-only file for the services' bearer auth: (volume, mount)."""
+    return (
+        {
+            "name": "auth-token",
+            "secret": {
+                "secretName": auth_secret_name(context),
+                "defaultMode": 0o440,  # owner root, group = fsGroup (the Bento user)
+                "items": [{"key": AUTH_KEY, "path": AUTH_KEY}],
+            },
+        },
+        {"name": "auth-token", "mountPath": AUTH_MOUNT, "readOnly": True},
+    )
+
+
 def deployment(context: RenderContext) -> Obj:
     """The inference Deployment; replicas are left to the HPA (no spec.replicas)."""
     volume, mount = tmp_volume()
+    volumes, mounts = [volume], [mount]
     winner = context.winner
     env = [
         {"name": "BENTOML_CONFIG_OVERRIDES", "value": json.dumps(context.config_overrides())},
@@ -106,6 +160,11 @@ def deployment(context: RenderContext) -> Obj:
         {"name": "HOME", "value": TMP_MOUNT},
         {"name": "XDG_CACHE_HOME", "value": f"{TMP_MOUNT}/.cache"},
     ]
+    if context.options.auth:
+        secret_volume, secret_mount = auth_volume(context)
+        volumes.append(secret_volume)
+        mounts.append(secret_mount)
+        env.append({"name": AUTH_TOKEN_FILE_ENV, "value": f"{AUTH_MOUNT}/{AUTH_KEY}"})
     container: Obj = {
         "name": CONTAINER_NAME,
         "image": context.image,
@@ -120,14 +179,14 @@ def deployment(context: RenderContext) -> Obj:
         "livenessProbe": _probe("/livez", period_s=10, failures=3),
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
         "securityContext": container_security_context(),
-        "volumeMounts": [mount],
+        "volumeMounts": mounts,
     }
     pod_spec: Obj = {
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(BENTO_UID),
         "terminationGracePeriodSeconds": 30,
         "containers": [container],
-        "volumes": [volume],
+        "volumes": volumes,
         "topologySpreadConstraints": [
             {
                 "maxSkew": 1,
@@ -177,6 +236,21 @@ def service(context: RenderContext) -> Obj:
             "type": "ClusterIP",
             "selector": context.selector_labels(),
             "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def network_policy(context: RenderContext) -> Obj:
+    """Ingress to the inference pods only on the Service's port (TCP 3000), which also carries the
+    /metrics scrape and the probes' traffic (kubelet probes are not subject to NetworkPolicy)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(context, context.name),
+        "spec": {
+            "podSelector": {"matchLabels": context.selector_labels()},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": HTTP_PORT}]}],
         },
     }
 
@@ -264,10 +338,16 @@ def service_monitor(context: RenderContext) -> Obj:
 
 def inference_objects(context: RenderContext) -> dict[str, Obj]:
     """File name -> object, for DIR/k8s/."""
-    return {
+    objects = {
         "00-namespace.yaml": namespace(context),
         "deployment.yaml": deployment(context),
         "service.yaml": service(context),
+        "networkpolicy.yaml": network_policy(context),
         "hpa.yaml": hpa(context),
         "pdb.yaml": pdb(context),
     }
+    if context.options.auth:
+        # Its own folder: `kubectl apply -f DIR/k8s/` (not recursive) must never overwrite the
+        # token the user put in the Secret with this placeholder.
+        objects["auth/secret.yaml"] = auth_secret(context)
+    return objects

@@ -72,6 +72,11 @@ class DeployOptions(BaseModel):
     locust_workers: int = Field(2, ge=1, le=100)
     locust_image: str = Field("servetune-locust:0.1.0", min_length=1)
     k8s_version: str = Field("1.30.0", pattern=r"^\d+\.\d+\.\d+$")
+    auth: bool = Field(
+        False,
+        description="bearer-token auth on the inference endpoints: a Secret (placeholder to fill) "
+        "mounted as a file, SERVETUNE_AUTH_TOKEN_FILE pointing at it",
+    )
     monitoring_labels: dict[str, str] = Field(
         default_factory=dict,
         description="extra labels for ServiceMonitor/PrometheusRule/dashboard ConfigMap, e.g. the "

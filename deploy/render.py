@@ -2,7 +2,9 @@
 
 Layout of DIR:
   bento/bentofile.yaml (+ Dockerfile, entrypoint.sh once built)
-  k8s/*.yaml                 Namespace, Deployment, Service, HPA, PDB  (kubectl apply -f DIR/k8s/)
+  k8s/*.yaml                 Namespace, Deployment, Service, NetworkPolicy, HPA, PDB
+                             (kubectl apply -f DIR/k8s/)
+  k8s/auth/secret.yaml       with --auth: the bearer-token Secret, a placeholder to fill in first
   k8s/monitoring/*.yaml      ServiceMonitor, PrometheusRule (need the Prometheus Operator CRDs),
                              the dashboard as a ConfigMap for the Grafana sidecar
   k8s/locust/*.yaml          distributed Locust (apply only to load-test)

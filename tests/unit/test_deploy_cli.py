@@ -99,3 +99,19 @@ def test_render_without_build_and_validate(tmp_path: Path, locustfile: Path) -> 
     assert not (out / "bento" / "Dockerfile").exists(), "--no-build writes only the bentofile"
     deployment = yaml.safe_load((out / "k8s" / "deployment.yaml").read_text())
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/d:1"
+
+
+def test_auth_option_writes_the_secret_and_says_to_fill_it(tmp_path: Path, locustfile: Path) -> None:
+    winner = str(write_winner(tmp_path / "w.yaml"))
+    out = tmp_path / "out"
+    result = invoke(winner, "--out", str(out), "--no-build", "--locustfile", str(locustfile), "--auth")
+    assert result.exit_code == 0, result.output
+    assert "auth: put a random token in" in result.output
+    secret = yaml.safe_load((out / "k8s" / "auth" / "secret.yaml").read_text())
+    assert secret["kind"] == "Secret"
+    deployment = yaml.safe_load((out / "k8s" / "deployment.yaml").read_text())
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "SERVETUNE_AUTH_TOKEN_FILE" in {e["name"] for e in env}
+    assert (out / "k8s" / "networkpolicy.yaml").is_file()
+    plain = invoke(winner, "--out", str(tmp_path / "plain"), "--no-build", "--locustfile", str(locustfile))
+    assert plain.exit_code == 0 and not (tmp_path / "plain" / "k8s" / "auth").exists()

@@ -29,6 +29,7 @@ from deploy.validate import (
     validate_manifests,
     validate_object,
 )
+from services.auth import AUTH_TOKEN_FILE_ENV, PLACEHOLDER_TOKEN, TokenFileError, read_token
 from tuner.commands.deploy import DEFAULT_LOCUSTFILE
 
 LOCUSTFILE = '''"""the registered user class next to another one"""
@@ -58,7 +59,7 @@ def needs_promtool() -> None:
         pytest.skip("promtool not installed (apt-get install prometheus)")
 
 
-def make_context(gpus: int = 0, **winner_fields: Any) -> RenderContext:
+def make_context(gpus: int = 0, auth: bool = False, **winner_fields: Any) -> RenderContext:
     config = ServeConfig(
         service="digits", max_batch_size=6, max_latency_ms=2000, workers=2, threads=1, gpus=gpus
     )
@@ -72,7 +73,7 @@ def make_context(gpus: int = 0, **winner_fields: Any) -> RenderContext:
     fields.update(winner_fields)
     winner = WinnerFile(config=config, **fields)
     options = DeployOptions(
-        peak_rps=500, namespace="ml-prod", locust_workers=3, monitoring_labels={"release": "kps"}
+        peak_rps=500, namespace="ml-prod", locust_workers=3, monitoring_labels={"release": "kps"}, auth=auth
     )
     return RenderContext(winner, options, size(winner, options), "servetune-digits:abc123", "digits:v1")
 
@@ -98,7 +99,8 @@ def test_layout_and_kinds(rendered: Rendered) -> None:
     for rel in ["bento/bentofile.yaml", "prometheus/rules.yml", "grafana/dashboard.json", "sizing.json"]:
         assert (out / rel).is_file(), rel
     kinds = sorted(d["kind"] for p in rendered.k8s + rendered.crds for d in load_documents(p))
-    inference = ["Namespace", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+    inference = ["Namespace", "Deployment", "Service", "NetworkPolicy", "HorizontalPodAutoscaler"]
+    inference.append("PodDisruptionBudget")
     load_test = ["ConfigMap", "Deployment", "Service", "Deployment"]  # locust master, service, workers
     monitoring = ["ServiceMonitor", "PrometheusRule", "ConfigMap"]  # + the Grafana dashboard
     assert kinds == sorted([*inference, *load_test, *monitoring])
@@ -162,6 +164,66 @@ def test_deployment_resources_probes_and_security(rendered: Rendered, context: R
     assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {"services": {"DigitsClassifier": {"workers": 2}}}
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "3000"
+
+
+def test_everything_bentoml_writes_is_on_an_empty_dir(rendered: Rendered) -> None:
+    pod = only(rendered.k8s, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    writable = [m["mountPath"] for m in container["volumeMounts"] if m["name"] in empty_dirs]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    # BENTOML_HOME: prometheus_multiproc_dir; TMPDIR (unset: /tmp): BentoML's Unix sockets,
+    # torch's inductor cache; HOME and XDG_CACHE_HOME: library caches
+    needed = [env["BENTOML_HOME"], env.get("TMPDIR", "/tmp"), env["HOME"], env["XDG_CACHE_HOME"]]
+    for path in needed:
+        assert any(path == w or path.startswith(w.rstrip("/") + "/") for w in writable), path
+
+
+def test_network_policy_admits_only_the_service_port(rendered: Rendered) -> None:
+    policy = only(rendered.k8s, "NetworkPolicy")
+    deployment = only(rendered.k8s, "Deployment")
+    service = only(rendered.k8s, "Service")
+    assert policy["metadata"]["namespace"] == "ml-prod"
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (port,) = service["spec"]["ports"]
+    (container_port,) = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert port["targetPort"] == container_port["name"]
+    assert policy["spec"]["ingress"] == [
+        {"ports": [{"protocol": "TCP", "port": container_port["containerPort"]}]}
+    ], "one rule, one port, no other ingress"
+    monitor = only(rendered.crds, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == port["name"], "metrics are scraped on that port"
+
+
+def test_without_auth_there_is_no_secret_and_no_token_file(rendered: Rendered) -> None:
+    assert not [d for p in rendered.k8s for d in load_documents(p) if d["kind"] == "Secret"]
+    container = only(rendered.k8s, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert AUTH_TOKEN_FILE_ENV not in {e["name"] for e in container["env"]}
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_auth_mounts_a_placeholder_secret_as_the_token_file(tmp_path: Path, version: str) -> None:
+    done = render_all(make_context(auth=True), tmp_path, LOCUSTFILE)
+    assert validate_manifests([*done.k8s, *done.crds], version) == {}
+    secret_path = tmp_path / "k8s" / "auth" / "secret.yaml"
+    assert secret_path in done.k8s, "outside k8s/*.yaml: applying the folder never resets the token"
+    (secret,) = load_documents(secret_path)
+    assert secret["kind"] == "Secret" and secret["stringData"] == {"token": PLACEHOLDER_TOKEN}
+    pod = only(done.k8s, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env[AUTH_TOKEN_FILE_ENV] == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+    assert PLACEHOLDER_TOKEN not in json.dumps(container), "the token only reaches the pod as a file"
+    placeholder = tmp_path / "token"
+    placeholder.write_text(secret["stringData"]["token"])
+    with pytest.raises(TokenFileError, match="placeholder"):
+        read_token(placeholder)  # an unfilled Secret stops the service instead of guarding it
 
 
 def test_gpu_winner_requests_gpus_and_the_default_torch_index() -> None:

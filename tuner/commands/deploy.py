@@ -59,6 +59,10 @@ def deploy(
         list[str] | None,
         typer.Option(help="KEY=VALUE label for ServiceMonitor/PrometheusRule (repeatable)"),
     ] = None,
+    auth: Annotated[
+        bool,
+        typer.Option(help="bearer-token auth: a Secret (placeholder to fill) mounted as the token file"),
+    ] = False,
     k8s_version: Annotated[str, typer.Option(help="Kubernetes version to validate against")] = "1.30.0",
     validate: Annotated[bool, typer.Option(help="validate manifests, rules and dashboard")] = False,
 ) -> None:
@@ -83,7 +87,7 @@ def deploy(
         options = DeployOptions(
             namespace=namespace, name=name, image=image, peak_rps=peak_rps, min_replicas=min_replicas,
             max_replicas=max_replicas, safety_factor=safety_factor, locust_workers=locust_workers,
-            k8s_version=k8s_version, monitoring_labels=labels,
+            k8s_version=k8s_version, monitoring_labels=labels, auth=auth,
         )  # fmt: skip
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -120,6 +124,12 @@ def deploy(
     for line in sizing.explain():
         console.print(f"  {line}")
     console.print(f"wrote {len(rendered.all())} files under [bold]{out}[/]")
+    if auth:
+        secret = out / "k8s" / "auth" / "secret.yaml"
+        console.print(
+            f"auth: put a random token in {secret} (or create the Secret with kubectl) and apply it "
+            "first; the pods refuse the placeholder"
+        )
     console.print(f"next: bentoml containerize {context.bento_tag}  &&  kubectl apply -f {out / 'k8s'}")
     if validate:
         _validate(rendered, options.k8s_version)

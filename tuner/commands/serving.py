@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 
 from tuner.commands.console import console, fail
+
+if TYPE_CHECKING:
+    from core.server import ServerSpec
 
 SERVICE_HELP = "digits or embedding"
 
@@ -32,8 +36,17 @@ def serve(
     threads: Annotated[int | None, typer.Option(help="torch threads per worker")] = None,
     gpus: Annotated[int | None, typer.Option(help="GPUs for the service")] = None,
     variant: Annotated[str | None, typer.Option(help="model variant: fp32, int8, pruned")] = None,
+    auth_token_file: Annotated[
+        Path | None,
+        typer.Option(help="file holding a bearer token the inference endpoints then require"),
+    ] = None,
 ) -> None:
-    """Run the service with `bentoml serve` in the foreground until Ctrl-C."""
+    """Run the service with `bentoml serve` in the foreground until Ctrl-C.
+
+    With --auth-token-file, /predict, /encode, /info and the rest need `Authorization: Bearer
+    <token>`; /metrics, /readyz, /livez, /healthz and the docs stay open. Only the file's path
+    reaches the server (SERVETUNE_AUTH_TOKEN_FILE), never the token itself.
+    """
     from core.serveconfig import ConfigFileError, ServeConfig, load_serve_config
     from core.server import BentoServer, ServerError
 
@@ -51,8 +64,13 @@ def serve(
     except ValidationError as exc:
         err = exc.errors()[0]
         fail(f"{'--' + str(err['loc'][0]).replace('_', '-') if err['loc'] else 'service'}: {err['msg']}")
-    server = BentoServer(chosen.server_spec(port=port, host=host))
+    spec = chosen.server_spec(port=port, host=host)
+    if auth_token_file is not None:
+        spec = with_auth(spec, auth_token_file)
+    server = BentoServer(spec)
     console.print(f"serving {chosen.service} at [bold]{server.url}[/] with {chosen.model_dump()}")
+    if auth_token_file is not None:
+        console.print("bearer token required on the inference endpoints (--auth-token-file)")
     console.print(f"OpenAPI docs: {server.url}/docs  metrics: {server.url}/metrics  (Ctrl-C stops)")
     try:
         server.start()
@@ -61,10 +79,24 @@ def serve(
         console.print(f"server exited with code {code}")
     except ServerError as exc:
         fail(str(exc), code=1)
-    except KeyboardInterrupt:
-        console.print("stopping")
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (tuner/cli.py): a requested stop, exit 0
+        from core.processes import stop_reason
+
+        console.print(f"{stop_reason(exc)}: stopping the server and its workers")
     finally:
         server.stop()
+
+
+def with_auth(spec: ServerSpec, token_file: Path) -> ServerSpec:
+    """`spec` with bearer auth on: the server gets the token file's path (checked here first)."""
+    from services.auth import AUTH_TOKEN_FILE_ENV, TokenFileError, read_token
+
+    try:
+        read_token(token_file)
+    except TokenFileError as exc:
+        fail(f"--auth-token-file: {exc}")
+    env = {**spec.extra_env, AUTH_TOKEN_FILE_ENV: str(token_file.resolve())}
+    return dataclasses.replace(spec, extra_env=env)
 
 
 def call(
@@ -76,13 +108,23 @@ def call(
     url: Annotated[str, typer.Option(help="service base URL")] = "http://127.0.0.1:3000",
     sample: Annotated[int, typer.Option(help="digits: send N held-out test images")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON answer")] = False,
+    auth_token_file: Annotated[
+        Path | None, typer.Option(help="file holding the service's bearer token")
+    ] = None,
 ) -> None:
     """Call a running service and print its answer."""
     import httpx
 
+    from services.auth import TokenFileError, read_token
     from services.client import ServetuneClient, ServiceError
 
-    with ServetuneClient(url) as client:
+    token = None
+    if auth_token_file is not None:
+        try:
+            token = read_token(auth_token_file)
+        except TokenFileError as exc:
+            fail(f"--auth-token-file: {exc}")
+    with ServetuneClient(url, token=token) as client:
         try:
             if service == "digits":
                 images, truth = _digit_inputs(inputs or [], sample)
