@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,9 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from core.polling import wait_until
 from core.serveconfig import load_serve_config, load_winner
-from core.server import REPO_ROOT, port_is_free
+from tests.integration.cli_run import cli
 from tuner.cli import app
 from tuner.space import default_space
 
@@ -55,59 +51,14 @@ def test_three_trial_study_on_digits(models_in_store: dict[str, str], tmp_path: 
     assert not [p for p in mine if p.is_running() and "bentoml" in " ".join(p.cmdline())]
 
 
-def _descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_ctrl_c_mid_trial_leaves_no_process_or_port(models_in_store: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "interrupted"
-    cmd = [sys.executable, "-m", "tuner.cli", "tune", "digits", "--trials", "2", "--users", "4",
-           "--max-extend", "1", "--step-seconds", "20", "--warmup-seconds", "0",
-           "--out", str(out)]  # fmt: skip
-    env = dict(os.environ, BENTOML_DO_NOT_TRACK="True")
-    log_path = tmp_path / "tune.out"  # a file, not a pipe: an unread pipe that fills up blocks the CLI
-    log = log_path.open("wb")
-    # A shell's background job (e.g. `.ci/run &`) inherits SIGINT ignored, and Python keeps it
-    # ignored; restore the default so the CLI sees Ctrl-C as in a terminal.
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, start_new_session=True, stdout=log,
-                            stderr=subprocess.STDOUT, preexec_fn=_default_sigint)  # fmt: skip
-    children: list[psutil.Process] = []
-
-    def load_phase_port() -> int | None:
-        """The trial server's port once the CLI runs both `bentoml serve` and Locust."""
-        if proc.poll() is not None:
-            pytest.fail(f"the CLI exited with {proc.returncode} before the load phase")
-        children[:] = _descendants(proc.pid)
-        lines = [" ".join(c.cmdline()) for c in children if c.is_running()]
-        server = [line for line in lines if "bentoml serve" in line.replace(" -m ", " ")]
-        if server and any("locust" in line for line in lines):
-            return int(server[0].split("--port ")[1].split()[0])
-        return None
-
-    try:
-        port = wait_until(load_phase_port, 60.0, interval_s=0.5)
-        assert port is not None, "the trial never got to the load phase"
+    args = ["tune", "digits", "--trials", "2", "--users", "4", "--max-extend", "1", "--step-seconds", "20",
+            "--warmup-seconds", "0", "--out", str(out)]  # fmt: skip
+    with cli(args, tmp_path / "tune.out") as run:
+        port = run.wait_for_load_phase()
         time.sleep(2)
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
-        # Shutdown is graceful: Locust gets up to ~16 s and `bentoml serve` up to ~20 s to stop.
-        proc.wait(timeout=90)
-    finally:
-        log.close()
-        if proc.poll() is None:  # a failed test must not leave servers behind either
-            for child in [*children, *_descendants(proc.pid)]:
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
-            os.killpg(proc.pid, signal.SIGKILL)
-    output = log_path.read_bytes()
-    assert proc.returncode == 130, output.decode(errors="replace")[-2000:]
-    time.sleep(0.5)
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-    assert port_is_free(port)
-    assert b"--resume" in output
+        os.killpg(run.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+        assert run.proc.wait(timeout=60) == 130, run.output()[-2000:]
+        run.assert_nothing_left(port)
+    assert "interrupted by SIGINT" in run.output() and "--resume" in run.output()
