@@ -247,7 +247,7 @@ def ensure_watchdog() -> None:
         _children.watchdog = subprocess.Popen(
             [sys.executable, "-m", "core.watchdog", str(os.getpid()), tag],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, close_fds=True,
+            start_new_session=True, close_fds=True, cwd=REPO_ROOT,
         )  # fmt: skip
 
 
@@ -276,8 +276,17 @@ def stop_tree(
 
     SIGTERM (the child, or its whole process group with `term_group`), up to `grace_s` for it to
     exit, then SIGKILL its process group, its remaining descendants and any process still carrying
-    its tag (re-parented BentoML workers in sessions of their own).
+    its tag (re-parented BentoML workers in sessions of their own). A stop signal that arrives
+    meanwhile does not cut the stop short: it is finished (quicker), then the signal is raised.
     """
+    try:
+        return _stop_tree(process, grace_s, term_group)
+    except KeyboardInterrupt:  # stop_signals ignores repeats, so this second pass runs to the end
+        _stop_tree(process, min(grace_s, 2.0), term_group)
+        raise
+
+
+def _stop_tree(process: subprocess.Popen[bytes], grace_s: float, term_group: bool) -> int | None:
     with _children.lock:
         child = _children.live.get(process.pid)
     members: list[psutil.Process] = []

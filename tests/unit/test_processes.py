@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,3 +226,22 @@ def test_an_ignored_sigint_stays_ignored() -> None:
             assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_signal_during_a_stop_finishes_the_stop_before_it_is_raised(
+    started: list[subprocess.Popen[bytes]],
+) -> None:
+    """A child that ignores SIGTERM holds stop_tree in its grace wait; a SIGTERM to us then must
+    not leave the child running."""
+    code = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print(1, flush=True)\ntime.sleep(120)"
+    )
+    child = spawn([sys.executable, "-c", code], "server", stdout=subprocess.PIPE)
+    started.append(child)
+    assert child.stdout is not None and child.stdout.readline()
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    with pytest.raises(StopSignal), stop_signals():
+        timer.start()
+        stop_tree(child, grace_s=30)
+    assert child.poll() == -signal.SIGKILL
