@@ -99,7 +99,6 @@ def run_tune_cli(options: TuneOptions, resume_hint: str) -> TuneOutcome:
     except (ValueError, StillRunning) as exc:
         fail(str(exc))
     except KeyboardInterrupt as exc:
-        view.live.stop()
         console.print(
             f"[yellow]interrupted by {stop_reason(exc)}[/]: the trial's server and load generator are "
             f"stopped; {resume_hint}"
