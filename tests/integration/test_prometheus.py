@@ -166,6 +166,7 @@ def test_tune_digits_measures_every_trial_through_prometheus(digits_tag: str, tm
     space.write_text(TINY_SPACE)
     out = tmp_path / "study"
     job = f"    file_sd_configs:\n      - files: ['{targets}']\n        refresh_interval: 1s\n"
+    already = {p.pid for p in psutil.Process().children(recursive=True)}  # e.g. the module's server
     with run_prometheus(tmp_path, "500ms", job) as url:
         args = ["tune", "digits", "--metrics", "prometheus", "--prometheus-url", url,
                 "--prometheus-targets", str(targets), "--trials", "3", "--strategy", "random",
@@ -175,7 +176,7 @@ def test_tune_digits_measures_every_trial_through_prometheus(digits_tag: str, tm
         try:
             result = CliRunner().invoke(app, args)
         finally:
-            mine = psutil.Process().children(recursive=True)
+            mine = [p for p in psutil.Process().children(recursive=True) if p.pid not in already]
             leftovers = [p for p in mine if p.is_running() and "bentoml" in " ".join(p.cmdline())]
             for proc in leftovers:
                 with contextlib.suppress(psutil.Error):
