@@ -3,9 +3,9 @@ ServiceMonitor, and with auth on a Secret holding the bearer token.
 
 Plain dicts (dumped as YAML by render.py), so the tests can validate exactly what is written.
 
-Read-only root filesystem: what BentoML 1.4 writes while serving (checked by running
-`bentoml serve` under a read-only root with only /tmp writable: both services start, answer and
-export metrics) is all under /tmp, one emptyDir:
+Read-only root filesystem: what BentoML 1.4 writes while serving is all under /tmp, one emptyDir
+(tests/integration/test_readonly_root.py runs both services with this pod's environment under a
+read-only root where only the pod's emptyDirs are writable: they start, answer, count metrics):
 - $BENTOML_HOME (/tmp/bentoml here): `prometheus_multiproc_dir` (every worker's metric files,
   wiped at each start), and the empty `tmp`, `envs`, `bentos` folders BentoML creates;
 - $TMPDIR (/tmp): `bentoml-uds-*` (the Unix sockets between the server and its workers),

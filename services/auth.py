@@ -43,7 +43,7 @@ def read_token(path: str | Path) -> str:
         raise TokenFileError(f"{path}: still the placeholder token; put a random secret there")
     if len(token) < MIN_TOKEN_CHARS:
         raise TokenFileError(f"{path}: the token must have at least {MIN_TOKEN_CHARS} characters")
-    if any(c.isspace() for c in token) or not token.isascii():
+    if not (token.isascii() and token.isprintable()) or " " in token:
         raise TokenFileError(f"{path}: the token must be printable ASCII without spaces")
     return token
 

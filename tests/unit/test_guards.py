@@ -89,6 +89,8 @@ def test_unknown_paths_need_the_token_too(guarded: TestClient) -> None:
         ("short\n", "at least"),
         (PLACEHOLDER_TOKEN + "\n", "placeholder"),
         ("two words-but-long-enough\n", "without spaces"),
+        ("tab\tseparated-long-enough\n", "without spaces"),
+        ("ctrl\x01char-long-enough-x\n", "without spaces"),
         ("", "at least"),
     ],
 )
