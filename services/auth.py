@@ -22,9 +22,7 @@ MIN_TOKEN_CHARS = 16
 # a service refuses to start with it, so a forgotten placeholder cannot become the password.
 PLACEHOLDER_TOKEN = "REPLACE-WITH-A-RANDOM-TOKEN"
 # Probes, metrics scraping and the docs never need the token.
-OPEN_PATHS = frozenset(
-    {"/metrics", "/readyz", "/livez", "/healthz", "/", "/docs", "/docs.json", "/schema.json"}
-)
+OPEN_PATHS = frozenset({"/metrics", "/readyz", "/livez", "/healthz", "/", "/docs.json", "/schema.json"})
 OPEN_PREFIXES = ("/static_content/", "/assets/")
 REALM = b'Bearer realm="servetune"'
 

@@ -71,7 +71,7 @@ def serve(
     console.print(f"serving {chosen.service} at [bold]{server.url}[/] with {chosen.model_dump()}")
     if auth_token_file is not None:
         console.print("bearer token required on the inference endpoints (--auth-token-file)")
-    console.print(f"OpenAPI docs: {server.url}/docs  metrics: {server.url}/metrics  (Ctrl-C stops)")
+    console.print(f"OpenAPI docs: {server.url}/  metrics: {server.url}/metrics  (Ctrl-C stops)")
     try:
         server.start()
         console.print("[green]ready[/]")
