@@ -22,7 +22,7 @@ import pytest
 
 from core.polling import wait_until
 from core.serveconfig import ServeConfig, WinnerFile
-from core.server import BentoServer
+from core.server import REPO_ROOT, BentoServer
 from deploy import k8s
 from deploy.context import RenderContext
 from deploy.plan import DeployOptions, size
@@ -32,13 +32,17 @@ pytestmark = pytest.mark.integration
 
 READ_ONLY_MARK = "servetune: the root filesystem is read-only"
 MOUNT_POINT = Path("/mnt")  # an existing folder to park the model store on before / turns read-only
+REPO_PARK = Path("/srv")  # and one to park the checkout on (a checkout under /tmp is hidden by its tmpfs)
 SCRIPT = f"""
 set -eu
 mount --bind "$RO_MODELS" {MOUNT_POINT}
+mount --bind "$RO_REPO" {REPO_PARK}
 mount -o remount,bind,ro /
 for dir in $RO_WRITABLE; do mount -t tmpfs -o size=512m,mode=1777 tmpfs "$dir"; done
 if touch "$RO_PROBE" 2>/dev/null; then echo "the root filesystem is writable"; exit 3; fi
 echo "{READ_ONLY_MARK}"
+mkdir -p "$RO_REPO"
+mount --bind {REPO_PARK} "$RO_REPO"
 mkdir -p "$BENTOML_HOME/models"
 mount --bind {MOUNT_POINT} "$BENTOML_HOME/models"
 mount -o remount,bind,ro "$BENTOML_HOME/models"
@@ -47,7 +51,8 @@ exec "$@"
 
 
 def can_unshare() -> bool:
-    if os.geteuid() != 0 or shutil.which("unshare") is None or not MOUNT_POINT.is_dir():
+    parks = MOUNT_POINT.is_dir() and REPO_PARK.is_dir()
+    if os.geteuid() != 0 or shutil.which("unshare") is None or not parks:
         return False
     probe = ["unshare", "--mount", "--propagation", "private", "true"]
     return subprocess.run(probe, capture_output=True, timeout=10, check=False).returncode == 0
@@ -85,6 +90,7 @@ class ReadOnlyRootServer(BentoServer):
         env.update(self.pod_env)
         env.update(
             RO_MODELS=str((self.home / "models").resolve()),
+            RO_REPO=str(REPO_ROOT),
             RO_WRITABLE=" ".join(self.writable),
             RO_PROBE=f"/var/tmp/servetune-read-only-probe-{os.getpid()}",
         )
