@@ -203,20 +203,26 @@ def test_the_watchdog_stops_the_children_of_a_killed_parent(started: list[subpro
 
 
 def test_sigterm_raises_stop_signal_once_and_the_handlers_come_back() -> None:
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(StopSignal) as stopped, stop_signals():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(1)
-    assert exit_code(stopped.value) == 143
-    assert exit_code(KeyboardInterrupt()) == 130
-    assert signal.getsignal(signal.SIGTERM) == before
-    with stop_signals():
-        with pytest.raises(StopSignal):
-            os.kill(os.getpid(), signal.SIGINT)
+    # A background job (CI's `.ci/run &`) inherits SIGINT ignored, and stop_signals rightly keeps
+    # an ignored SIGINT ignored: give this test the terminal's default handler.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGTERM)
+        with pytest.raises(StopSignal) as stopped, stop_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
-        os.kill(os.getpid(), signal.SIGTERM)  # a repeat while cleaning up is ignored
-        time.sleep(0.2)
-    assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
+        assert exit_code(stopped.value) == 143
+        assert exit_code(KeyboardInterrupt()) == 130
+        assert signal.getsignal(signal.SIGTERM) == before
+        with stop_signals():
+            with pytest.raises(StopSignal):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            os.kill(os.getpid(), signal.SIGTERM)  # a repeat while cleaning up is ignored
+            time.sleep(0.2)
+        assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_an_ignored_sigint_stays_ignored() -> None:
