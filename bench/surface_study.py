@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import random
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bench.surface import Surface
@@ -96,7 +96,7 @@ class SurfaceLoadRunner:
         self,
         url: str,
         service: str,
-        steps: Sequence[LoadStep],
+        steps: Iterable[LoadStep],
         stop_after: StopRule | None = None,
         endpoint: str | None = None,
         expected_workers: int | None = None,
@@ -105,7 +105,7 @@ class SurfaceLoadRunner:
         config = self.deployer.by_url[url]
         n = self.runs.get(config.key, 0)
         self.runs[config.key] = n + 1
-        measured = surface_step(steps[-1], self.measurement(config, n))
+        measured = surface_step(next(iter(steps)), self.measurement(config, n))
         if stop_after is not None:
             stop_after(measured)
         return [measured]

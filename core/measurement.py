@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -14,11 +14,15 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class LoadStep:
-    """One step of a stepped load: `users` concurrent users (closed loop) or an arrival `rate`/s."""
+    """One step of a stepped load: `users` concurrent users (closed loop), paced to an arrival
+    `rate`/s when one is set. A step whose sub-window p95 passes `abort_above_ms` (or whose
+    sub-window fails half its requests) ends early: no need to overload a server for long to
+    learn that it is overloaded."""
 
     users: int
     duration_s: float
     rate: float | None = None
+    abort_above_ms: float | None = None
 
 
 class InvalidReason(StrEnum):
@@ -63,6 +67,17 @@ class StepMeasurement:
     valid: bool = True
     invalid: tuple[Invalidity, ...] = ()
     server_source: str | None = None  # the MetricsReader that produced the server figures
+    aborted: bool = False  # the step ended early on its abort rule (LoadStep.abort_above_ms)
+
+    @property
+    def offered_rps(self) -> float | None:
+        """The arrival rate the step asked for (None for a closed-loop step)."""
+        return self.step.rate
+
+    @property
+    def kept_rate(self) -> bool:
+        """Whether the generator sent what the step asked for (within 10%; closed loop: always)."""
+        return self.step.rate is None or self.rps >= 0.9 * self.step.rate
 
     def flagged(self, reason: InvalidReason) -> tuple[Invalidity, ...]:
         """The invalidities of this window with `reason`."""
@@ -83,12 +98,14 @@ class LoadRunner(Protocol):
         self,
         url: str,
         service: str,
-        steps: Sequence[LoadStep],
+        steps: Iterable[LoadStep],
         stop_after: StopRule | None = None,
         endpoint: str | None = None,
         expected_workers: int | None = None,
     ) -> list[StepMeasurement]:
         """Run `steps` in order against `url` (the service's `endpoint`, default its batchable
-        one); stop early once `stop_after(step)` is true. `expected_workers` lets the runner flag
+        one); stop early once `stop_after(step)` is true. `steps` is consumed lazily, one step
+        after the previous one was measured and passed to `stop_after`, so an adaptive search
+        can choose each step from the last. `expected_workers` lets the runner flag
         a worker that got too little of the load."""
         ...

@@ -32,7 +32,6 @@ class ServiceSpec:
     model_base: str | None = None  # model store name of the fp32 model (variants live next to it)
     locust_user: str = "ServiceUser"  # the Locust user class in loadtests/locustfile.py
     packages: tuple[str, ...] = COMMON_PACKAGES  # pip packages a Bento of it needs
-    load_users: tuple[int, ...] = (4, 8, 16, 32)  # default closed-loop user steps of a trial
     priors: Priors = field(default_factory=dict)  # in-process batch-time priors for the profiler
     batch_runner: str | None = None  # "module:function" (variant, seed) -> run(n, repeat)
     variant_builder: str | None = None  # "module:function" building the compressed variants
@@ -104,7 +103,6 @@ register(
         row_field="images",
         rows="services.models.data:held_out_rows",
         model_base="digits",
-        load_users=(4, 16, 32),
         # in-process on this project's 2-core machine kind; the GPU row is a guess, not measured
         priors={
             "cpu": {"cpu0": 0.0003, "cpu1": 0.00003, "p0": 0.0, "p1": 0.7},
@@ -126,7 +124,6 @@ register(
         naive_endpoint="encode_unbatched",
         model_base="minilm",
         packages=(*COMMON_PACKAGES, "sentence-transformers", "transformers"),
-        load_users=(4, 8, 16, 24, 32, 48),
         # in-process on this project's 2-core machine kind (shipped sentence set, best of 3); the
         # GPU row is GPU-like (tokenising on CPU threads, launch + per-item device cost), not measured
         priors={

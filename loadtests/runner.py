@@ -21,8 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -258,13 +258,16 @@ class LocustRunner:
     start_timeout_s: float = 60.0
     log_dir: Path | None = None
     metrics: ReaderFactory = ScrapeReader  # base URL -> the reader of that server's metrics
+    # Locust stops itself after this long: a backstop, the runner stops it after the last step
+    # (and core.watchdog when servetune dies).
+    max_run_s: float = 3600.0
     last_reports: list[LoadReport] = field(default_factory=list)
 
     def run_steps(
         self,
         url: str,
         service: str,
-        steps: Sequence[LoadStep],
+        steps: Iterable[LoadStep],
         stop_after: StopRule | None = None,
         endpoint: str | None = None,
         expected_workers: int | None = None,
@@ -276,23 +279,24 @@ class LocustRunner:
         self,
         url: str,
         service: str,
-        steps: Sequence[LoadStep],
+        steps: Iterable[LoadStep],
         stop_after: StopRule | None = None,
         endpoint: str | None = None,
         expected_workers: int | None = None,
     ) -> list[LoadReport]:
         """Run `steps` against `url` in one Locust process; stop after `stop_after` says so.
 
-        `endpoint` defaults to the service's batchable one; `expected_workers` (default: counted
-        from the local server's processes) lets a silent worker be flagged.
+        `steps` is consumed lazily (an adaptive search chooses each step after the last one was
+        passed to `stop_after`). `endpoint` defaults to the service's batchable one;
+        `expected_workers` (default: counted from the local server's processes) lets a silent
+        worker be flagged.
         """
         base = check_url(url, self.allow_remote)
         target = LoadTarget.of(service, endpoint)
-        if not steps:
+        pending = _checked(iter(steps))
+        first = next(pending, None)
+        if first is None:
             return []
-        for step in steps:
-            if step.users < 1 or not step.duration_s > 0:
-                raise ValueError(f"a load step needs users >= 1 and duration_s > 0, got {step}")
         self.last_reports = []
         workers = expected_workers or local_server_workers(base)
         with (
@@ -302,15 +306,14 @@ class LocustRunner:
             work = Path(tmp)
             control = work / "control.json"
             events = EventLog(work / "events")
-            write_control(control, 0, steps[0].users, steps[0].rate)
-            budget = self.start_timeout_s + sum(
-                self.settle_s + 15.0 + s.duration_s * max(1.0, self.max_extend) + 5.0 for s in steps
-            )
-            proc = self._start(base, target, work, control, budget)
+            write_control(control, 0, first.users, first.rate)
+            proc = self._start(base, target, work, control, self.max_run_s)
             interrupted = False
+            index = 0
             try:
                 cpu = GeneratorCpu(psutil.Process(proc.pid))
-                for index, step in enumerate(steps):
+                step: LoadStep | None = first
+                while step is not None:
                     if index:
                         write_control(control, index, step.users, step.rate)
                     timeout = self.start_timeout_s if index == 0 else 15.0
@@ -320,11 +323,12 @@ class LocustRunner:
                     self.last_reports.append(report)
                     if stop_after is not None and stop_after(report.measurement):
                         break
+                    step, index = next(pending, None), index + 1
             except BaseException:
                 interrupted = True  # a signal or an error: no need to let Locust finish on its own
                 raise
             finally:
-                write_control(control, len(steps), 1, None, stop=True)
+                write_control(control, index + 1, 1, None, stop=True)
                 _stop(proc, own_exit_s=0.0 if interrupted else 3.0)
         return list(self.last_reports)
 
@@ -392,7 +396,7 @@ class LocustRunner:
         cpu.sample()
         t0 = time.time()
         subs: list[SubWindow] = []
-        stable = False
+        stable = aborted = False
         while True:
             next_at = t0 + (len(subs) + 1) * sub_s
             time.sleep(max(0.0, next_at - time.time()))
@@ -405,12 +409,16 @@ class LocustRunner:
             goodput = fig.goodput_rps if fig is not None else None
             subs.append(SubWindow(marks[-1].at, end, goodput, cores, peak))
             marks.append(mark)
+            if _overloaded(step, events, subs[-1]):
+                aborted = True
+                break
             if len(subs) >= per_window:
                 stable = self._stable(subs[-3:], events)
                 if stable or (end - t0) >= cap_s - 1e-6:
                     break
         time.sleep(0.35)  # the locustfile flushes its request log every 0.2 s
         events.poll()
+        per_window = min(per_window, len(subs))
         used = subs[-per_window:]
         start, end = used[0].start, used[-1].end
         client = client_figures(events.window(start, end))
@@ -428,6 +436,8 @@ class LocustRunner:
             known = max([int(w) for w in seen if w.isdigit()] + [workers or 0])
             reasons += uneven_workers(server.requests_per_worker, known)
         measurement = _measurement(step, end - start, client, server, used, stable, reasons)
+        if aborted:
+            measurement = replace(measurement, aborted=True)
         return LoadReport(measurement, client, server, tuple(subs), start, end)
 
     def _stable(self, last3: Sequence[SubWindow], events: EventLog) -> bool:
@@ -476,6 +486,30 @@ def _measurement(
         invalid=tuple(reasons),
         server_source=server.source if server else None,
     )
+
+
+ABORT_MIN_REQUESTS = 20
+
+
+def _overloaded(step: LoadStep, events: EventLog, sub: SubWindow) -> bool:
+    """The step's abort rule: this sub-window's client p95 above `abort_above_ms`, or half of
+    its requests failed (judged on at least ABORT_MIN_REQUESTS completions)."""
+    if step.abort_above_ms is None:
+        return False
+    events.poll()
+    window = events.window(sub.start, sub.end)
+    if len(window) < ABORT_MIN_REQUESTS:
+        return False
+    figures = client_figures(window)
+    failed = 1.0 - figures.successes / figures.requests
+    return failed >= 0.5 or _finite(figures.p95_ms) > step.abort_above_ms
+
+
+def _checked(steps: Iterator[LoadStep]) -> Iterator[LoadStep]:
+    for step in steps:
+        if step.users < 1 or not step.duration_s > 0:
+            raise ValueError(f"a load step needs users >= 1 and duration_s > 0, got {step}")
+        yield step
 
 
 def _finite(value: float) -> float:

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from core.deployer import DeployError
 from core.measurement import LoadStep, StepMeasurement, StopRule
 from tuner.space import Config
 
-Surface = Callable[[Config, int], tuple[float, float, float]]  # -> (rps, p95_ms, failure_ratio)
+Surface = Callable[[Config, float], tuple[float, float, float]]  # -> (rps, p95_ms, failure_ratio)
+USER_RPS = 12.0  # what one closed-loop user offers on the fake surfaces: a paced rate r is r/12 users
 
 
-def smooth_surface(config: Config, users: int) -> tuple[float, float, float]:
+def smooth_surface(config: Config, users: float) -> tuple[float, float, float]:
     """A plausible surface: batching and more cores raise capacity; overload raises latency."""
     capacity = 40.0 * (1 + config.max_batch_size.bit_length() / 4) * min(config.workers * config.threads, 2)
     if config.max_latency_ms <= 50:
         return 30.0 * users, 5.0, 0.7  # the deadline cliff: fast 503s
-    offered = users * 12.0
+    offered = users * USER_RPS
     rps = min(offered, capacity)
     load = offered / capacity
     p95 = 40.0 + (300.0 * (load - 0.8) if load > 0.8 else 0.0)
@@ -80,7 +81,8 @@ class FakeDeployer:
 
 @dataclass
 class FakeLoadRunner:
-    """Answers every step from `surface(config, users)`; the config travels in the fake URL."""
+    """Answers every step from `surface(config, users)` (a paced step offers rate/USER_RPS
+    users); the config travels in the fake URL."""
 
     deployer: FakeDeployer
     surface: Surface = smooth_surface
@@ -90,17 +92,18 @@ class FakeLoadRunner:
         self,
         url: str,
         service: str,
-        steps: Sequence[LoadStep],
+        steps: Iterable[LoadStep],
         stop_after: StopRule | None = None,
         endpoint: str | None = None,
         expected_workers: int | None = None,
     ) -> list[StepMeasurement]:
         config = self.deployer.by_url[url]
-        self.calls.append((url, service, len(steps)))
         measured = []
         for step in steps:
-            measurement = make_step(step, *self.surface(config, step.users))
+            load = step.users if step.rate is None else step.rate / USER_RPS
+            measurement = make_step(step, *self.surface(config, load))
             measured.append(measurement)
             if stop_after is not None and stop_after(measurement):
                 break
+        self.calls.append((url, service, len(measured)))
         return measured

@@ -62,6 +62,13 @@ class SLO:
         )
 
 
+def load_text(step: StepMeasurement) -> str:
+    """How a step loaded the server, for people ("120 RPS offered" or "8 users")."""
+    if step.step.rate is not None:
+        return f"{step.step.rate:.4g} RPS offered"
+    return f"{step.step.users} users"
+
+
 @dataclass(frozen=True)
 class Prices:
     """Prices per core-hour and per GPU-hour (for the cost objective)."""
@@ -113,7 +120,7 @@ class Objective:
             score: float = -cost
         else:
             score = best.goodput_rps
-        why = f"{best.goodput_rps:.1f} good RPS at {best.step.users} users"
+        why = f"{best.goodput_rps:.1f} good RPS at {load_text(best)}"
         uneven = best.flagged(InvalidReason.UNEVEN_WORKERS)
         if uneven:
             why += " (uneven worker split: " + "; ".join(i.detail for i in uneven) + ")"

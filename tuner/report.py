@@ -36,8 +36,9 @@ class ReportInputs:
     service: str
     settings: dict[str, Any]
     space: dict[str, Any]
-    baseline: TrialRecord | None = None
+    baseline: TrialRecord | None = None  # the naive one
     wall_seconds: float | None = None
+    baselines: list[TrialRecord] = field(default_factory=list)  # naive, BentoML default ...
 
 
 # -- files ---------------------------------------------------------------------------------------

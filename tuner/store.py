@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.measurement import Invalidity, InvalidReason, StepMeasurement
+from tuner.capacity import CapacityFinding
 from tuner.space import Config
 
 TrialKind = Literal["trial", "finalist", "baseline"]
@@ -47,6 +48,7 @@ class TrialRecord(BaseModel):
     wall_s: float = 0.0
     started_at: float = 0.0
     steps: list[StepMeasurement] = Field(default_factory=list)
+    capacity: CapacityFinding | None = None  # what the capacity search found (None: fixed steps)
 
     @field_validator("steps", mode="before")
     @classmethod

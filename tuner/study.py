@@ -5,12 +5,13 @@ The study owns the trial history; the strategy reads it (a `TrialView`) on every
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.measurement import StepMeasurement
+from tuner.budget import REPEAT_SHARE, TimeBudget
+from tuner.finalists import Choice, Finalist, choose
 from tuner.history import TrialHistory
 from tuner.objective import Objective
 from tuner.space import Config, SearchSpace
@@ -35,46 +36,14 @@ class StudyEvents:
 
 
 @dataclass
-class Finalist:
-    """A top config re-measured `r` times; ranked on the mean goodput (or score)."""
-
-    config: Config
-    first: TrialRecord
-    repeats: list[TrialRecord]
-
-    @property
-    def scores(self) -> list[float]:
-        measured = self.repeats or [self.first]
-        return [r.score if r.score is not None else float("-inf") for r in measured]
-
-    @property
-    def goodputs(self) -> list[float]:
-        return [r.goodput_rps for r in (self.repeats or [self.first])]
-
-    @property
-    def mean_score(self) -> float:
-        return statistics.fmean(self.scores)
-
-    @property
-    def mean_goodput(self) -> float:
-        return statistics.fmean(self.goodputs)
-
-    @property
-    def spread(self) -> float:
-        return max(self.goodputs) - min(self.goodputs)
-
-    @property
-    def stdev(self) -> float:
-        return statistics.stdev(self.goodputs) if len(self.goodputs) > 1 else 0.0
-
-
-@dataclass
 class StudyResult:
     records: list[TrialRecord]
     finalists: list[Finalist] = field(default_factory=list)
     winner: Finalist | None = None
     asked_duplicates: int = 0
     illegal: int = 0
+    choice: Choice | None = None
+    stopped_because: str = ""  # why the search ended before `n_trials` (the time budget)
 
     @property
     def trials(self) -> list[TrialRecord]:
@@ -95,6 +64,8 @@ class Study:
         finalists_k: int = 3,
         finalists_r: int = 3,
         events: StudyEvents | None = None,
+        budget: TimeBudget | None = None,
+        cores: int | None = None,
     ) -> None:
         self.space = space
         self.strategy = strategy
@@ -105,6 +76,8 @@ class Study:
         self.finalists_k = finalists_k
         self.finalists_r = finalists_r
         self.events = events or StudyEvents()
+        self.budget = budget or TimeBudget(None)
+        self.cores = cores
         self.history = TrialHistory()
         self.result_duplicates = 0
         self.result_illegal = 0
@@ -135,7 +108,7 @@ class Study:
             "number": number, "kind": kind, "label": label, "strategy": self.strategy.name,
             "key": config.key, "config": config.to_dict(), "rss_mb": measured.rss_mb,
             "wall_s": measured.wall_s, "started_at": measured.started_at,
-            "steps": list(measured.steps),
+            "steps": list(measured.steps), "capacity": measured.capacity,
         }  # fmt: skip
         if not measured.ok:
             return TrialRecord(status="failed", reason=measured.reason, **common)
@@ -168,7 +141,8 @@ class Study:
             self.history.append(record)
 
     def search(self) -> None:
-        """Ask for configs until `n_trials` distinct configs have been measured.
+        """Ask for configs until `n_trials` distinct configs have been measured (or the time
+        budget would not fit another trial and the finalists' re-measurements).
 
         A config the history holds is not measured again (counted as a duplicate ask); one
         outside the space is refused (noted in the history, counted as illegal).
@@ -176,6 +150,8 @@ class Study:
         view = self.history.view()
         asks_left = 50 * max(1, self.n_trials) + len(self.space)
         while len(self.history) < self.n_trials and asks_left > 0:
+            if not self.budget.affords_trial(len(self.history), self._walls("trial"), self._reserve()):
+                break
             asks_left -= 1
             config = self.strategy.ask(view)
             if config is None:
@@ -189,22 +165,47 @@ class Study:
                 continue
             self.measure(config, "trial")
 
+    def _walls(self, kind: TrialKind) -> list[float]:
+        return [r.wall_s for r in self.history.records if r.kind == kind and r.wall_s > 0]
+
+    def _repeat_cost(self) -> float | None:
+        trial = TimeBudget.estimate(self._walls("trial"))
+        return TimeBudget.estimate(self._walls("finalist"), trial * REPEAT_SHARE if trial else None)
+
+    def _reserve(self) -> float:
+        """Seconds the finalists' re-measurements will take."""
+        return self.finalists_k * self.finalists_r * (self._repeat_cost() or 0.0)
+
     def select_finalists(self) -> list[Finalist]:
-        """Re-measure the top-k feasible configs r times each (skipping repeats already stored)."""
+        """Re-measure the top-k feasible configs r times each (skipping repeats already stored),
+        one round over all finalists at a time so a tight budget leaves them equally measured."""
         ranked = sorted(
             (r for r in self.history.trials() if r.score is not None),
             key=lambda r: (-(r.score or 0.0), r.number),
         )[: self.finalists_k]
-        finalists = []
-        for first in ranked:
-            repeats = [r for r in self.history.records if r.kind == "finalist" and r.key == first.key]
-            while len(repeats) < self.finalists_r:
-                repeats.append(self.measure(first.cfg, "finalist"))
-            finalists.append(Finalist(first.cfg, first, repeats))
-        return finalists
+        repeats = {
+            first.key: [r for r in self.history.records if r.kind == "finalist" and r.key == first.key]
+            for first in ranked
+        }
+        for round_ in range(self.finalists_r):
+            for first in ranked:
+                if len(repeats[first.key]) > round_:
+                    continue
+                if not self.budget.affords(self._repeat_cost()):
+                    self.budget.stopped_because = self.budget.stopped_because or (
+                        f"time budget: {len(self._walls('finalist'))} finalist re-measurements fitted"
+                    )
+                    break
+                hint = first.capacity.knee if first.capacity is not None else None
+                repeats[first.key].append(self.measure(first.cfg, "finalist", hint=hint))
+        return [Finalist(first.cfg, first, repeats[first.key]) for first in ranked]
 
     def run(self) -> StudyResult:
         self.search()
         finalists = self.select_finalists()
-        winner = max(finalists, key=lambda f: f.mean_score) if finalists else None
-        return StudyResult(self.records, finalists, winner, self.result_duplicates, self.result_illegal)
+        choice = choose(finalists, self.cores)
+        winner = choice.winner if choice is not None else None
+        return StudyResult(
+            self.records, finalists, winner, self.result_duplicates, self.result_illegal, choice,
+            self.budget.stopped_because,
+        )  # fmt: skip

@@ -1,22 +1,39 @@
-"""One trial: deploy a config, warm it up, run a stepped load until a clear SLO breach, measure."""
+"""One trial: deploy a config, warm it up, load it (a capacity search by default), measure."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from core.deployer import Deployer, DeployError, worker_faults
 from core.measurement import LoadRunner, LoadStep, StepMeasurement
+from tuner.capacity import CapacityFinding, CapacityRules, CapacitySearch, start_level
 from tuner.objective import SLO
 from tuner.space import Config
 
 StepCallback = Callable[[int, StepMeasurement], None]
+REPEAT_GROWTH = 1.15  # a re-measurement brackets a known knee more narrowly
+
+
+class LoadSchedule(Protocol):
+    """The steps of one trial, chosen as it goes: the runner consumes `steps()` lazily and
+    calls `tell()` after each one (True: stop)."""
+
+    def steps(self) -> Iterator[LoadStep]: ...
+
+    def tell(self, measured: StepMeasurement) -> bool: ...
+
+    def scored(self) -> list[StepMeasurement]: ...
+
+    def finding(self) -> CapacityFinding | None: ...
 
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """Warm-up (not scored) then load steps of growing concurrency, all in one server lifetime."""
+    """Fixed steps as given (closed-loop users, or arrival rates), after an unscored warm-up;
+    stepping stops at the first clear breach."""
 
     steps: tuple[LoadStep, ...]
     warmup: LoadStep | None = None
@@ -26,6 +43,112 @@ class LoadPlan:
         steps = tuple(LoadStep(users=u, duration_s=step_s) for u in users)
         warmup = LoadStep(users=users[0], duration_s=warmup_s) if warmup_s > 0 else None
         return cls(steps, warmup)
+
+    @classmethod
+    def rates(cls, rates: Sequence[float], step_s: float, slo: SLO, warmup_s: float = 0.0) -> LoadPlan:
+        """Paced steps at `rates` requests/s, with users enough for 2x the SLO latency each."""
+        rules = CapacityRules()
+        horizon = rules.horizon_factor * slo.latency_ms / 1000.0
+        steps = tuple(
+            LoadStep(users=max(1, min(rules.max_users, round(r * horizon + 0.5))), duration_s=step_s, rate=r)
+            for r in rates
+        )
+        warmup = LoadStep(users=steps[0].users, duration_s=warmup_s, rate=rates[0]) if warmup_s > 0 else None
+        return cls(steps, warmup)
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "fixed", "steps": [[s.users, s.duration_s, s.rate] for s in self.steps],
+                "warmup_s": self.warmup.duration_s if self.warmup else 0.0}  # fmt: skip
+
+    def schedule(self, slo: SLO, workers: int, hint: float | None = None) -> LoadSchedule:
+        return FixedSchedule(self, slo)
+
+
+@dataclass
+class FixedSchedule:
+    plan: LoadPlan
+    slo: SLO
+    measured: list[StepMeasurement] = field(default_factory=list)
+    warm_seen: bool = False
+
+    def steps(self) -> Iterator[LoadStep]:
+        if self.plan.warmup is not None:
+            yield self.plan.warmup
+        yield from self.plan.steps
+
+    def tell(self, measured: StepMeasurement) -> bool:
+        if self.plan.warmup is not None and not self.warm_seen:
+            self.warm_seen = True
+            return False
+        self.measured.append(measured)
+        return self.slo.clearly_breached(measured)
+
+    def scored(self) -> list[StepMeasurement]:
+        return list(self.measured)
+
+    def finding(self) -> CapacityFinding | None:
+        return None
+
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    """A probe (closed loop, 2 users per worker: it also warms the model up), then a capacity
+    search from what the probe served."""
+
+    rules: CapacityRules = field(default_factory=CapacityRules)
+    probe_s: float = 3.0
+
+    def describe(self) -> dict[str, object]:
+        r = self.rules
+        return {"kind": "capacity", "mode": r.mode, "resolution": r.resolution, "growth": r.growth,
+                "min_step_s": r.min_step_s, "max_step_s": r.max_step_s, "max_steps": r.max_steps,
+                "probe_s": self.probe_s}  # fmt: skip
+
+    def schedule(self, slo: SLO, workers: int, hint: float | None = None) -> LoadSchedule:
+        return CapacitySchedule(self, slo, workers, hint)
+
+
+@dataclass
+class CapacitySchedule:
+    plan: CapacityPlan
+    slo: SLO
+    workers: int
+    hint: float | None = None
+    probe: StepMeasurement | None = None
+    search: CapacitySearch | None = None
+
+    def steps(self) -> Iterator[LoadStep]:
+        probe_users = max(2, 2 * self.workers)
+        yield LoadStep(users=probe_users, duration_s=self.plan.probe_s)
+        rules = self.plan.rules
+        per_user = None
+        if self.probe is not None and self.probe.goodput_rps > 0:
+            per_user = self.probe.goodput_rps / self.probe.step.users
+        self.search = CapacitySearch(
+            self.slo,
+            rules,
+            start_level(self.probe, rules.mode, self.hint),
+            per_user_rps=per_user,
+            growth=REPEAT_GROWTH if self.hint else None,
+        )
+        while (step := self.search.next_step()) is not None:
+            yield step
+
+    def tell(self, measured: StepMeasurement) -> bool:
+        if self.search is None:
+            self.probe = measured
+            return False
+        self.search.tell(measured)
+        return self.search.done
+
+    def scored(self) -> list[StepMeasurement]:
+        return [m for _, m in self.search.told] if self.search is not None else []
+
+    def finding(self) -> CapacityFinding | None:
+        return self.search.finding() if self.search is not None else None
+
+
+Plan = LoadPlan | CapacityPlan
 
 
 @dataclass
@@ -38,6 +161,7 @@ class Measurement:
     rss_mb: float | None = None
     wall_s: float = 0.0
     started_at: float = 0.0
+    capacity: CapacityFinding | None = None
 
 
 class TrialRunner:
@@ -48,7 +172,7 @@ class TrialRunner:
         self,
         deployer: Deployer,
         load_runner: LoadRunner,
-        plan: LoadPlan,
+        plan: Plan,
         slo: SLO,
         service: str,
     ) -> None:
@@ -64,17 +188,21 @@ class TrialRunner:
         on_step: StepCallback | None = None,
         endpoint: str | None = None,
         deployer: Deployer | None = None,
-        plan: LoadPlan | None = None,
+        plan: Plan | None = None,
+        hint: float | None = None,
     ) -> Measurement:
-        """Deploy `config`, load `endpoint` (default: the service's batchable one), measure."""
+        """Deploy `config`, load `endpoint` (default: the service's batchable one), measure.
+
+        `hint` is a knee found before for this config: a capacity search re-brackets it narrowly.
+        """
         started_at, t0 = time.time(), time.monotonic()
         result = Measurement(ok=False, started_at=started_at)
         try:
             with (deployer or self.deployer).deploy(config) as deployment:
                 try:
-                    result.steps = self._load(
-                        deployment.url, endpoint, config.workers, plan or self.plan, on_step
-                    )
+                    schedule = (plan or self.plan).schedule(self.slo, config.workers, hint)
+                    result.steps = self._load(deployment.url, endpoint, config.workers, schedule, on_step)
+                    result.capacity = schedule.finding()
                     result.ok = deployment.alive()
                     if not result.ok:
                         result.reason = "server died during the load:\n" + deployment.log_tail()
@@ -96,25 +224,26 @@ class TrialRunner:
         return result
 
     def _load(
-        self, url: str, endpoint: str | None, workers: int, plan: LoadPlan, on_step: StepCallback | None
+        self,
+        url: str,
+        endpoint: str | None,
+        workers: int,
+        schedule: LoadSchedule,
+        on_step: StepCallback | None,
     ) -> list[StepMeasurement]:
-        warm = plan.warmup is not None
-        steps = list(plan.steps)
-        if plan.warmup is not None:
-            steps.insert(0, plan.warmup)
-        seen = 0
+        scored = 0
 
         def stop_after(step: StepMeasurement) -> bool:
-            nonlocal seen
-            index = seen
-            seen += 1
-            if warm and index == 0:
-                return False
-            if on_step is not None:
-                on_step(index - warm, step)
-            return self.slo.clearly_breached(step)
+            nonlocal scored
+            before = len(schedule.scored())
+            stop = schedule.tell(step)
+            if on_step is not None and len(schedule.scored()) > before:
+                on_step(scored, step)
+                scored += 1
+            return stop
 
-        measured = self.load_runner.run_steps(
-            url, self.service, steps, stop_after=stop_after, endpoint=endpoint, expected_workers=workers
-        )
-        return list(measured[1:] if warm else measured)
+        self.load_runner.run_steps(
+            url, self.service, schedule.steps(), stop_after=stop_after, endpoint=endpoint,
+            expected_workers=workers,
+        )  # fmt: skip
+        return schedule.scored()

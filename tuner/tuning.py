@@ -17,14 +17,18 @@ from core.deployer import Deployer
 from core.measurement import LoadRunner
 from core.metrics import ReaderFactory
 from core.registry import service_spec
+from tuner.capacity import CapacityRules, LoadMode
 from tuner.objective import SLO, Objective, ObjectiveKind, Prices, Quantile
 from tuner.space import Config, SearchSpace
 from tuner.store import TrialRecord
 from tuner.strategies import DEFAULT_STRATEGY
 from tuner.strategies.base import SearchStrategy
 from tuner.study import Study, StudyEvents, StudyResult
+from tuner.trial import CapacityPlan, LoadPlan, Plan
 
 NAIVE_LABEL = "naive"
+DEFAULT_LABEL = "bentoml-default"
+BENTOML_DEFAULT_BATCH, BENTOML_DEFAULT_LATENCY_MS = 100, 60000  # BentoML's own @api defaults
 Say = Callable[[str], None]
 
 
@@ -51,11 +55,19 @@ class TuneOptions:
     resume: bool = False
     finalists: int = 3
     repeats: int = 3
+    # Load: a capacity search per config (arrival rate, or closed-loop users with load="users"),
+    # unless explicit steps are given (users or rates, each step_s long).
+    load: LoadMode = "rate"
+    resolution: float = 0.05
+    max_step_s: float = 15.0
     users: tuple[int, ...] = ()
+    rates: tuple[float, ...] = ()
     step_s: float = 10.0
-    warmup_s: float = 3.0
+    warmup_s: float = 3.0  # unscored; with a capacity search it is the probe the search starts from
     naive_baseline: bool = False
-    naive_users: tuple[int, ...] = (1, 2, 4, 8)
+    default_baseline: bool = False  # BentoML's own batching defaults, 1 worker
+    naive_users: tuple[int, ...] = ()
+    time_budget_s: float | None = None
     ready_timeout_s: float = 90.0
     max_extend: float = 2.0
     settle_s: float = 1.0
@@ -71,29 +83,49 @@ class TuneOptions:
             "slo_p95_ms": self.slo_ms, "quantile": self.quantile,
             "max_failure_ratio": self.max_failure_ratio, "objective": self.objective,
             "price_core_hour": self.price_core_hour, "price_gpu_hour": self.price_gpu_hour,
-            "users": list(self.load_users()), "naive_users": list(self.naive_users),
+            "load": self.plan().describe(), "naive_users": list(self.naive_users),
             "step_s": self.step_s, "warmup_s": self.warmup_s, "max_extend": self.max_extend,
             "space": space.describe(),
         }  # fmt: skip
 
-    def load_users(self) -> tuple[int, ...]:
-        return self.users or service_spec(self.service).load_users
+    def slo(self) -> SLO:
+        return SLO(latency_ms=self.slo_ms, quantile=self.quantile, max_failure_ratio=self.max_failure_ratio)
+
+    def plan(self, users: tuple[int, ...] | None = None) -> Plan:
+        """Explicit users or rates as given; otherwise a capacity search."""
+        users = self.users if users is None else users
+        if users:
+            return LoadPlan.users(users, self.step_s, self.warmup_s)
+        if self.rates:
+            return LoadPlan.rates(self.rates, self.step_s, self.slo(), self.warmup_s)
+        max_step_s = max(self.max_step_s, CapacityRules.min_step_s)
+        rules = CapacityRules(mode=self.load, resolution=self.resolution, max_step_s=max_step_s)
+        return CapacityPlan(rules, probe_s=self.warmup_s if self.warmup_s > 0 else 2.0)
 
 
 @dataclass
 class TuneOutcome:
     result: StudyResult
-    baseline: TrialRecord | None
+    baseline: TrialRecord | None  # the naive one
     out: Path
     report: Path
     winner_file: Path | None
     wall_seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
+    baselines: list[TrialRecord] = field(default_factory=list)
 
 
 def naive_config(cores: int | None = None) -> Config:
     """What a user writes without tuning: 1 worker, torch threads = all cores, no batching."""
     return Config(max_batch_size=2, max_latency_ms=1000, workers=1, threads=cores or os.cpu_count() or 1)
+
+
+def bentoml_default_config(cores: int | None = None, variant: str = "fp32") -> Config:
+    """The batchable endpoint as BentoML's defaults leave it: 1 worker, all cores, batch 100, 60 s."""
+    return Config(
+        max_batch_size=BENTOML_DEFAULT_BATCH, max_latency_ms=BENTOML_DEFAULT_LATENCY_MS, workers=1,
+        threads=cores or os.cpu_count() or 1, variant=variant,
+    )  # fmt: skip
 
 
 def real_load_runner(
@@ -132,16 +164,17 @@ def run_tune(
     from tuner.report import ReportInputs, write_report
     from tuner.space import default_space, load_space
     from tuner.store import StudyStore
-    from tuner.trial import LoadPlan, TrialRunner
+    from tuner.trial import TrialRunner
 
     t0 = time.monotonic()
     if space is None:
         space = load_space(options.space) if options.space else default_space(options.service)
     if space.service != options.service:
         raise ValueError(f"--space is for service {space.service!r}, not {options.service!r}")
-    slo = SLO(
-        latency_ms=options.slo_ms, quantile=options.quantile, max_failure_ratio=options.max_failure_ratio
-    )
+    from tuner.budget import TimeBudget
+
+    budget = TimeBudget(options.time_budget_s)
+    slo = options.slo()
     objective = Objective(
         slo,
         options.objective,
@@ -157,32 +190,35 @@ def run_tune(
     records = store.open(settings, options.resume)
     stop_leftovers(options.out / RUNNING_FILE, say)  # what a killed run of this study left running
     strategy = build_strategy(options, space, say)
-    plan = LoadPlan.users(options.load_users(), options.step_s, options.warmup_s)
+    plan = options.plan()
     if deployer is None:
         deployer = LocalBentoDeployer(options.service, options.out / "logs", options.ready_timeout_s)
     load_runner = load_runner or real_load_runner(options.max_extend, options.settle_s, readers)
     runner = TrialRunner(deployer, load_runner, plan, slo, options.service)
     study = Study(space, strategy, objective, runner, store, options.trials, options.finalists,
-                  options.repeats, events)  # fmt: skip
+                  options.repeats, events, budget, space.machine.cores)  # fmt: skip
     study.resume(records)
     if records:
         say(f"resuming {options.out}: {len(records)} finished measurements are not repeated")
-    baseline = None
+    baselines: list[TrialRecord] = []
     with recording(options.out / RUNNING_FILE):  # a pid file while a trial's processes run
         if options.naive_baseline:
             naive_endpoint = service_spec(options.service).naive_endpoint
             if naive_endpoint is None:
                 raise ValueError(f"no naive baseline endpoint for service {options.service!r}")
-            naive_plan = LoadPlan.users(options.naive_users, options.step_s, options.warmup_s)
-            baseline = study.baseline(
-                naive_config(space.machine.cores), NAIVE_LABEL, endpoint=naive_endpoint, plan=naive_plan
-            )
+            naive_plan = options.plan(options.naive_users or None)
+            naive = naive_config(space.machine.cores)
+            baselines.append(study.baseline(naive, NAIVE_LABEL, endpoint=naive_endpoint, plan=naive_plan))
+        if options.default_baseline:
+            default = bentoml_default_config(space.machine.cores)
+            baselines.append(study.baseline(default, DEFAULT_LABEL))
         result = study.run()
+    baseline = next((b for b in baselines if b.label == NAIVE_LABEL), None)
     wall = time.monotonic() - t0
-    inputs = ReportInputs(options.service, settings, space.describe(), baseline, wall)
+    inputs = ReportInputs(options.service, settings, space.describe(), baseline, wall, baselines)
     report = write_report(options.out, result, inputs)
     winner = options.out / "winner.yaml" if result.winner is not None else None
-    return TuneOutcome(result, baseline, options.out, report, winner, wall, settings)
+    return TuneOutcome(result, baseline, options.out, report, winner, wall, settings, baselines)
 
 
 PROFILE_FILE = "profile.json"

@@ -32,7 +32,6 @@ FOURTH = ServiceSpec(
     rows="tests.unit.test_registry:fourth_rows",
     naive_endpoint="transform_one",
     packages=("bentoml", "acme-model"),
-    load_users=(3, 6),
     priors={"cpu": {"cpu0": 0.002, "cpu1": 0.001, "p0": 0.1, "p1": 0.9}},
     sample_response=[0.5, 0.25],
 )
@@ -82,7 +81,6 @@ def test_space_and_profiler_priors_come_from_the_entry(fourth: ServiceSpec) -> N
     assert space.service == "fourth" and len(space) == 2 * 3
     assert eligible_variants("fourth") == ["fp32"]  # no model in the store: no variants
     assert prior_batch_times("fourth")["cpu"].cpu0 == 0.002
-    assert TuneOptions(service="fourth").load_users() == (3, 6)
 
 
 def test_a_fake_study_of_the_fourth_service_writes_a_winner_deploy_reads(

@@ -1,0 +1,247 @@
+"""Capacity search: the highest offered load at which one config still meets the SLO.
+
+Pure logic, no server and no Locust: `CapacitySearch` proposes the next `LoadStep` and is told
+what it measured. It brackets the knee (start from a probe's figure, grow geometrically until a
+step breaches the SLO, or shrink until one meets it), then bisects the bracket geometrically until
+`hi / lo - 1 <= resolution`. Every proposed level stays inside the bracket and never exceeds
+`growth` times the highest level that met the SLO, so a badly overloaded step is never followed by
+a heavier one. Each step lasts long enough to hold the requests its quantile needs
+(`min_requests`), within `[min_step_s, max_step_s]`.
+
+The load level is an arrival rate (requests/s, paced users: open loop as long as the server
+answers within `horizon_factor` x the SLO) or, with `mode="users"`, closed-loop users.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel
+
+from core.measurement import InvalidReason, LoadStep, StepMeasurement
+from tuner.objective import SLO
+
+LoadMode = Literal["rate", "users"]
+Limit = Literal["slo", "generator", "step_cap", "infeasible", "max_load"]
+QUANTILE_OF = {"p95": 0.95, "p99": 0.99}
+TAIL_SAMPLES = 10  # requests expected above the judged quantile in one step
+
+
+@dataclass(frozen=True)
+class CapacityRules:
+    """How the search steps; every figure is relative or derived from a measurement."""
+
+    mode: LoadMode = "rate"
+    resolution: float = 0.05  # stop once the bracket is this narrow, relative to its low end
+    growth: float = 2.0  # bracketing factor
+    min_step_s: float = 2.0
+    max_step_s: float = 15.0
+    max_steps: int = 14  # searched steps after the probe
+    abort_factor: float = 2.0  # a sub-window p95 above this x the SLO ends a step early
+    horizon_factor: float = 2.0  # paced users = rate x this x the SLO latency
+    min_rate: float = 0.2  # requests/s below which a config is infeasible
+    max_users: int = 2000  # the load generator's bound on concurrent requests
+
+    def __post_init__(self) -> None:
+        if not 0 < self.resolution < 1:
+            raise ValueError(f"resolution must be in (0, 1), got {self.resolution}")
+        if not self.growth > 1 + self.resolution:
+            raise ValueError(f"growth must be > 1 + resolution, got {self.growth}")
+        if not 0 < self.min_step_s <= self.max_step_s:
+            raise ValueError("need 0 < min_step_s <= max_step_s")
+        if self.max_steps < 1 or self.max_users < 1:
+            raise ValueError("max_steps and max_users must be >= 1")
+
+    def min_requests(self, quantile: str) -> int:
+        """Requests one step needs so that ~10 of them lie above the quantile (p95: 200, p99: 1000)."""
+        return math.ceil(TAIL_SAMPLES / (1.0 - QUANTILE_OF.get(quantile, 0.95)) - 1e-9)
+
+
+class CapacityFinding(BaseModel):
+    """What a capacity search found (stored with the trial record)."""
+
+    mode: LoadMode
+    knee: float | None  # highest level that met the SLO (requests/s or users)
+    breach: float | None  # lowest level that did not
+    goodput_rps: float  # successful requests/s of the best step that met the SLO
+    converged: bool  # the bracket is within the resolution
+    limited_by: Limit
+    steps: int
+    resolution: float
+    note: str = ""
+
+
+@dataclass
+class CapacitySearch:
+    """Ask with `next_step()`, report with `tell()`; `finding()` when `done`."""
+
+    slo: SLO
+    rules: CapacityRules
+    start: float
+    per_user_rps: float | None = None  # users mode: expected goodput of one user (sizes steps)
+    growth: float | None = None  # overrides rules.growth (narrow re-measurements)
+    lo: float | None = None
+    hi: float | None = None
+    passed: list[StepMeasurement] = field(default_factory=list)
+    told: list[tuple[float, StepMeasurement]] = field(default_factory=list)
+    limited_by: Limit | None = None
+    note: str = ""
+    _pending: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.start > 0:
+            raise ValueError(f"start must be > 0, got {self.start}")
+        self.start = self._level(self.start)
+
+    @property
+    def factor(self) -> float:
+        return self.growth if self.growth is not None else self.rules.growth
+
+    @property
+    def done(self) -> bool:
+        return self.limited_by is not None
+
+    def _level(self, value: float) -> float:
+        if self.rules.mode == "users":
+            return float(max(1, round(value)))
+        return max(self.rules.min_rate, value)
+
+    def max_level(self) -> float:
+        if self.rules.mode == "users":
+            return float(self.rules.max_users)
+        return self.rules.max_users / (self.rules.horizon_factor * self.slo.latency_ms / 1000.0)
+
+    def next_level(self) -> float | None:
+        """The next level to measure, or None (and `limited_by` set) when the search is over."""
+        if self.done:
+            return None
+        if len(self.told) >= self.rules.max_steps:
+            self.limited_by = "step_cap"
+            self.note = f"stopped after {self.rules.max_steps} steps"
+            return None
+        if not self.told:
+            return min(self.start, self.max_level())
+        if self.hi is None:  # every step met the SLO so far: grow
+            assert self.lo is not None
+            if self.lo >= self.max_level():
+                self.limited_by = "max_load"
+                self.note = f"met the SLO at the generator's largest load ({self.lo:.4g})"
+                return None
+            return min(self._level(self.lo * self.factor), self.max_level())
+        if self.lo is None:  # nothing met the SLO yet: shrink
+            level = self._level(self.hi / self.factor)
+            if level >= self.hi or self.hi <= self._floor():
+                self.limited_by = "infeasible"
+                self.note = f"no load met the SLO down to {self.hi:.4g}"
+                return None
+            return level
+        if self._converged():
+            self.limited_by = "slo"
+            return None
+        level = self._level(math.sqrt(self.lo * self.hi))
+        if not self.lo < level < self.hi:  # users: the bracket is one user wide
+            self.limited_by = "slo"
+            return None
+        return level
+
+    def _floor(self) -> float:
+        return 1.0 if self.rules.mode == "users" else self.rules.min_rate
+
+    def _converged(self) -> bool:
+        assert self.lo is not None and self.hi is not None
+        if self.rules.mode == "users" and self.hi - self.lo <= 1:
+            return True
+        return self.hi / self.lo - 1.0 <= self.rules.resolution
+
+    def next_step(self) -> LoadStep | None:
+        """The LoadStep for the next level (None when done)."""
+        level = self.next_level()
+        self._pending = level
+        if level is None:
+            return None
+        return self.step_for(level)
+
+    def step_for(self, level: float) -> LoadStep:
+        quantile_requests = self.rules.min_requests(self.slo.quantile)
+        abort = self.rules.abort_factor * self.slo.latency_ms
+        if self.rules.mode == "users":
+            expected = level * (self.per_user_rps or 1.0)
+            duration = _clamp(quantile_requests / expected, self.rules.min_step_s, self.rules.max_step_s)
+            return LoadStep(users=int(level), duration_s=duration, abort_above_ms=abort)
+        horizon_s = self.rules.horizon_factor * self.slo.latency_ms / 1000.0
+        users = int(_clamp(math.ceil(level * horizon_s), 1, self.rules.max_users))
+        duration = _clamp(quantile_requests / level, self.rules.min_step_s, self.rules.max_step_s)
+        return LoadStep(users=users, duration_s=duration, rate=level, abort_above_ms=abort)
+
+    def tell(self, measured: StepMeasurement) -> None:
+        """Record the step proposed last."""
+        level = self._pending if self._pending is not None else self._level_of(measured)
+        self._pending = None
+        self.told.append((level, measured))
+        if self.rules.mode == "users" and measured.successes > 0 and measured.step.users > 0:
+            self.per_user_rps = measured.goodput_rps / measured.step.users
+        met = not self.slo.violations(measured)
+        if met:
+            self.passed.append(measured)
+        if self._generator_limited(measured):
+            self.limited_by = "generator"
+            self.note = _generator_note(measured)
+        elif met:
+            self.lo = level if self.lo is None else max(self.lo, level)
+        else:
+            self.hi = level if self.hi is None else min(self.hi, level)
+
+    def _level_of(self, measured: StepMeasurement) -> float:
+        rate = measured.step.rate
+        return float(rate) if self.rules.mode == "rate" and rate is not None else float(measured.step.users)
+
+    def _generator_limited(self, measured: StepMeasurement) -> bool:
+        """The generator, not the server, held the load back: saturated, or short of the rate
+        while the server answered within the SLO."""
+        if measured.flagged(InvalidReason.GENERATOR_SATURATED):
+            return True
+        latency_ok = self.slo.latency_of(measured) <= self.slo.latency_ms
+        return not measured.kept_rate and latency_ok and measured.failure_ratio <= self.slo.max_failure_ratio
+
+    def finding(self) -> CapacityFinding:
+        best = max(self.passed, key=lambda m: m.goodput_rps, default=None)
+        converged = self.lo is not None and self.hi is not None and self._converged()
+        return CapacityFinding(
+            mode=self.rules.mode,
+            knee=self.lo,
+            breach=self.hi,
+            goodput_rps=best.goodput_rps if best is not None else 0.0,
+            converged=converged,
+            limited_by=self.limited_by or "step_cap",
+            steps=len(self.told),
+            resolution=self.rules.resolution,
+            note=self.note,
+        )
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return min(high, max(low, value))
+
+
+def _generator_note(measured: StepMeasurement) -> str:
+    saturated = measured.flagged(InvalidReason.GENERATOR_SATURATED)
+    if saturated:
+        return "the load generator could not go higher: " + "; ".join(i.detail for i in saturated)
+    return (
+        f"the load generator sent {measured.rps:.1f}/s of the {measured.step.rate:.1f}/s asked "
+        "while the server met the SLO: the capacity is at least the last level that met it"
+    )
+
+
+def start_level(probe: StepMeasurement | None, mode: LoadMode, hint: float | None = None) -> float:
+    """Where the search starts: below a known knee (`hint`), else at 80% of what the probe
+    served (rate) or the probe's users."""
+    if hint is not None and hint > 0:
+        return hint * 0.9
+    if probe is None:
+        return 1.0
+    if mode == "users":
+        return float(probe.step.users)
+    return max(0.8 * probe.goodput_rps, 1.0)

@@ -1,0 +1,132 @@
+"""Finalists: the top configs re-measured; their 95% intervals; the winner and its ties.
+
+The winner is the best mean score. Finalists whose 95% interval overlaps the best one's are
+statistically tied with it; among those the one using the fewest resources wins (cores, i.e.
+workers x threads, then GPUs, then the more accurate variant), and the tie is named.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+from tuner.space import Config
+from tuner.store import TrialRecord
+
+CONFIDENCE = 0.95
+# The order of model variants by how close they stay to the fp32 model's output.
+VARIANT_FIDELITY = ("fp32", "bf16", "fp16", "pruned", "int8")
+
+
+@dataclass
+class Finalist:
+    """A top config re-measured `r` times; ranked on the mean goodput (or score)."""
+
+    config: Config
+    first: TrialRecord
+    repeats: list[TrialRecord]
+
+    @property
+    def measured(self) -> list[TrialRecord]:
+        return self.repeats or [self.first]
+
+    @property
+    def scores(self) -> list[float]:
+        return [r.score if r.score is not None else float("-inf") for r in self.measured]
+
+    @property
+    def goodputs(self) -> list[float]:
+        return [r.goodput_rps for r in self.measured]
+
+    @property
+    def mean_score(self) -> float:
+        return statistics.fmean(self.scores)
+
+    @property
+    def mean_goodput(self) -> float:
+        return statistics.fmean(self.goodputs)
+
+    @property
+    def spread(self) -> float:
+        return max(self.goodputs) - min(self.goodputs)
+
+    @property
+    def stdev(self) -> float:
+        return statistics.stdev(self.goodputs) if len(self.goodputs) > 1 else 0.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """95% t-interval of the mean goodput (the point itself for a single run)."""
+        return t_interval(self.goodputs)
+
+    @property
+    def score_interval(self) -> tuple[float, float]:
+        return t_interval(self.scores)
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Student-t interval of the mean of `values` (n=1: a zero-width interval)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return (float("-inf"), float("-inf"))
+    mean = statistics.fmean(finite)
+    if len(finite) < 2:
+        return (mean, mean)
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(finite) - 1)) * statistics.stdev(finite)
+    half /= math.sqrt(len(finite))
+    return (mean - half, mean + half)
+
+
+def resources(config: Config, cores: int | None = None) -> tuple[int, int, int]:
+    """What a config uses, smallest first: cores (workers x threads), GPUs, variant fidelity."""
+    fidelity = VARIANT_FIDELITY.index(config.variant) if config.variant in VARIANT_FIDELITY else 99
+    return (config.workers * config.threads_per_worker(cores), config.gpus, fidelity)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The winner, the best-mean finalist, and the finalists tied with the best mean."""
+
+    winner: Finalist
+    best_mean: Finalist
+    tied: tuple[Finalist, ...]  # besides the best mean, overlapping its interval
+
+    @property
+    def is_tie(self) -> bool:
+        return bool(self.tied)
+
+    def explain(self) -> str:
+        """One sentence for the report and the CLI."""
+        low, high = self.winner.interval
+        mean = self.winner.mean_goodput
+        text = f"{self.winner.config.key}: mean {mean:.1f} good RPS, 95% interval {low:.1f}-{high:.1f}"
+        if not self.tied:
+            return text + " (no other finalist's interval overlaps it)"
+        others = ", ".join(f.config.key for f in (self.best_mean, *self.tied) if f is not self.winner)
+        if self.winner is self.best_mean:
+            return text + f"; statistically tied with {others}, and it uses no more resources"
+        return (
+            text + f"; statistically tied with {others} (best mean "
+            f"{self.best_mean.mean_goodput:.1f}): chosen because it uses fewer resources"
+        )
+
+
+def choose(finalists: Sequence[Finalist], cores: int | None = None) -> Choice | None:
+    """The best mean score; among finalists statistically tied with it, the cheapest."""
+    ranked = [f for f in finalists if math.isfinite(f.mean_score)]
+    if not ranked:
+        return None
+    best = max(ranked, key=lambda f: f.mean_score)
+    best_low, best_high = best.score_interval
+    tied = tuple(
+        f
+        for f in ranked
+        if f is not best and f.score_interval[1] >= best_low and f.score_interval[0] <= best_high
+    )
+    pool = [best, *tied]
+    winner = min(pool, key=lambda f: (*resources(f.config, cores), -f.mean_score))
+    return Choice(winner, best, tied)
