@@ -13,6 +13,7 @@ from rich.text import Text
 
 from core.measurement import StepMeasurement
 from core.readers import METRICS_HELP, PROMETHEUS_TARGETS_HELP, PROMETHEUS_URL_HELP
+from tuner.capacity import LoadMode
 from tuner.commands.console import console, fail
 from tuner.objective import SLO, ObjectiveKind, Quantile
 from tuner.space import Config
@@ -147,6 +148,33 @@ def _users(text: str) -> tuple[int, ...]:
     return users
 
 
+def _rates(text: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        fail(f"--rates: expected comma-separated requests/s, got {text!r}")
+    if not rates or any(not r > 0 for r in rates):
+        fail("--rates: give at least one positive rate")
+    return rates
+
+
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str, option: str) -> float:
+    """'360', '360s', '6m', '1.5h' -> seconds (> 0); a CLI error naming `option` otherwise."""
+    raw = text.strip().lower()
+    unit = DURATION_UNITS.get(raw[-1:])
+    number = raw[:-1] if unit is not None else raw
+    try:
+        seconds = float(number) * (unit or 1.0)
+    except ValueError:
+        fail(f"{option}: expected a duration like 360, 360s, 6m or 1h, got {text!r}")
+    if not seconds > 0 or seconds == float("inf"):
+        fail(f"{option}: must be > 0, got {text!r}")
+    return seconds
+
+
 def tune(
     service: Annotated[str, typer.Argument(help="digits or embedding")],
     space: Annotated[
@@ -167,15 +195,35 @@ def tune(
     resume: Annotated[bool, typer.Option(help="continue the study in --out")] = False,
     finalists: Annotated[int, typer.Option(min=0, help="top-k configs re-measured")] = 3,
     repeats: Annotated[int, typer.Option(min=0, help="re-measurements per finalist")] = 3,
+    load: Annotated[
+        str, typer.Option(help="capacity search over arrival rate (paced, open loop) or closed-loop users")
+    ] = "rate",
+    resolution: Annotated[
+        float, typer.Option(min=0.005, max=0.5, help="capacity search: stop at this relative bracket")
+    ] = 0.05,
+    max_step_seconds: Annotated[
+        float, typer.Option(min=2, help="capacity search: longest step (steps hold >= 200 requests for p95)")
+    ] = 15.0,
     users: Annotated[
-        str, typer.Option(help="closed-loop user steps, e.g. 4,8,16,32 (default per service)")
+        str, typer.Option(help="explicit closed-loop user steps instead of the search, e.g. 4,8,16,32")
     ] = "",
-    step_seconds: Annotated[float, typer.Option(min=1, help="seconds per load step")] = 10.0,
-    warmup_seconds: Annotated[float, typer.Option(min=0, help="warm-up seconds (not scored)")] = 3.0,
+    rates: Annotated[
+        str, typer.Option(help="explicit arrival-rate steps (requests/s) instead of the search, e.g. 50,100")
+    ] = "",
+    time_budget: Annotated[
+        str, typer.Option(help="wall-clock budget, e.g. 6m: fewer trials rather than an overrun")
+    ] = "",
+    step_seconds: Annotated[float, typer.Option(min=1, help="seconds per explicit load step")] = 10.0,
+    warmup_seconds: Annotated[
+        float, typer.Option(min=0, help="warm-up seconds, not scored (the capacity search's probe)")
+    ] = 3.0,
     max_extend: Annotated[
         float, typer.Option(min=1, help="stretch an unsteady step up to this many times its length")
     ] = 2.0,
     baseline: Annotated[bool, typer.Option(help="also measure the naive config (embedding)")] = False,
+    default_baseline: Annotated[
+        bool, typer.Option(help="also measure BentoML's default batching (100 / 60 s, 1 worker)")
+    ] = False,
     metrics: Annotated[str, typer.Option(help=METRICS_HELP)] = "scrape",
     prometheus_url: Annotated[str | None, typer.Option(help=PROMETHEUS_URL_HELP)] = None,
     prometheus_targets: Annotated[Path | None, typer.Option(help=PROMETHEUS_TARGETS_HELP)] = None,
@@ -185,14 +233,21 @@ def tune(
         fail("--slo-quantile: choose p95 or p99")
     if objective not in ("goodput", "cost"):
         fail("--objective: choose goodput or cost")
+    if load not in ("rate", "users"):
+        fail("--load: choose rate or users")
+    if users and rates:
+        fail("--users and --rates: give one of them")
     options = TuneOptions(
         service=service, space=space, strategy=strategy, trials=trials, slo_ms=slo_p95_ms,
         quantile=cast(Quantile, slo_quantile), max_failure_ratio=max_failure_ratio,
         objective=cast(ObjectiveKind, objective),
         price_core_hour=price_core_hour, price_gpu_hour=price_gpu_hour, seed=seed,
         out=out or Path("reports") / service, resume=resume, finalists=finalists, repeats=repeats,
-        users=_users(users) if users else (), step_s=step_seconds, warmup_s=warmup_seconds,
-        naive_baseline=baseline, max_extend=max_extend,
+        users=_users(users) if users else (), rates=_rates(rates) if rates else (),
+        load=cast(LoadMode, load), resolution=resolution, max_step_s=max_step_seconds,
+        time_budget_s=parse_duration(time_budget, "--time-budget") if time_budget else None,
+        step_s=step_seconds, warmup_s=warmup_seconds,
+        naive_baseline=baseline, default_baseline=default_baseline, max_extend=max_extend,
         metrics=metrics, prometheus_url=prometheus_url, prometheus_targets=prometheus_targets,
     )  # fmt: skip
     outcome = run_tune_cli(options, f"finished trials are in {options.out}; rerun with --resume")
