@@ -23,6 +23,8 @@ def smooth_surface(config: Config, users: float) -> tuple[float, float, float]:
     rps = min(offered, capacity)
     load = offered / capacity
     p95 = 40.0 + (300.0 * (load - 0.8) if load > 0.8 else 0.0)
+    if load > 1.0:  # past capacity the queue grows: offered load the server cannot take waits
+        p95 += 2000.0 * (load - 1.0)
     return rps, p95, 0.0
 
 

@@ -1,0 +1,188 @@
+"""The capacity search against fake load responses: a latency curve with a knee, with noise."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+import pytest
+
+from core.measurement import Invalidity, InvalidReason, LoadStep, StepMeasurement
+from tests.fakes import FakeDeployer, FakeLoadRunner, make_step
+from tuner.capacity import CapacityRules, CapacitySearch, start_level
+from tuner.objective import SLO
+from tuner.space import Config
+from tuner.trial import CapacityPlan, TrialRunner
+
+SLO_200 = SLO(latency_ms=200.0)
+Respond = Callable[[LoadStep], StepMeasurement]
+
+
+def knee_curve(capacity: float, noise: float = 0.0, seed: int = 0) -> tuple[Respond, float]:
+    """p95 = 40 ms plus a queueing term that reaches 200 ms at the knee; served = min(rate, capacity).
+
+    Returns the responder and the true knee (the rate at which p95 crosses 200 ms without noise).
+    """
+    rng = random.Random(seed)
+
+    def p95(rate: float) -> float:
+        load = rate / capacity
+        return 40.0 + 16.0 * load / max(1e-6, 1.0 - load) if load < 1 else 5000.0
+
+    knee = capacity * 160.0 / 176.0  # 40 + 16 x / (1 - x) = 200  ->  x = 10/11
+
+    def respond(step: LoadStep) -> StepMeasurement:
+        rate = step.rate if step.rate is not None else step.users * 10.0
+        latency = p95(rate) * math.exp(rng.gauss(0.0, noise))
+        return make_step(step, min(rate, capacity), latency, 0.0)
+
+    return respond, knee
+
+
+def drive(search: CapacitySearch, respond: Respond) -> list[tuple[LoadStep, bool]]:
+    """Run the search to its end; (step, met the SLO) per step."""
+    seen = []
+    while (step := search.next_step()) is not None:
+        measured = respond(step)
+        search.tell(measured)
+        seen.append((step, not search.slo.violations(measured)))
+    return seen
+
+
+@pytest.mark.parametrize("capacity", [12.0, 150.0, 4000.0])
+@pytest.mark.parametrize("start_factor", [0.05, 0.6, 3.0])
+def test_the_knee_is_found_within_the_resolution(capacity: float, start_factor: float) -> None:
+    respond, knee = knee_curve(capacity)
+    rules = CapacityRules(resolution=0.05)
+    search = CapacitySearch(SLO_200, rules, start=knee * start_factor)
+    drive(search, respond)
+    found = search.finding()
+    assert found.limited_by == "slo" and found.converged
+    assert found.knee is not None and found.breach is not None
+    assert found.knee <= knee <= found.breach
+    assert found.breach / found.knee - 1 <= 0.05
+    assert abs(found.goodput_rps - knee) / knee <= 0.05
+
+
+def test_with_noise_the_knee_stays_close() -> None:
+    errors = []
+    for seed in range(20):
+        respond, knee = knee_curve(300.0, noise=0.05, seed=seed)
+        search = CapacitySearch(SLO_200, CapacityRules(), start=50.0)
+        drive(search, respond)
+        found = search.finding()
+        assert found.knee is not None
+        errors.append(abs(found.knee - knee) / knee)
+    assert sorted(errors)[len(errors) // 2] <= 0.05
+    assert max(errors) <= 0.15
+
+
+def test_the_bracket_never_passes_the_abort_rule() -> None:
+    """No level above growth x the best passing level, none at or above a breached level."""
+    rules = CapacityRules(growth=2.0)
+    for seed in range(10):
+        respond, _ = knee_curve(200.0, noise=0.1, seed=seed)
+        search = CapacitySearch(SLO_200, rules, start=7.0)
+        highest_met, lowest_breach = 0.0, math.inf
+        for step, met in drive(search, respond):
+            assert step.rate is not None
+            assert step.rate < lowest_breach
+            if highest_met:
+                assert step.rate <= rules.growth * highest_met * (1 + 1e-9)
+            assert step.abort_above_ms == rules.abort_factor * SLO_200.latency_ms
+            if met:
+                highest_met = max(highest_met, step.rate)
+            else:
+                lowest_breach = min(lowest_breach, step.rate)
+
+
+def test_steps_hold_enough_requests_for_the_quantile_within_the_caps() -> None:
+    rules = CapacityRules(min_step_s=2.0, max_step_s=15.0)
+    for slo, need in ((SLO(200.0, "p95"), 200), (SLO(200.0, "p99"), 1000)):
+        search = CapacitySearch(slo, rules, start=1.0)
+        assert rules.min_requests(slo.quantile) == need
+        for rate in (1.0, 30.0, 90.0, 5000.0):
+            step = search.step_for(rate)
+            assert step.duration_s == min(15.0, max(2.0, need / rate))
+            assert step.users >= rate * 2 * slo.latency_ms / 1000  # paced users never run out
+            assert step.rate == rate
+
+
+def test_a_config_that_never_meets_the_slo_is_infeasible_in_few_steps() -> None:
+    def always_slow(step: LoadStep) -> StepMeasurement:
+        return make_step(step, step.rate or 1.0, 900.0, 0.0)
+
+    search = CapacitySearch(SLO_200, CapacityRules(), start=100.0)
+    seen = drive(search, always_slow)
+    found = search.finding()
+    assert found.limited_by == "infeasible" and found.knee is None and found.goodput_rps == 0
+    assert len(seen) <= 12  # 100 / 2^k down to the minimum rate
+
+
+def test_a_generator_that_cannot_keep_the_rate_ends_the_search_and_says_so() -> None:
+    def short_of_rate(step: LoadStep) -> StepMeasurement:
+        rate = step.rate or 1.0
+        return make_step(step, min(rate, 400.0), 30.0, 0.0)  # the server is fast; the client lags
+
+    search = CapacitySearch(SLO_200, CapacityRules(), start=100.0)
+    drive(search, short_of_rate)
+    found = search.finding()
+    assert found.limited_by == "generator"
+    assert "load generator" in found.note
+    assert found.knee == 400.0
+
+
+def test_a_saturated_generator_is_not_taken_for_a_breach() -> None:
+    def saturated_above_300(step: LoadStep) -> StepMeasurement:
+        measured = make_step(step, step.rate or 1.0, 30.0, 0.0)
+        if (step.rate or 0) > 300:
+            flag = Invalidity(InvalidReason.GENERATOR_SATURATED, "load generator saturated (0.95 cores)")
+            measured = StepMeasurement(**{**measured.__dict__, "valid": False, "invalid": (flag,)})
+        return measured
+
+    search = CapacitySearch(SLO_200, CapacityRules(), start=100.0)
+    drive(search, saturated_above_300)
+    found = search.finding()
+    assert found.limited_by == "generator" and found.knee == 200.0 and found.breach is None
+
+
+def test_closed_loop_users_mode_converges_on_whole_users() -> None:
+    respond, knee_rate = knee_curve(200.0)  # one user offers 10 RPS in knee_curve
+    search = CapacitySearch(SLO_200, CapacityRules(mode="users"), start=2, per_user_rps=10.0)
+    seen = drive(search, respond)
+    assert all(step.rate is None and step.users == int(step.users) for step, _ in seen)
+    found = search.finding()
+    assert found.limited_by == "slo" and found.knee is not None and found.breach is not None
+    assert found.knee * 10 <= knee_rate <= found.breach * 10
+    assert found.breach - found.knee <= max(1, 0.05 * found.knee)
+
+
+def test_the_step_cap_bounds_a_search() -> None:
+    respond, _ = knee_curve(1e9)
+    rules = CapacityRules(max_steps=5, max_users=10**9)
+    search = CapacitySearch(SLO_200, rules, start=1.0)
+    assert len(drive(search, respond)) == 5
+    assert search.finding().limited_by == "step_cap"
+
+
+def test_start_levels() -> None:
+    probe = make_step(LoadStep(users=4, duration_s=2), 80.0, 50.0, 0.0)
+    assert start_level(probe, "rate") == pytest.approx(64.0)
+    assert start_level(probe, "users") == 4
+    assert start_level(probe, "rate", hint=150.0) == pytest.approx(135.0)
+    assert start_level(None, "rate") == 1.0
+
+
+def test_a_trial_probes_then_searches_and_keeps_the_finding() -> None:
+    deployer = FakeDeployer()
+    runner = TrialRunner(deployer, FakeLoadRunner(deployer), CapacityPlan(probe_s=2.0), SLO_200, "embedding")
+    config = Config(16, 200, 2, 1)
+    seen: list[int] = []
+    measured = runner.measure(config, on_step=lambda index, _: seen.append(index))
+    assert measured.ok and measured.capacity is not None
+    assert measured.capacity.limited_by == "slo" and measured.capacity.converged
+    assert all(step.step.rate is not None for step in measured.steps)  # the closed-loop probe is not scored
+    assert seen == list(range(len(measured.steps)))
+    again = runner.measure(config, hint=measured.capacity.knee)
+    assert again.capacity is not None and again.capacity.steps < measured.capacity.steps

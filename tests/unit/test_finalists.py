@@ -1,0 +1,102 @@
+"""Finalists' 95% intervals, statistical ties and the resource tie-break; the study's time budget."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import FakeDeployer, FakeLoadRunner
+from tuner.budget import TimeBudget
+from tuner.finalists import Finalist, choose, resources, t_interval
+from tuner.objective import SLO, Objective
+from tuner.space import Config, Machine, default_space
+from tuner.store import StudyStore, TrialRecord
+from tuner.strategies import make_strategy
+from tuner.study import Study
+from tuner.trial import CapacityPlan, TrialRunner
+
+
+def record(config: Config, goodput: float, number: int = 0) -> TrialRecord:
+    return TrialRecord(number=number, key=config.key, config=config.to_dict(), status="ok",
+                       score=goodput, goodput_rps=goodput)  # fmt: skip
+
+
+def finalist(config: Config, *goodputs: float) -> Finalist:
+    runs = [record(config, g, i) for i, g in enumerate(goodputs)]
+    return Finalist(config, runs[0], runs)
+
+
+def test_the_interval_is_students_t() -> None:
+    low, high = t_interval([1.0, 2.0, 3.0])
+    assert (low + high) / 2 == pytest.approx(2.0)
+    assert (high - low) / 2 == pytest.approx(4.302653 / 3**0.5, rel=1e-5)  # t(0.975, 2) x s / sqrt(3)
+    assert t_interval([5.0]) == (5.0, 5.0)
+
+
+def test_clear_winner_has_no_tie() -> None:
+    big, small = Config(16, 200, 2, 1), Config(16, 200, 1, 1)
+    choice = choose([finalist(big, 200, 202, 198), finalist(small, 100, 101, 99)], cores=2)
+    assert choice is not None and choice.winner.config == big and not choice.is_tie
+    assert "no other finalist" in choice.explain()
+
+
+def test_a_tie_goes_to_the_config_using_fewer_cores_and_is_named() -> None:
+    two_workers, one_worker = Config(16, 200, 2, 1), Config(16, 200, 1, 1)
+    assert resources(one_worker, 2) < resources(two_workers, 2)
+    noisy_best = finalist(two_workers, 150, 190, 170)  # mean 170
+    close = finalist(one_worker, 160, 168, 164)  # mean 164, inside the other's interval
+    choice = choose([noisy_best, close], cores=2)
+    assert choice is not None and choice.is_tie
+    assert choice.best_mean is noisy_best and choice.winner is close
+    assert "statistically tied" in choice.explain() and two_workers.key in choice.explain()
+
+
+def test_a_tie_on_equal_resources_prefers_the_more_accurate_variant() -> None:
+    fp32, int8 = Config(16, 200, 2, 1, 0, "fp32"), Config(16, 200, 2, 1, 0, "int8")
+    choice = choose([finalist(int8, 180, 200, 190), finalist(fp32, 170, 195, 185)], cores=2)
+    assert choice is not None and choice.winner.config == fp32 and choice.is_tie
+
+
+def test_budget_counts_from_creation_with_a_fake_clock() -> None:
+    now = [100.0]
+    budget = TimeBudget(60.0, min_trials=1, clock=lambda: now[0])
+    assert budget.affords_trial(0, [], reserve_s=1000)  # the first trial always runs
+    now[0] += 30
+    assert budget.affords_trial(1, [20.0], reserve_s=5)
+    assert not budget.affords_trial(1, [20.0], reserve_s=15)
+    assert "time budget" in budget.stopped_because
+    with pytest.raises(ValueError):
+        TimeBudget(0)
+
+
+def test_a_study_runs_fewer_trials_rather_than_overrun_its_budget(tmp_path: Path) -> None:
+    """Every fake trial costs 10 s of a fake clock; 100 s cannot hold 12 trials and 3x3 repeats."""
+    now = [0.0]
+    deployer = FakeDeployer(on_deploy=lambda _: now.__setitem__(0, now[0] + 10.0))
+    space = default_space("embedding", Machine(cores=2, gpus=0))
+    slo = SLO(latency_ms=200)
+    runner = TrialRunner(deployer, FakeLoadRunner(deployer), CapacityPlan(), slo, "embedding")
+    store = StudyStore(tmp_path)
+    store.open({}, resume=False)
+    budget = TimeBudget(100.0, clock=lambda: now[0])
+    runner_measure = runner.measure
+
+    def timed(config: Config, **kw: object):  # type: ignore[no-untyped-def]
+        start = now[0]
+        measured = runner_measure(config, **kw)  # type: ignore[arg-type]
+        measured.wall_s = now[0] - start
+        return measured
+
+    runner.measure = timed  # type: ignore[method-assign]
+    study = Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, 12, 3, 3,
+                  budget=budget, cores=2)  # fmt: skip
+    result = study.run()
+    assert now[0] <= 100.0 + 10.0  # at most one measurement past the line
+    assert 2 <= len(result.trials) < 12
+    assert "time budget" in result.stopped_because
+    runs = [len(f.repeats) for f in result.finalists]
+    assert max(runs) - min(runs) <= 1  # repeats go round the finalists, not one at a time
+    assert result.winner is not None
+    assert statistics.fmean(result.winner.goodputs) == result.winner.mean_goodput
