@@ -329,7 +329,7 @@ class LocustRunner:
                 raise
             finally:
                 write_control(control, index + 1, 1, None, stop=True)
-                _stop(proc, own_exit_s=0.0 if interrupted else 3.0)
+                _stop(proc, own_exit_s=0.0 if interrupted else 0.5)
         return list(self.last_reports)
 
     def _start(

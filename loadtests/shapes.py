@@ -36,8 +36,8 @@ class Step:
 
 
 def spawn_rate_for(users: int) -> float:
-    """Spawn all users of a step within about a second."""
-    return float(max(users, 1))
+    """Spawn all users of a step within a quarter of a second (a step is a few seconds long)."""
+    return float(4 * max(users, 1))
 
 
 class _Clocked:

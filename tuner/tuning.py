@@ -69,8 +69,8 @@ class TuneOptions:
     naive_users: tuple[int, ...] = ()
     time_budget_s: float | None = None
     ready_timeout_s: float = 90.0
-    max_extend: float = 2.0
-    settle_s: float = 1.0
+    max_extend: float = 1.0  # explicit steps may be stretched while unsteady; a search's are sized
+    settle_s: float = 0.5
     # where server-side figures come from (not in settings(): both readers measure the same figures)
     metrics: str = "scrape"
     prometheus_url: str | None = None
