@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.shapes import ConstantRate, ControlledLoad, Step, StepLoad, per_user_interval, write_control
+from loadtests.shapes import (
+    ConstantRate,
+    ControlledLoad,
+    Step,
+    StepLoad,
+    per_user_interval,
+    spawn_rate_for,
+    write_control,
+)
 
 
 class Clock:
@@ -25,7 +33,8 @@ def test_step_load_rises_step_by_step_then_stops() -> None:
     for t in [0, 9.99, 10, 19.9, 20, 29.99, 30, 45]:
         clock.t = t
         seen.append(shape.tick())
-    assert seen == [(2, 2.0), (2, 2.0), (5, 5.0), (5, 5.0), (8, 8.0), (8, 8.0), None, None]
+    assert seen == [(2, 8.0), (2, 8.0), (5, 20.0), (5, 20.0), (8, 32.0), (8, 32.0), None, None]
+    assert all(users / spawn_rate_for(users) <= 0.25 for users in (1, 7, 500))  # a step's users start at once
 
 
 def test_step_load_carries_each_steps_rate() -> None:
@@ -50,7 +59,7 @@ def test_constant_rate_sizes_users_from_rate_and_latency() -> None:
     clock = Clock()
     shape = ConstantRate(rate=200, duration_s=30, expected_latency_s=0.05, headroom=2, clock=clock)
     assert shape.users == 20  # 200/s x 50 ms x 2
-    assert shape.tick() == (20, 20.0)
+    assert shape.tick() == (20, 80.0)
     assert shape.current_rate() == 200
     clock.t = 30
     assert shape.tick() is None and shape.current_rate() is None
@@ -70,11 +79,11 @@ def test_controlled_load_follows_the_control_file_and_acknowledges(tmp_path: Pat
     assert shape.tick() == (1, 1.0), "before the first control file it idles at one user"
     write_control(control, seq=0, users=4, rate=None)
     clock.t = 1.5
-    assert shape.tick() == (4, 4.0)
+    assert shape.tick() == (4, 16.0)
     assert json.loads(shape.ack.read_text()) == {"seq": 0, "at": 1.5}
     write_control(control, seq=1, users=16, rate=80.0)
     clock.t = 3.0
-    assert shape.tick() == (16, 16.0)
+    assert shape.tick() == (16, 64.0)
     assert shape.current_rate() == 80.0
     assert json.loads(shape.ack.read_text())["seq"] == 1
     write_control(control, seq=2, users=16, stop=True)
