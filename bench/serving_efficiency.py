@@ -1,7 +1,7 @@
 """Serving efficiency of the tuned MiniLM config, in one run on the shipped sentence set.
 
     .venv/bin/python bench/serving_efficiency.py [--winner reports/demo/winner.yaml] [--repeats 2]
-                                                 [--step-s 4] [--json PATH]
+                                                 [--json PATH]
 
 Measured with real `bentoml serve` + Locust, the configs interleaved (tuned, BentoML default,
 naive, then again) so a slow minute of the machine hits all of them:
@@ -9,7 +9,8 @@ naive, then again) so a slow minute of the machine hits all of them:
 * BentoML default: batchable /encode with BentoML's defaults (max_batch_size 100,
   max_latency_ms 60000), 1 worker, torch threads = cores;
 * naive: 1 worker, torch threads = cores, the non-batchable /encode_unbatched endpoint;
-and goodput = the best load step's successful RPS with p95 <= the SLO and <= 1% failures.
+and goodput = each config's capacity as the tuner searches it (tuner/capacity.py): the best
+offered-rate step's successful RPS with p95 <= the SLO and <= 1% failures.
 The physical limit: the same variant in-process, `workers` processes at once with the same torch
 threads each, encoding batches of the mean batch size the server formed at its best step
 (shipped sentences, no HTTP, no JSON), measured right after each tuned run: this VM's speed
@@ -37,18 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.deployer import LocalBentoDeployer
 from core.registry import service_spec
 from core.serveconfig import load_winner
-from tuner.commands.demo import DEMO_SLO_MS, NAIVE_USERS, ensure_models
+from tuner.commands.demo import DEMO_SLO_MS, ensure_models
 from tuner.objective import SLO, Objective
 from tuner.space import Config, default_space
 from tuner.store import StudyStore, TrialRecord
 from tuner.strategies.grid import GridSearch
 from tuner.study import Study
-from tuner.trial import LoadPlan, TrialRunner
-from tuner.tuning import naive_config, real_load_runner
+from tuner.trial import CapacityPlan, TrialRunner
+from tuner.tuning import bentoml_default_config, naive_config, real_load_runner
 
 SERVICE = "embedding"
-USERS = (8, 16, 28, 40)
-BENTOML_DEFAULT_BATCH, BENTOML_DEFAULT_LATENCY_MS = 100, 60000
 
 
 class Limit(NamedTuple):
@@ -115,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--winner", type=Path, default=Path("reports/demo/winner.yaml"))
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--step-s", type=float, default=4.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
@@ -123,13 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     tuned = winner_config(args.winner, cores)
     ensure_models()
     configs = {
-        "tuned": (tuned, None, USERS),
-        "bentoml-default": (
-            Config(BENTOML_DEFAULT_BATCH, BENTOML_DEFAULT_LATENCY_MS, 1, cores, 0, tuned.variant),
-            None,
-            USERS,
-        ),
-        "naive": (naive_config(cores), service_spec(SERVICE).naive_endpoint, NAIVE_USERS),
+        "tuned": (tuned, None),
+        "bentoml-default": (bentoml_default_config(cores, tuned.variant), None),
+        "naive": (naive_config(cores), service_spec(SERVICE).naive_endpoint),
     }
     load_before, t0 = os.getloadavg(), time.monotonic()
     slo = SLO(latency_ms=DEMO_SLO_MS)
@@ -137,19 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         store = StudyStore(Path(work))
         store.open({}, resume=False)
         deployer = LocalBentoDeployer(SERVICE, Path(work) / "logs")
-        runner = TrialRunner(
-            deployer, real_load_runner(1.0, 0.5), LoadPlan.users(USERS, args.step_s), slo, SERVICE
-        )
+        runner = TrialRunner(deployer, real_load_runner(1.0, 0.5), CapacityPlan(), slo, SERVICE)
         space = default_space(SERVICE)
         study = Study(space, GridSearch(space), Objective(slo), runner, store, n_trials=0)
         records: dict[str, list[TrialRecord]] = {name: [] for name in configs}
         limits: list[Limit] = []  # one per tuned run
         for repeat in range(args.repeats):
-            for name, (config, endpoint, users) in configs.items():
-                record = study.measure(
-                    config, "baseline", f"{name}-{repeat}", endpoint=endpoint,
-                    plan=LoadPlan.users(users, args.step_s),
-                )  # fmt: skip
+            for name, (config, endpoint) in configs.items():
+                record = study.measure(config, "baseline", f"{name}-{repeat}", endpoint=endpoint)
                 records[name].append(record)
                 print(f"{name} run {repeat + 1}: {config.key} {record.status} {record.goodput_rps:.1f} RPS")
                 if name == "tuned":  # the physical limit right after, before the machine's speed drifts

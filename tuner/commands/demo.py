@@ -17,11 +17,8 @@ from tuner.strategies import DEFAULT_STRATEGY, STRATEGY_HELP
 DEMO_OUT = Path("reports/demo")
 DEMO_SLO_MS = 200.0
 DEMO_TRIALS = 10
-# Closed-loop user steps (one Locust process per trial, stepping stops at the first clear breach).
-# Fixed-length windows after a 0.5 s settle keep 10 trials + naive + finalists inside 6 minutes
-# (a 12-trial run with int8 workers, slower to start, took 400 s).
-DEMO_USERS = (8, 18, 28)
-NAIVE_USERS = (1, 2, 4)
+DEMO_BUDGET_S = 360.0  # the whole demo, models and report included
+REPORT_RESERVE_S = 10.0  # writing the report and summary after the study
 
 
 def register(app: typer.Typer) -> None:
@@ -52,15 +49,20 @@ def sentence_stats() -> dict[str, Any]:
 
 
 def demo(
-    trials: Annotated[int, typer.Option(min=1, help="tuning trials (distinct configs)")] = DEMO_TRIALS,
+    trials: Annotated[
+        int, typer.Option(min=1, help="most tuning trials (the budget may run fewer)")
+    ] = DEMO_TRIALS,
     strategy: Annotated[str, typer.Option(help=STRATEGY_HELP)] = DEFAULT_STRATEGY,
-    step_seconds: Annotated[float, typer.Option(min=1, help="seconds per load step")] = 3.0,
+    time_budget: Annotated[
+        float, typer.Option(min=60, help="seconds for the whole demo: fewer trials rather than an overrun")
+    ] = DEMO_BUDGET_S,
     finalists: Annotated[int, typer.Option(min=0, help="top-k re-measured")] = 2,
-    repeats: Annotated[int, typer.Option(min=0, help="re-measurements per finalist")] = 1,
+    repeats: Annotated[int, typer.Option(min=0, help="capacity searches per finalist")] = 3,
     out: Annotated[Path, typer.Option(help="study folder")] = DEMO_OUT,
     resume: Annotated[bool, typer.Option(help="continue an interrupted demo study")] = False,
 ) -> None:
-    """Build models if missing, tune TextEmbedding (MiniLM) under p95 <= 200 ms, compare with naive."""
+    """Build models if missing, tune TextEmbedding (MiniLM) under p95 <= 200 ms, compare with naive
+    and with BentoML's default batching; every config's capacity is searched, not read off a ladder."""
     from core.processes import RUNNING_FILE, StillRunning, exit_code, stop_leftovers, stop_reason
     from tuner.commands.tune import TuneOptions, print_outcome, run_tune_cli
 
@@ -85,10 +87,16 @@ def demo(
         except StillRunning as exc:
             fail(str(exc))
         shutil.rmtree(out)
+    study_budget = time_budget - (time.monotonic() - t0) - REPORT_RESERVE_S
+    console.print(
+        f"time budget: {time_budget:.0f} s for the demo, {study_budget:.0f} s of it for the study "
+        "(profile, naive and BentoML-default baselines, trials, finalists)",
+        highlight=False,
+    )
     options = TuneOptions(
         service="embedding", strategy=strategy, trials=trials, slo_ms=DEMO_SLO_MS, out=out,
-        resume=resume, finalists=finalists, repeats=repeats, step_s=step_seconds, warmup_s=0.0,
-        users=DEMO_USERS, naive_users=NAIVE_USERS, naive_baseline=True, max_extend=1.0, settle_s=0.5,
+        resume=resume, finalists=finalists, repeats=repeats, warmup_s=2.0, naive_baseline=True,
+        default_baseline=True, time_budget_s=max(30.0, study_budget),
     )  # fmt: skip
     load_before = os.getloadavg()
     outcome = run_tune_cli(options, f"rerun `servetune demo --resume` to continue {out}")
@@ -99,32 +107,58 @@ def demo(
     print_closing(summary, out)
 
 
+def profiled_batch16_s(out: Path) -> float | None:
+    """In-process MiniLM fp32 batch-16 seconds at 1 thread from the study's profile (machine speed)."""
+    from tuner.profile import Profile
+
+    path = out / "profile.json"
+    if not path.exists():
+        return None
+    points = Profile.load(path).points.get("fp32@cpu", [])
+    times = [p.seconds for p in points if p.batch == 16 and p.threads == 1]
+    return min(times) if times else None
+
+
 def demo_summary(
     outcome: Any, stats: dict[str, Any], wall: float, load_before: tuple[float, ...]
 ) -> dict[str, Any]:
     """The figures the closing note quotes (also reports/demo/summary.json)."""
+    from tuner.tuning import DEFAULT_LABEL, NAIVE_LABEL
+
     result = outcome.result
     winner = result.winner
-    naive = outcome.baseline
-    naive_rps = naive.goodput_rps if naive is not None else 0.0
+    by_label = {b.label: b for b in outcome.baselines}
+    naive, default = by_label.get(NAIVE_LABEL), by_label.get(DEFAULT_LABEL)
     winner_rps = winner.mean_goodput if winner is not None else 0.0
+
+    def ratio(baseline: Any) -> float | None:
+        rps = baseline.goodput_rps if baseline is not None else 0.0
+        return round(winner_rps / rps, 2) if rps > 0 and winner is not None else None
+
     return {
         "winner": winner.config.serve_config("embedding").model_dump() if winner else None,
         "winner_key": winner.config.key if winner else None,
         "winner_goodput_rps": round(winner_rps, 1),
         "winner_goodput_runs": [round(g, 1) for g in winner.goodputs] if winner else [],
-        "winner_spread_rps": round(winner.spread, 1) if winner else None,
+        "winner_interval_rps": [round(v, 1) for v in winner.interval] if winner else None,
+        "winner_stdev_rps": round(winner.stdev, 1) if winner else None,
+        "choice": result.choice.explain() if result.choice else None,
+        "statistically_tied": bool(result.choice and result.choice.is_tie),
         "naive": naive.config if naive is not None else None,
-        "naive_goodput_rps": round(naive_rps, 1),
+        "naive_goodput_rps": round(naive.goodput_rps, 1) if naive is not None else 0.0,
         "naive_status": naive.status if naive is not None else None,
-        "ratio": round(winner_rps / naive_rps, 2) if naive_rps > 0 else None,
+        "ratio": ratio(naive),
+        "bentoml_default_goodput_rps": round(default.goodput_rps, 1) if default is not None else None,
+        "ratio_over_bentoml_default": ratio(default),
         "slo_p95_ms": DEMO_SLO_MS,
         "max_failure_ratio": outcome.settings.get("max_failure_ratio"),
         "trials": len(result.trials),
+        "stopped_because": result.stopped_because,
         "finalist_runs": len([r for r in result.records if r.kind == "finalist"]),
         "failed_trials": len([r for r in result.trials if r.status == "failed"]),
         "infeasible_trials": len([r for r in result.trials if r.status == "infeasible"]),
         "wall_seconds": round(wall, 1),
+        "inprocess_fp32_batch16_1thread_s": profiled_batch16_s(outcome.out),
         "cores": os.cpu_count(),
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
@@ -137,20 +171,43 @@ def demo_summary(
 def print_closing(summary: dict[str, Any], out: Path) -> None:
     ratio = summary["ratio"]
     console.rule("demo result")
+    interval = summary["winner_interval_rps"]
+    interval_text = f", 95% interval {interval[0]}-{interval[1]}" if interval else ""
     console.print(
-        f"winner  {summary['winner_key']}: {summary['winner_goodput_rps']} good RPS "
-        f"(runs {summary['winner_goodput_runs']}) at p95 <= {summary['slo_p95_ms']:.0f} ms"
+        f"winner  {summary['winner_key']}: {summary['winner_goodput_rps']} good RPS{interval_text} "
+        f"(capacity searches {summary['winner_goodput_runs']}) at p95 <= {summary['slo_p95_ms']:.0f} ms",
+        highlight=False,
     )
+    if summary["choice"]:
+        console.print(f"        {summary['choice']}", highlight=False)
     console.print(
         f"naive   1 worker, non-batched /encode_unbatched, torch threads = {summary['cores']}: "
-        f"{summary['naive_goodput_rps']} good RPS"
+        f"{summary['naive_goodput_rps']} good RPS",
+        highlight=False,
     )
+    if summary["bentoml_default_goodput_rps"] is not None:
+        console.print(
+            "BentoML default batching (100 / 60 s, 1 worker): "
+            f"{summary['bentoml_default_goodput_rps']} good RPS",
+            highlight=False,
+        )
     if ratio is not None:
         colour = "green" if ratio >= 2 else "yellow"
-        console.print(f"[bold {colour}]tuned / naive = {ratio:.2f}x[/] (both measured in this run)")
+        over_default = summary["ratio_over_bentoml_default"]
+        extra = f"; tuned / BentoML default = {over_default:.2f}x" if over_default else ""
+        console.print(f"[bold {colour}]tuned / naive = {ratio:.2f}x[/]{extra} (all measured in this run)")
+    why = f" ({summary['stopped_because']})" if summary["stopped_because"] else ""
     console.print(
-        f"{summary['trials']} trials + {summary['finalist_runs']} finalist re-runs + naive in "
-        f"{summary['wall_seconds']:.0f} s; load average before/after {summary['load_average_before'][0]}"
-        f"/{summary['load_average_after'][0]} on {summary['cores']} cores"
+        f"{summary['trials']} trials{why} + {summary['finalist_runs']} finalist capacity searches + 2 "
+        f"baselines in {summary['wall_seconds']:.0f} s; load average before/after "
+        f"{summary['load_average_before'][0]}/{summary['load_average_after'][0]} on {summary['cores']} cores",
+        highlight=False,
     )
+    speed = summary["inprocess_fp32_batch16_1thread_s"]
+    if speed is not None:
+        console.print(
+            f"machine speed: in-process MiniLM fp32 batch 16 on 1 thread took {speed:.3f} s "
+            "(from the profile)",
+            highlight=False,
+        )
     console.print(f"report: {summary['report']}   summary: {out / 'summary.json'}")
