@@ -1,0 +1,54 @@
+"""The capacity search for real: `bentoml serve` of the no-op service, paced Locust load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+import pytest
+
+from core.deployer import LocalBentoDeployer
+from tuner.capacity import CapacityRules
+from tuner.objective import SLO
+from tuner.space import Config
+from tuner.trial import CapacityPlan, TrialRunner
+from tuner.tuning import real_load_runner
+
+pytestmark = pytest.mark.integration
+
+
+def _children(word: str) -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if word in " ".join(p.cmdline())]
+
+
+def test_the_search_brackets_the_no_op_services_knee(tmp_path: Path) -> None:
+    """A tight SLO (p95 <= 15 ms) puts the no-op service's knee within one Locust process's reach
+    on a small machine; where the machine is fast enough that Locust runs out first, the search
+    must say that the generator, not the server, was the limit."""
+    slo = SLO(latency_ms=15.0)
+    rules = CapacityRules(resolution=0.1, min_step_s=1.5, max_step_s=6.0, max_steps=10)
+    deployer = LocalBentoDeployer("noop", tmp_path / "logs")
+    runner = TrialRunner(deployer, real_load_runner(1.0, 0.3), CapacityPlan(rules, probe_s=1.5), slo, "noop")
+    measured = runner.measure(Config(8, 5, 1, 1))
+    assert measured.ok, measured.reason
+    found = measured.capacity
+    assert found is not None and found.steps == len(measured.steps) >= 2
+    met = [s for s in measured.steps if not slo.violations(s)]
+    breached = [s for s in measured.steps if slo.violations(s)]
+    assert met, "the first paced step is well under the knee"
+    for step in measured.steps:
+        assert step.step.rate is not None and step.step.abort_above_ms == 2 * slo.latency_ms
+        assert step.duration_s >= 1.0 or step.aborted
+    for step in met:
+        assert step.kept_rate, f"paced users sent {step.rps:.0f}/s of {step.step.rate:.0f}/s"
+    top_met = max(s.step.rate or 0.0 for s in met)
+    assert found.knee == pytest.approx(top_met)
+    assert found.goodput_rps == pytest.approx(max(s.goodput_rps for s in met))
+    if found.limited_by == "slo":
+        assert found.converged and found.breach is not None
+        assert found.breach / found.knee - 1 <= rules.resolution + 1e-9
+        assert min(s.step.rate or 0.0 for s in breached) == pytest.approx(found.breach)
+    else:
+        assert found.limited_by in ("generator", "max_load"), found
+        assert found.note
+    assert not _children("locust") and not _children("bentoml")
