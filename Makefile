@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo's 6-minute budget counts from here, so creating .venv on a fresh clone is inside it.
+DEMO_STARTED := $(shell date +%s)
+
 demo: $(STAMP)
-	$(VENV)/bin/servetune demo
+	$(VENV)/bin/servetune demo --started-at $(DEMO_STARTED)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest
