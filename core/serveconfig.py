@@ -136,8 +136,23 @@ def dump_serve_config(config: ServeConfig, path: Path) -> None:
     path.write_text(json.dumps(config.model_dump(), indent=2) + "\n")
 
 
+class FinalistSummary(BaseModel):
+    """One re-measured finalist as the winner file lists it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    key: str
+    mean_rps: float
+    stdev_rps: float = 0.0
+    interval_rps: list[float] = Field(min_length=2, max_length=2, description="[low, high] 95% of the mean")
+    runs: int = Field(0, ge=0)
+
+
 class WinnerFile(BaseModel):
-    """What the tuner writes for its winner; `servetune serve --config` and `deploy` read it."""
+    """What the tuner writes for its winner; `servetune serve --config` and `deploy` read it.
+
+    The fields after `cores` were added later and are optional: older winner files still load.
+    """
 
     model_config = ConfigDict(extra="allow")
 
@@ -149,6 +164,16 @@ class WinnerFile(BaseModel):
     p95_ms: float | None = Field(None, ge=0, description="server p95 at that goodput")
     rss_mb: float | None = Field(None, gt=0, description="peak resident memory of server + workers")
     cores: int | None = Field(None, ge=1, description="cores of the machine it was measured on")
+    key: str | None = None
+    goodput_spread_rps: float | None = None
+    goodput_measurements: list[float] = Field(default_factory=list)
+    goodput_stdev_rps: float | None = None
+    goodput_interval_rps: list[float] | None = Field(
+        None, min_length=2, max_length=2, description="[low, high] 95% interval of the mean"
+    )
+    statistically_tied_with: list[str] = Field(default_factory=list, description="finalists' keys")
+    choice: str = Field("", description="why this finalist won, in one sentence")
+    finalists: list[FinalistSummary] = Field(default_factory=list)
 
 
 def load_winner(path: Path) -> WinnerFile:
