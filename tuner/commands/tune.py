@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, cast
 
 import typer
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -15,7 +15,8 @@ from core.measurement import StepMeasurement
 from core.readers import METRICS_HELP, PROMETHEUS_TARGETS_HELP, PROMETHEUS_URL_HELP
 from tuner.capacity import LoadMode
 from tuner.commands.console import console, fail
-from tuner.objective import SLO, ObjectiveKind, Quantile
+from tuner.objective import SLO, ObjectiveKind, Quantile, load_text
+from tuner.report import capacity_text, comparisons
 from tuner.space import Config
 from tuner.store import TrialRecord
 from tuner.strategies import DEFAULT_STRATEGY, STRATEGY_HELP
@@ -24,7 +25,8 @@ from tuner.tuning import TuneOptions, TuneOutcome, run_tune
 
 
 class LiveView:
-    """A Rich live panel: trial i/N, current config, step, RPS, p95, best so far."""
+    """A Rich live panel: trial i/N, current config, step, RPS, p95, best so far (terminals only:
+    elsewhere Live prints every frame)."""
 
     def __init__(self, total_trials: int, slo: SLO) -> None:
         self.total = total_trials
@@ -47,15 +49,18 @@ class LiveView:
             best = f"best so far: {self.best.key}  {self.best.goodput_rps:.1f} good RPS"
         return Group(head, Text(best, style="green"), trial_table(self.rows[-8:]))
 
+    def start(self) -> None:
+        self.live.start()
+
+    def stop(self) -> None:
+        self.live.stop()
+
     def trial_start(self, number: int, kind: str, config: Config) -> None:
         self.kind, self.current, self.step_line = kind, config.key, ""
         self.live.update(self.render())
 
     def step(self, index: int, step: StepMeasurement) -> None:
-        self.step_line = (
-            f"step {index + 1}: {step.step.users} users  {step.rps:.1f} RPS  "
-            f"{self.slo.quantile} {self.slo.latency_of(step):.0f} ms  failures {step.failure_ratio:.1%}"
-        )
+        self.step_line = step_text(index, step, self.slo)
         self.live.update(self.render())
 
     def trial_end(self, record: TrialRecord) -> None:
@@ -71,20 +76,90 @@ class LiveView:
         return StudyEvents(self.trial_start, self.step, self.trial_end)
 
 
+def step_text(index: int, step: StepMeasurement, slo: SLO) -> str:
+    """One load step for people: its offered rate (or users), what it served, latency, failures."""
+    text = (
+        f"step {index + 1}: {load_text(step)}  {step.rps:.1f} RPS  "
+        f"{slo.quantile} {slo.latency_of(step):.0f} ms  failures {step.failure_ratio:.1%}"
+    )
+    return text + ("  (aborted early)" if step.aborted else "")
+
+
+def record_line(record: TrialRecord, quantile: str) -> str:
+    """One finished measurement on one plain line: number, kind, config, status, good RPS, the
+    knee and its bracket, latency, seconds (and why, when it did not meet the SLO)."""
+    latency = "-" if record.latency_ms is None else f"{record.latency_ms:.0f}"
+    parts = [f"{record.status}", f"{record.goodput_rps:.1f} good RPS"]
+    found = capacity_text(record.capacity)
+    if found:
+        parts.append(found)
+    parts += [f"{quantile} {latency} ms", f"{record.wall_s:.0f} s"]
+    line = f"#{record.number} {record.label or record.kind} {record.key}: " + ", ".join(parts)
+    if record.status != "ok" and record.reason:
+        line += " - " + record.reason.splitlines()[0][:200]
+    return line
+
+
+class PlainProgress:
+    """Progress as plain lines, one when a measurement starts and one when it ends (for logs and
+    pipes, where a live view would print every frame)."""
+
+    def __init__(self, total_trials: int, slo: SLO, out: Console = console) -> None:
+        self.total = total_trials
+        self.slo = slo
+        self.out = out
+        self.trials_started = 0
+
+    def line(self, text: str) -> None:
+        self.out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def trial_start(self, number: int, kind: str, config: Config) -> None:
+        count = ""
+        if kind == "trial":
+            self.trials_started += 1
+            count = f" {self.trials_started}/{self.total}"
+        self.line(f"#{number} {kind}{count} {config.key}: started")
+
+    def trial_end(self, record: TrialRecord) -> None:
+        self.line(record_line(record, self.slo.quantile))
+
+    def events(self) -> StudyEvents:
+        return StudyEvents(self.trial_start, None, self.trial_end)
+
+
 STATUS_COLOURS = {"ok": "green", "infeasible": "yellow", "failed": "red"}
 
 
 def trial_table(records: list[TrialRecord], title: str | None = None) -> Table:
     """One row per measurement; reasons for infeasible/failed trials are printed below it."""
-    table = Table("#", "kind", "config", "status", "good RPS", "p95 ms", "fail", "RSS MB", "s", title=title)
+    table = Table(
+        "#", "kind", "config", "status", "good RPS", "knee", "p95 ms", "fail", "RSS MB", "s", title=title
+    )
     for r in records:
+        knee = "-"
+        if r.capacity is not None and r.capacity.knee is not None:
+            knee = f"{r.capacity.knee:.4g}" + (
+                "" if r.capacity.breach is None else f"-{r.capacity.breach:.4g}"
+            )
         table.add_row(
             str(r.number), r.label or r.kind, r.key, f"[{STATUS_COLOURS[r.status]}]{r.status}[/]",
-            f"{r.goodput_rps:.1f}", "-" if r.latency_ms is None else f"{r.latency_ms:.0f}",
+            f"{r.goodput_rps:.1f}", knee, "-" if r.latency_ms is None else f"{r.latency_ms:.0f}",
             "-" if r.failure_ratio is None else f"{r.failure_ratio:.3f}",
             "-" if r.rss_mb is None else f"{r.rss_mb:.0f}", f"{r.wall_s:.0f}",
         )  # fmt: skip
     return table
+
+
+def progress_view(options: TuneOptions) -> LiveView | PlainProgress:
+    """The live panel on a terminal, plain lines anywhere else (pipes, CI logs)."""
+    slo = SLO(options.slo_ms, options.quantile, options.max_failure_ratio)
+    return LiveView(options.trials, slo) if console.is_terminal else PlainProgress(options.trials, slo)
 
 
 def run_tune_cli(options: TuneOptions, resume_hint: str) -> TuneOutcome:
@@ -93,8 +168,8 @@ def run_tune_cli(options: TuneOptions, resume_hint: str) -> TuneOutcome:
     and exit code 128 + the signal (130, 143, 129) once the trial's server and Locust are stopped."""
     from core.processes import StillRunning, exit_code, stop_reason
 
-    view = LiveView(options.trials, SLO(options.slo_ms, options.quantile, options.max_failure_ratio))
-    view.live.start()
+    view = progress_view(options)
+    view.start()
     try:
         return run_tune(options, events=view.events(), say=lambda line: console.print(line))
     except (ValueError, StillRunning) as exc:
@@ -106,32 +181,60 @@ def run_tune_cli(options: TuneOptions, resume_hint: str) -> TuneOutcome:
         )
         raise typer.Exit(exit_code(exc)) from None
     finally:
-        view.live.stop()
+        view.stop()
 
 
 def print_outcome(outcome: TuneOutcome) -> None:
-    """The table of trials, the finalists and the winner."""
+    """The measurements, the finalists with their 95% intervals, how the winner was chosen, why
+    the search stopped early, and the winner against the baselines."""
     result = outcome.result
-    console.print(trial_table(result.records, title="trials"))
-    for r in result.records:
-        if r.status != "ok":
-            console.print(
-                f"  #{r.number} {r.key} {r.status}: {r.reason.splitlines()[0][:200]}", highlight=False
-            )
-    for f in result.finalists:
+    quantile = str(outcome.settings.get("quantile", "p95"))
+    if console.is_terminal:
+        console.print(trial_table(result.records, title="trials"))
+        for r in result.records:
+            if r.status != "ok":
+                plain(f"  #{r.number} {r.key} {r.status}: {r.reason.splitlines()[0][:200]}")
+    else:
+        plain("measurements:")
+        for r in result.records:
+            plain("  " + record_line(r, quantile))
+    if result.stopped_because:
         console.print(
-            f"finalist {f.config.key}: mean {f.mean_goodput:.1f} good RPS over {len(f.goodputs)} "
-            f"run(s) (spread {f.spread:.1f}; {', '.join(f'{g:.1f}' for g in f.goodputs)})"
+            Text.assemble(("stopped early", "yellow"), f": {result.stopped_because}"), soft_wrap=True
         )
+    for f in result.finalists:
+        low, high = f.interval
+        runs = ", ".join(f"{g:.1f}" for g in f.goodputs)
+        plain(
+            f"finalist {f.config.key}: mean {f.mean_goodput:.1f} good RPS, 95% interval "
+            f"{low:.1f}-{high:.1f}, stdev {f.stdev:.1f} over {len(f.goodputs)} run(s) ({runs})"
+        )
+    if result.choice is not None:
+        plain(f"choice: {result.choice.explain()}")
+    baselines = outcome.baselines or ([outcome.baseline] if outcome.baseline is not None else [])
     if result.winner is None:
         console.print("[red]no config met the SLO[/]; see the report for why each was infeasible")
     else:
         w = result.winner
+        low, high = w.interval
         console.print(
-            f"[bold green]winner[/] {w.config.key}: {w.mean_goodput:.1f} good RPS (spread {w.spread:.1f})"
+            f"[bold green]winner[/] {w.config.key}: {w.mean_goodput:.1f} good RPS "
+            f"(95% interval {low:.1f}-{high:.1f}, spread {w.spread:.1f})",
+            soft_wrap=True,
         )
-        console.print(f"winner file: {outcome.winner_file}  (servetune serve --config {outcome.winner_file})")
-    console.print(f"report: {outcome.report}   steps: {outcome.out / 'steps.csv'}")
+    for c in comparisons(result.winner, baselines):
+        ratio = "no ratio (it served no good RPS within the SLO)" if c.ratio is None else f"{c.ratio:.2f}x"
+        if result.winner is not None:
+            ratio = f"winner / {c.label} = {ratio}"
+        plain(f"{c.label} baseline {c.key}: {c.goodput_rps:.1f} good RPS, {c.capacity}; {ratio}")
+    if result.winner is not None:
+        plain(f"winner file: {outcome.winner_file}  (servetune serve --config {outcome.winner_file})")
+    plain(f"report: {outcome.report}   steps: {outcome.out / 'steps.csv'}")
+
+
+def plain(line: str) -> None:
+    """A line of words and numbers, printed as they are (no markup, one line even in a pipe)."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
