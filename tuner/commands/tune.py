@@ -321,8 +321,8 @@ def tune(
         float, typer.Option(min=0, help="warm-up seconds, not scored (the capacity search's probe)")
     ] = 3.0,
     max_extend: Annotated[
-        float, typer.Option(min=1, help="stretch an unsteady step up to this many times its length")
-    ] = 2.0,
+        float, typer.Option(min=1, help="stretch an unsteady explicit step up to this many times its length")
+    ] = 1.0,
     baseline: Annotated[bool, typer.Option(help="also measure the naive config (embedding)")] = False,
     default_baseline: Annotated[
         bool, typer.Option(help="also measure BentoML's default batching (100 / 60 s, 1 worker)")
