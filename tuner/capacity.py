@@ -5,8 +5,11 @@ what it measured. It brackets the knee (start from a probe's figure, grow geomet
 step breaches the SLO, or shrink until one meets it), then bisects the bracket geometrically until
 `hi / lo - 1 <= resolution`. Every proposed level stays inside the bracket and never exceeds
 `growth` times the highest level that met the SLO, so a badly overloaded step is never followed by
-a heavier one. Each step lasts long enough to hold the requests its quantile needs
-(`min_requests`), within `[min_step_s, max_step_s]`.
+a heavier one. A converged bracket's breach is measured once more (`rechecks`): a hiccup of a
+shared machine (a stalled second, a garbage collection) fails a short step that the server
+could hold, and a breach that does not repeat is dropped and the search goes on above it.
+Each step lasts long enough to hold the requests its quantile needs (`min_requests`), within
+`[min_step_s, max_step_s]`.
 
 The load level is an arrival rate (requests/s, paced users: open loop as long as the server
 answers within `horizon_factor` x the SLO) or, with `mode="users"`, closed-loop users.
@@ -42,6 +45,7 @@ class CapacityRules:
     abort_factor: float = 2.0  # a sub-window p95 above this x the SLO ends a step early
     horizon_factor: float = 2.0  # paced users = rate x this x the SLO latency
     min_rate: float = 0.2  # requests/s below which a config is infeasible
+    rechecks: int = 1  # times a converged bracket's breach is measured again
     max_users: int = 2000  # the load generator's bound on concurrent requests
 
     def __post_init__(self) -> None:
@@ -84,6 +88,8 @@ class CapacitySearch:
     growth: float | None = None  # overrides rules.growth (narrow re-measurements)
     lo: float | None = None
     hi: float | None = None
+    breaches: list[float] = field(default_factory=list)  # levels that breached (and stand)
+    rechecked: int = 0
     passed: list[StepMeasurement] = field(default_factory=list)
     told: list[tuple[float, StepMeasurement]] = field(default_factory=list)
     limited_by: Limit | None = None
@@ -138,6 +144,9 @@ class CapacitySearch:
                 return None
             return level
         if self._converged():
+            if self.rechecked < self.rules.rechecks:
+                self.rechecked += 1
+                return self.hi
             self.limited_by = "slo"
             return None
         level = self._level(math.sqrt(self.lo * self.hi))
@@ -190,7 +199,12 @@ class CapacitySearch:
             self.note = _generator_note(measured)
         elif met:
             self.lo = level if self.lo is None else max(self.lo, level)
+            if level in self.breaches:  # a breach that did not repeat
+                self.breaches.remove(level)
+                self.note = f"a breach at {level:.4g} did not repeat on a recheck"
+            self.hi = min((b for b in self.breaches if b > self.lo), default=None)
         else:
+            self.breaches.append(level)
             self.hi = level if self.hi is None else min(self.hi, level)
 
     def _level_of(self, measured: StepMeasurement) -> float:

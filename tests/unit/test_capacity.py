@@ -79,22 +79,53 @@ def test_with_noise_the_knee_stays_close() -> None:
 
 
 def test_the_bracket_never_passes_the_abort_rule() -> None:
-    """No level above growth x the best passing level, none at or above a breached level."""
-    rules = CapacityRules(growth=2.0)
+    """No level above growth x the best passing level; none above a standing breach, and a
+    breach itself only measured again as one of the rules' rechecks."""
+    rules = CapacityRules(growth=2.0, rechecks=2)
     for seed in range(10):
         respond, _ = knee_curve(200.0, noise=0.1, seed=seed)
         search = CapacitySearch(SLO_200, rules, start=7.0)
-        highest_met, lowest_breach = 0.0, math.inf
+        highest_met, breaches, rechecks = 0.0, [math.inf], 0
         for step, met in drive(search, respond):
             assert step.rate is not None
-            assert step.rate < lowest_breach
+            assert step.rate <= min(breaches)
+            if step.rate == min(breaches):
+                rechecks += 1
             if highest_met:
                 assert step.rate <= rules.growth * highest_met * (1 + 1e-9)
             assert step.abort_above_ms == rules.abort_factor * SLO_200.latency_ms
             if met:
                 highest_met = max(highest_met, step.rate)
+                if step.rate in breaches:
+                    breaches.remove(step.rate)
             else:
-                lowest_breach = min(lowest_breach, step.rate)
+                breaches.append(step.rate)
+        assert rechecks <= rules.rechecks
+
+
+def test_a_breach_that_does_not_repeat_is_dropped() -> None:
+    """A hiccup fails the step at 105 once; the recheck passes and the search goes on above it."""
+    respond, knee = knee_curve(150.0)
+    hiccups = [105.0]
+
+    def with_hiccup(step: LoadStep) -> StepMeasurement:
+        if step.rate is not None and hiccups and abs(step.rate - hiccups[0]) < 1e-6:
+            hiccups.pop()
+            return make_step(step, step.rate, 450.0, 0.0)
+        return respond(step)
+
+    rules = CapacityRules(growth=1.05 * 1.05, resolution=0.05, rechecks=1)
+    search = CapacitySearch(SLO_200, rules, start=105.0 / rules.growth)
+    drive(search, with_hiccup)
+    found = search.finding()
+    assert "did not repeat" in found.note
+    assert found.knee is not None and found.knee > 105.0
+    without = CapacitySearch(
+        SLO_200, CapacityRules(growth=rules.growth, rechecks=0), start=105.0 / rules.growth
+    )
+    hiccups.append(105.0)
+    drive(without, with_hiccup)
+    assert without.finding().knee is not None and without.finding().knee < 105.0 < knee
 
 
 def test_steps_hold_enough_requests_for_the_quantile_within_the_caps() -> None:
