@@ -46,6 +46,11 @@ class CapacityRules:
     horizon_factor: float = 2.0  # paced users = rate x this x the SLO latency
     min_rate: float = 0.2  # requests/s below which a config is infeasible
     rechecks: int = 1  # times a converged bracket's breach is measured again
+    # After a breach, the next level is first run unscored for this long: BentoML's batching
+    # dispatcher fits its latency model on its last 50 batches, refreshed at most every 5 s, and
+    # an overloaded step leaves it shedding requests (503) at loads it can hold.
+    recovery_s: float = 5.0
+    generator_busy: float = 0.5  # cores of Locust that make a missed rate the generator's fault
     max_users: int = 2000  # the load generator's bound on concurrent requests
 
     def __post_init__(self) -> None:
@@ -212,12 +217,24 @@ class CapacitySearch:
         return float(rate) if self.rules.mode == "rate" and rate is not None else float(measured.step.users)
 
     def _generator_limited(self, measured: StepMeasurement) -> bool:
-        """The generator, not the server, held the load back: saturated, or short of the rate
-        while the server answered within the SLO."""
+        """The generator, not the server, held the load back: saturated, or busy and short of
+        the rate while the server answered within the SLO (an idle generator short of the rate
+        was held back by the server's stalls: paced users wait for their answer)."""
         if measured.flagged(InvalidReason.GENERATOR_SATURATED):
             return True
+        if measured.kept_rate or measured.generator_cpu < self.rules.generator_busy:
+            return False
         latency_ok = self.slo.latency_of(measured) <= self.slo.latency_ms
-        return not measured.kept_rate and latency_ok and measured.failure_ratio <= self.slo.max_failure_ratio
+        return latency_ok and measured.failure_ratio <= self.slo.max_failure_ratio
+
+    @property
+    def last_breached(self) -> bool:
+        """The last step told did not meet the SLO."""
+        return bool(self.told) and bool(self.slo.violations(self.told[-1][1]))
+
+    def recovery_step(self, before: LoadStep) -> LoadStep:
+        """`before` (the next scored step), unscored and `recovery_s` long, without an abort."""
+        return LoadStep(users=before.users, duration_s=self.rules.recovery_s, rate=before.rate)
 
     def finding(self) -> CapacityFinding:
         best = max(self.passed, key=lambda m: m.goodput_rps, default=None)

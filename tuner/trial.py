@@ -93,7 +93,8 @@ class FixedSchedule:
 @dataclass(frozen=True)
 class CapacityPlan:
     """A probe (closed loop, 2 users per worker: it also warms the model up), then a capacity
-    search from what the probe served."""
+    search from what the probe served; after a breach, the next level runs unscored for
+    `rules.recovery_s` before it is measured."""
 
     rules: CapacityRules = field(default_factory=CapacityRules)
     probe_s: float = 3.0
@@ -116,6 +117,8 @@ class CapacitySchedule:
     hint: float | None = None
     probe: StepMeasurement | None = None
     search: CapacitySearch | None = None
+    recoveries: list[StepMeasurement] = field(default_factory=list)
+    _unscored: bool = True  # the probe comes first
 
     def steps(self) -> Iterator[LoadStep]:
         probe_users = max(2, 2 * self.workers)
@@ -124,20 +127,28 @@ class CapacitySchedule:
         per_user = None
         if self.probe is not None and self.probe.goodput_rps > 0:
             per_user = self.probe.goodput_rps / self.probe.step.users
-        self.search = CapacitySearch(
+        self.search = search = CapacitySearch(
             self.slo,
             rules,
             start_level(self.probe, rules.mode, self.hint),
             per_user_rps=per_user,
             growth=REPEAT_GROWTH if self.hint else None,
         )
-        while (step := self.search.next_step()) is not None:
+        while (step := search.next_step()) is not None:
+            if search.last_breached and rules.recovery_s > 0:
+                self._unscored = True
+                yield search.recovery_step(step)
             yield step
 
     def tell(self, measured: StepMeasurement) -> bool:
-        if self.search is None:
-            self.probe = measured
+        if self._unscored:
+            self._unscored = False
+            if self.search is None:
+                self.probe = measured
+            else:
+                self.recoveries.append(measured)
             return False
+        assert self.search is not None
         self.search.tell(measured)
         return self.search.done
 

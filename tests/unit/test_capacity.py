@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -154,7 +155,8 @@ def test_a_config_that_never_meets_the_slo_is_infeasible_in_few_steps() -> None:
 def test_a_generator_that_cannot_keep_the_rate_ends_the_search_and_says_so() -> None:
     def short_of_rate(step: LoadStep) -> StepMeasurement:
         rate = step.rate or 1.0
-        return make_step(step, min(rate, 400.0), 30.0, 0.0)  # the server is fast; the client lags
+        measured = make_step(step, min(rate, 400.0), 30.0, 0.0)  # the server is fast; the client lags
+        return replace(measured, generator_cpu=0.9 if rate > 400 else 0.3)
 
     search = CapacitySearch(SLO_200, CapacityRules(), start=100.0)
     drive(search, short_of_rate)
@@ -162,6 +164,21 @@ def test_a_generator_that_cannot_keep_the_rate_ends_the_search_and_says_so() -> 
     assert found.limited_by == "generator"
     assert "load generator" in found.note
     assert found.knee == 400.0
+
+
+def test_an_idle_generator_short_of_the_rate_is_not_blamed() -> None:
+    """Paced users wait for their answers: a stalled server holds an idle generator back."""
+    respond, knee = knee_curve(300.0)
+
+    def stalls(step: LoadStep) -> StepMeasurement:
+        measured = respond(step)
+        return replace(measured, rps=0.8 * measured.rps, generator_cpu=0.1)
+
+    search = CapacitySearch(SLO_200, CapacityRules(), start=50.0)
+    drive(search, stalls)
+    found = search.finding()
+    assert found.limited_by == "slo" and found.knee is not None and found.breach is not None
+    assert found.knee <= knee <= found.breach
 
 
 def test_a_saturated_generator_is_not_taken_for_a_breach() -> None:
@@ -217,3 +234,35 @@ def test_a_trial_probes_then_searches_and_keeps_the_finding() -> None:
     assert seen == list(range(len(measured.steps)))
     again = runner.measure(config, hint=measured.capacity.knee)
     assert again.capacity is not None and again.capacity.steps < measured.capacity.steps
+
+
+def test_after_a_breach_the_next_level_runs_unscored_first() -> None:
+    """BentoML's dispatcher keeps shedding for a while after an overload: the level after a
+    breach is run `recovery_s` unscored, then measured."""
+    deployer = FakeDeployer()
+    loads = FakeLoadRunner(deployer)
+    plan = CapacityPlan(CapacityRules(recovery_s=4.0), probe_s=2.0)
+    runner = TrialRunner(deployer, loads, plan, SLO_200, "embedding")
+    sent: list[LoadStep] = []
+    original = loads.run_steps
+
+    def recording(url, service, steps, **kw):  # type: ignore[no-untyped-def]
+        def tap():  # type: ignore[no-untyped-def]
+            for step in steps:
+                sent.append(step)
+                yield step
+
+        return original(url, service, tap(), **kw)
+
+    loads.run_steps = recording  # type: ignore[method-assign]
+    measured = runner.measure(Config(16, 200, 2, 1))
+    assert measured.capacity is not None and measured.capacity.breach is not None
+    scored = list(measured.steps)
+    recoveries = [s for s in sent[1:] if s.duration_s == 4.0 and s.abort_above_ms is None]
+    assert recoveries, "a breach happened, so a recovery step ran"
+    assert len(sent) == 1 + len(scored) + len(recoveries)
+    for index, step in enumerate(sent[1:-1], start=1):
+        if step in recoveries:
+            assert sent[index + 1].rate == step.rate, "the recovery runs at the level measured next"
+    breached_then = [i for i, m in enumerate(scored[:-1]) if SLO_200.violations(m)]
+    assert len(recoveries) == len(breached_then)
