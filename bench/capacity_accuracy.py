@@ -10,8 +10,10 @@ Per config, in ONE server lifetime (`bentoml serve` started once, then):
    (goodput of the best step that met the SLO);
 2. the reference sweep right after, on the same (warm) server: offered rates 2.5% apart
    (geometric) from `--low` to `--high` x the searched knee rate, ascending, `--passes` passes,
-   one Locust process, fixed windows (no stretching, no abort) long enough for `--requests`
-   requests, users = rate x 2 x the SLO (as `LoadPlan.rates`), each step judged by `SLO`.
+   fixed windows (no stretching, no abort) long enough for `--requests` requests, users = rate x
+   2 x the SLO (as `LoadPlan.rates`), each step judged by `SLO`; each pass starts with 5 s
+   unscored at its lowest rate (recovery from the previous overload) and stops at its first
+   step that misses the SLO.
    Reference knee: the highest swept rate at which every pass met the SLO and so did every lower
    swept rate (one failing pass anywhere below ends it); its figure is the mean goodput of the
    passes at that rate. When every rate passed, or the lowest failed, the sweep is widened by
@@ -51,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.deployer import Deployment, LocalBentoDeployer
 from core.measurement import InvalidReason, LoadStep, StepMeasurement
+from tuner.capacity import CapacityRules
 from tuner.objective import SLO
 from tuner.space import Config
 from tuner.trial import LoadPlan, TrialRunner
@@ -283,15 +286,25 @@ def search_steps(steps: Sequence[StepMeasurement], slo: SLO) -> list[dict[str, A
 def sweep(
     url: str, case: Case, slo: SLO, rates: Sequence[float], passes: int, requests: int
 ) -> list[SweepPoint]:
-    """`passes` ascending passes over `rates` in one Locust process, fixed windows."""
+    """`passes` ascending passes over `rates`, fixed windows, one Locust process each. A pass
+    starts with an unscored `recovery_s` step at its lowest rate (the previous pass ended in an
+    overload, and BentoML's dispatcher keeps shedding for a while after one) and ends at its
+    first step that misses the SLO (the reference rule needs nothing above it)."""
     from loadtests.runner import LocustRunner
 
-    plan = [(i, rate) for i in range(passes) for rate in sorted(rates)]
-    steps = [sweep_step(rate, slo, requests) for _, rate in plan]
-    measured = LocustRunner(max_extend=1.0, settle_s=1.0).run_steps(
-        url, case.service, steps, expected_workers=case.config.workers
-    )
-    return [sweep_point(rate, i, m, slo) for (i, rate), m in zip(plan, measured, strict=True)]
+    ordered = sorted(rates)
+    recovery = CapacityRules().recovery_s
+    points: list[SweepPoint] = []
+    for index in range(passes):
+        warm = sweep_step(ordered[0], slo, requests)
+        steps = [LoadStep(users=warm.users, duration_s=recovery, rate=warm.rate)]
+        steps += [sweep_step(rate, slo, requests) for rate in ordered]
+        measured = LocustRunner(max_extend=1.0, settle_s=1.0).run_steps(
+            url, case.service, steps, stop_after=lambda m: m.step.duration_s != recovery
+            and bool(slo.violations(m)), expected_workers=case.config.workers,
+        )  # fmt: skip
+        points += [sweep_point(rate, index, m, slo) for rate, m in zip(ordered, measured[1:], strict=False)]
+    return points
 
 
 def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, Any]:
