@@ -46,9 +46,9 @@ class CapacityRules:
     horizon_factor: float = 2.0  # paced users = rate x this x the SLO latency
     min_rate: float = 0.2  # requests/s below which a config is infeasible
     rechecks: int = 1  # times a converged bracket's breach is measured again
-    # After a breach, the next level is first run unscored for this long: BentoML's batching
-    # dispatcher fits its latency model on its last 50 batches, refreshed at most every 5 s, and
-    # an overloaded step leaves it shedding requests (503) at loads it can hold.
+    # After a breach with shed requests (503), the next level is first run unscored for this
+    # long: BentoML's batching dispatcher fits its latency model on its last 50 batches,
+    # refreshed at most every 5 s, and an overload leaves it shedding at loads it can hold.
     recovery_s: float = 5.0
     generator_busy: float = 0.5  # cores of Locust that make a missed rate the generator's fault
     max_users: int = 2000  # the load generator's bound on concurrent requests
@@ -228,9 +228,13 @@ class CapacitySearch:
         return latency_ok and measured.failure_ratio <= self.slo.max_failure_ratio
 
     @property
-    def last_breached(self) -> bool:
-        """The last step told did not meet the SLO."""
-        return bool(self.told) and bool(self.slo.violations(self.told[-1][1]))
+    def last_shed(self) -> bool:
+        """The last step told missed the SLO and the server shed requests (503) in it: a
+        shedding server (BentoML's batching dispatcher) needs time to forget the overload."""
+        if not self.told:
+            return False
+        last = self.told[-1][1]
+        return bool(self.slo.violations(last)) and last.failures_by_status.get("503", 0) > 0
 
     def recovery_step(self, before: LoadStep) -> LoadStep:
         """`before` (the next scored step), unscored and `recovery_s` long, without an abort."""

@@ -24,7 +24,8 @@ VARIANT_FIDELITY = ("fp32", "bf16", "fp16", "pruned", "int8")
 
 @dataclass
 class Finalist:
-    """A top config re-measured `r` times; ranked on the mean goodput (or score)."""
+    """A top config re-measured `r` times; ranked on the mean goodput (or score) of all its
+    capacity searches: the trial's and the re-measurements'."""
 
     config: Config
     first: TrialRecord
@@ -32,7 +33,7 @@ class Finalist:
 
     @property
     def measured(self) -> list[TrialRecord]:
-        return self.repeats or [self.first]
+        return [self.first, *self.repeats]
 
     @property
     def scores(self) -> list[float]:

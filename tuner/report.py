@@ -178,7 +178,7 @@ def winner_file(
 ) -> WinnerFile:
     """The winner as the file `servetune serve --config` and `servetune deploy` read, with its
     95% interval, the finalists it was chosen from and those it is statistically tied with."""
-    measured = winner.repeats or [winner.first]
+    measured = winner.measured
     best = max(measured, key=lambda r: r.goodput_rps)
     rss = [r.rss_mb for r in measured if r.rss_mb]
     low, high = winner.interval
@@ -562,7 +562,7 @@ def render_html(result: StudyResult, inputs: ReportInputs) -> str:
     winner = result.winner
     winner_record = None
     if winner is not None:
-        measured = winner.repeats or [winner.first]
+        measured = winner.measured
         winner_record = max(measured, key=lambda r: r.goodput_rps)
     baselines = inputs.all_baselines()
     by_strategy = Counter(r.strategy for r in trials)

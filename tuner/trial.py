@@ -93,8 +93,8 @@ class FixedSchedule:
 @dataclass(frozen=True)
 class CapacityPlan:
     """A probe (closed loop, 2 users per worker: it also warms the model up), then a capacity
-    search from what the probe served; after a breach, the next level runs unscored for
-    `rules.recovery_s` before it is measured."""
+    search from what the probe served; after a breach that shed requests (503), the next level
+    runs unscored for `rules.recovery_s` before it is measured."""
 
     rules: CapacityRules = field(default_factory=CapacityRules)
     probe_s: float = 3.0
@@ -135,7 +135,7 @@ class CapacitySchedule:
             growth=REPEAT_GROWTH if self.hint else None,
         )
         while (step := search.next_step()) is not None:
-            if search.last_breached and rules.recovery_s > 0:
+            if search.last_shed and rules.recovery_s > 0:
                 self._unscored = True
                 yield search.recovery_step(step)
             yield step

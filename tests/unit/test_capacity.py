@@ -236,13 +236,16 @@ def test_a_trial_probes_then_searches_and_keeps_the_finding() -> None:
     assert again.capacity is not None and again.capacity.steps < measured.capacity.steps
 
 
-def test_after_a_breach_the_next_level_runs_unscored_first() -> None:
-    """BentoML's dispatcher keeps shedding for a while after an overload: the level after a
-    breach is run `recovery_s` unscored, then measured."""
-    deployer = FakeDeployer()
-    loads = FakeLoadRunner(deployer)
-    plan = CapacityPlan(CapacityRules(recovery_s=4.0), probe_s=2.0)
-    runner = TrialRunner(deployer, loads, plan, SLO_200, "embedding")
+def shedding_surface(config: Config, users: float) -> tuple[float, float, float]:
+    """Past capacity the server sheds a fifth of the requests (503), as BentoML's dispatcher does."""
+    offered, capacity = users * 12.0, 150.0
+    if offered <= capacity:
+        return offered, 60.0 + 100.0 * offered / capacity, 0.0
+    return capacity, 180.0, 0.2
+
+
+def sent_steps(runner: TrialRunner, loads: FakeLoadRunner, config: Config) -> tuple[list[LoadStep], list]:  # type: ignore[type-arg]
+    """Measure `config`; every step the load runner was given, and the scored ones."""
     sent: list[LoadStep] = []
     original = loads.run_steps
 
@@ -255,14 +258,30 @@ def test_after_a_breach_the_next_level_runs_unscored_first() -> None:
         return original(url, service, tap(), **kw)
 
     loads.run_steps = recording  # type: ignore[method-assign]
-    measured = runner.measure(Config(16, 200, 2, 1))
-    assert measured.capacity is not None and measured.capacity.breach is not None
-    scored = list(measured.steps)
+    return sent, list(runner.measure(config).steps)
+
+
+def test_after_a_shedding_breach_the_next_level_runs_unscored_first() -> None:
+    """BentoML's dispatcher keeps shedding for a while after an overload: the level after a
+    breach with 503s is run `recovery_s` unscored, then measured; a breach on latency alone
+    (no dispatcher to forget) gets no recovery step."""
+    plan = CapacityPlan(CapacityRules(recovery_s=4.0), probe_s=2.0)
+    deployer = FakeDeployer()
+    loads = FakeLoadRunner(deployer, shedding_surface)
+    sent, scored = sent_steps(
+        TrialRunner(deployer, loads, plan, SLO_200, "embedding"), loads, Config(16, 200, 2, 1)
+    )
     recoveries = [s for s in sent[1:] if s.duration_s == 4.0 and s.abort_above_ms is None]
-    assert recoveries, "a breach happened, so a recovery step ran"
+    shed = [m for m in scored[:-1] if SLO_200.violations(m) and m.failures_by_status.get("503")]
+    assert shed and len(recoveries) == len(shed)
     assert len(sent) == 1 + len(scored) + len(recoveries)
-    for index, step in enumerate(sent[1:-1], start=1):
+    for index, step in enumerate(sent[:-1]):
         if step in recoveries:
             assert sent[index + 1].rate == step.rate, "the recovery runs at the level measured next"
-    breached_then = [i for i, m in enumerate(scored[:-1]) if SLO_200.violations(m)]
-    assert len(recoveries) == len(breached_then)
+    deployer = FakeDeployer()
+    loads = FakeLoadRunner(deployer)  # smooth_surface: breaches on latency, nothing shed
+    sent, scored = sent_steps(
+        TrialRunner(deployer, loads, plan, SLO_200, "embedding"), loads, Config(16, 200, 2, 1)
+    )
+    assert any(SLO_200.violations(m) for m in scored)
+    assert len(sent) == 1 + len(scored)

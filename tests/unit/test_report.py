@@ -269,7 +269,8 @@ def run(number: int, config: Config, goodput: float, kind: TrialKind = "finalist
 
 
 def finalist(number: int, config: Config, goodputs: list[float]) -> Finalist:
-    repeats = [run(10 * (number + 1) + i, config, g) for i, g in enumerate(goodputs)]
+    """The trial measured goodputs[0]; its re-measurements the rest."""
+    repeats = [run(10 * (number + 1) + i, config, g) for i, g in enumerate(goodputs[1:])]
     return Finalist(config, run(number, config, goodputs[0], "trial"), repeats)
 
 

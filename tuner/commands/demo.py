@@ -57,7 +57,7 @@ def demo(
         float, typer.Option(min=60, help="seconds for the whole demo: fewer trials rather than an overrun")
     ] = DEMO_BUDGET_S,
     finalists: Annotated[int, typer.Option(min=0, help="top-k re-measured")] = 2,
-    repeats: Annotated[int, typer.Option(min=0, help="capacity searches per finalist")] = 3,
+    repeats: Annotated[int, typer.Option(min=0, help="re-measurements per finalist")] = 2,
     out: Annotated[Path, typer.Option(help="study folder")] = DEMO_OUT,
     resume: Annotated[bool, typer.Option(help="continue an interrupted demo study")] = False,
     started_at: Annotated[
