@@ -61,8 +61,9 @@ class Finalist:
 
     @property
     def interval(self) -> tuple[float, float]:
-        """95% t-interval of the mean goodput (the point itself for a single run)."""
-        return t_interval(self.goodputs)
+        """95% t-interval of the mean goodput (the point itself for a single run), from 0 up."""
+        low, high = t_interval(self.goodputs)
+        return (max(0.0, low), high)
 
     @property
     def score_interval(self) -> tuple[float, float]:
