@@ -25,9 +25,9 @@ class ServiceSpec:
     key: str  # the short name users type: `servetune tune <key>`
     import_path: str  # what `bentoml serve` takes: "services.digits:DigitsClassifier"
     bento_name: str  # the `@bentoml.service(name=...)` name (config overrides, metrics labels)
-    endpoint: str  # the batchable API the tuner loads (without the slash)
-    row_field: str  # the JSON field that carries the rows of a request
-    rows: str  # "module:function" returning the pool of rows load requests are drawn from
+    endpoint: str  # the API the tuner loads and tunes (without the slash)
+    row_field: str | None = None  # the JSON field that carries the rows of a request (built-ins)
+    rows: str | None = None  # "module:function" returning the pool of rows (built-ins)
     naive_endpoint: str | None = None  # the same work without adaptive batching, if the service has it
     model_base: str | None = None  # model store name of the fp32 model (variants live next to it)
     locust_user: str = "ServiceUser"  # the Locust user class in loadtests/locustfile.py
@@ -37,6 +37,16 @@ class ServiceSpec:
     variant_builder: str | None = None  # "module:function" building the compressed variants
     sample_response: Any = None  # one row of the endpoint's answer (in-process overhead estimate)
     tunable: bool = True  # offered to `servetune tune` / `serve` / `deploy`
+    # Where the service comes from and what its code declares (a user's service: core/target.py).
+    working_dir: str | None = None  # the folder `bentoml serve` imports from; None = servetune's own
+    batchable: bool = True  # `endpoint` has adaptive batching (else no batching knobs)
+    written_batching: tuple[int, int] | None = None  # its decorator's (max_batch_size, max_latency_ms)
+    written_workers: int = 1  # its decorator's worker count
+    routes: tuple[str, ...] = ()  # every API route, for `--endpoint` and mixed request files
+    reads_knob_args: bool = True  # reads servetune's knobs with bentoml.use_arguments (built-ins)
+    requests_file: str | None = None  # JSON Lines of request bodies to load it with (user traffic)
+    synthetic_load: bool = False  # request bodies were made up from its OpenAPI schema
+    service_args: tuple[tuple[str, str], ...] = ()  # extra `bentoml serve --arg name=value` pairs
 
     @property
     def route(self) -> str:
@@ -46,8 +56,15 @@ class ServiceSpec:
     def naive_route(self) -> str | None:
         return None if self.naive_endpoint is None else "/" + self.naive_endpoint
 
+    @property
+    def external(self) -> bool:
+        """A user's own service (imported from its working dir), not one servetune ships."""
+        return self.working_dir is not None
+
     def row_pool(self) -> Sequence[object]:
-        """The rows one request's batch is drawn from."""
+        """The rows one request's batch is drawn from (built-in services only)."""
+        if self.rows is None:
+            raise ValueError(f"service {self.key!r} has no built-in row pool; load it from a requests file")
         pool: Sequence[object] = resolve(self.rows)()
         return pool
 

@@ -23,8 +23,11 @@ import psutil
 from core.polling import wait_until
 from core.processes import spawn, stop_tree
 from core.registry import ServiceSpec
+from services import adapter
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent  # where servetune's own packages are installed
+ADAPTER = "services.adapter:service"  # loads the target and sets the knobs (services/adapter.py)
+BATCHING_KNOBS = ("max_batch_size", "max_latency_ms")
 LOOPBACK = "127.0.0.1"
 WORKER_MARK = "_bentoml_impl.worker.service"  # in the command line of every BentoML service worker
 
@@ -44,6 +47,34 @@ class ServerSpec:
     port: int = 0
     host: str = LOOPBACK
     extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def working_dir(self) -> Path:
+        return Path(self.service.working_dir) if self.service.working_dir else REPO_ROOT
+
+    def batching(self) -> dict[str, dict[str, int]]:
+        """The adaptive-batching parameters the adapter sets on the loaded endpoint."""
+        if not self.service.batchable:
+            return {}
+        given = {k: int(self.args[k]) for k in BATCHING_KNOBS if self.args.get(k) is not None}
+        return {self.service.endpoint: given} if given else {}
+
+    def threads(self, cores: int | None = None) -> int:
+        """Torch/OpenMP threads per worker: the `threads` knob, else cores // workers."""
+        value = self.args.get("threads")
+        if value is not None:
+            return int(value)
+        return max(1, (cores or os.cpu_count() or 1) // max(1, self.workers))
+
+    def serve_args(self) -> list[tuple[str, str]]:
+        """`bentoml serve --arg` pairs: servetune's knobs for a service that reads them, plus the
+        service's own arguments."""
+        pairs = (
+            [(k, str(v)) for k, v in self.args.items() if v is not None]
+            if self.service.reads_knob_args
+            else []
+        )
+        return pairs + list(self.service.service_args)
 
     def config_overrides(self) -> dict[str, Any]:
         service: dict[str, Any] = {"workers": self.workers}
@@ -149,17 +180,42 @@ class BentoServer:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "bentoml", "serve", self.spec.service.import_path,
+            sys.executable, "-m", "bentoml", "serve", ADAPTER,
             "--host", self.spec.host, "--port", str(self.port),
-            "--working-dir", str(REPO_ROOT),
+            "--working-dir", str(self.spec.working_dir),
         ]  # fmt: skip
-        for key, value in self.spec.args.items():
-            if value is not None:
-                cmd += ["--arg", f"{key}={value}"]
+        for key, value in self.spec.serve_args():
+            cmd += ["--arg", f"{key}={value}"]
         return cmd
+
+    @property
+    def evidence_path(self) -> Path:
+        return self.home / "servetune-workers.jsonl"
+
+    def evidence(self) -> list[dict[str, Any]]:
+        """One record per worker start: pid, worker index, torch threads, batching, devices."""
+        try:
+            lines = self.evidence_path.read_text().splitlines()
+        except OSError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        threads = str(self.spec.threads())
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env.update(
+            {
+                adapter.ENV_TARGET: self.spec.service.import_path,
+                adapter.ENV_WORKING_DIR: str(self.spec.working_dir),
+                adapter.ENV_BATCHING: json.dumps(self.spec.batching()),
+                adapter.ENV_THREADS: threads,
+                adapter.ENV_GPUS: str(self.spec.gpus),
+                adapter.ENV_EVIDENCE: str(self.evidence_path),
+                "OMP_NUM_THREADS": threads,
+                "MKL_NUM_THREADS": threads,
+            }
+        )
         env.update(
             BENTOML_HOME=str(self.home),
             BENTOML_DO_NOT_TRACK="True",

@@ -64,7 +64,11 @@ def test_launcher_and_load_find_the_fourth_service(fourth: ServiceSpec) -> None:
         command, environment = server.command(), server.environment()
     finally:
         server.stop()  # never started: removes its private home and log folder
-    assert "acme.service:Fourth" in command
+    assert "services.adapter:service" in command  # every service is served through the adapter
+    assert environment["SERVETUNE_TARGET"] == "acme.service:Fourth"
+    assert json.loads(environment["SERVETUNE_BATCHING"]) == {
+        "transform": {"max_batch_size": 8, "max_latency_ms": 1000}
+    }
     overrides = json.loads(environment["BENTOML_CONFIG_OVERRIDES"])
     assert overrides == {"services": {"FourthService": {"workers": 3}}}
     body = json.loads(bodies("fourth", rows_per_request=2, count=1)[0])

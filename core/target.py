@@ -1,0 +1,135 @@
+"""A user's own BentoML service as a registry entry: import path -> described -> ServiceSpec.
+
+`servetune tune path/to/service.py:MyService` (or `pkg.module:MyService`) goes through
+`resolve_target`: a built-in key is looked up; anything else is described in a subprocess
+(`python -m services.describe`, so the user's imports never load into servetune) and registered
+as a ServiceSpec whose knobs reach the server through services/adapter.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from core.registry import ServiceSpec, register, service_keys, service_spec
+from services.describe import ApiInfo, ServiceInfo
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # where servetune's own packages live
+DESCRIBE_TIMEOUT_S = 300.0  # importing a user's service may load a large model
+
+
+class TargetError(ValueError):
+    """A target that cannot be served: it does not import, is not a service, or lacks the endpoint."""
+
+
+def looks_like_import_path(name: str) -> bool:
+    """`x.py:Cls`, `pkg.mod:Cls`, `path/x.py` or `pkg.mod` (a built-in key has none of : / . )."""
+    return any(mark in name for mark in (":", "/", ".", os.sep))
+
+
+def describe_target(target: str, working_dir: Path, timeout_s: float = DESCRIBE_TIMEOUT_S) -> ServiceInfo:
+    """Import the service in a child Python and read its APIs; TargetError with the reason."""
+    if not working_dir.is_dir():
+        raise TargetError(f"--working-dir {working_dir} is not a folder")
+    env = dict(os.environ, BENTOML_DO_NOT_TRACK="True", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "services.describe", target, "--working-dir", str(working_dir.resolve())],
+            cwd=working_dir, env=env, capture_output=True, text=True, timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise TargetError(f"importing {target} took more than {timeout_s:.0f} s") from None
+    answer = _last_json_line(done.stdout)
+    if answer is None:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise TargetError(f"cannot import {target}: {tail[0]}")
+    if not answer.get("ok"):
+        kind = answer.get("kind")
+        if kind == "not_a_service":
+            raise TargetError(str(answer.get("message")))
+        raise TargetError(f"cannot import {target} from {working_dir}: {answer.get('message')}")
+    return ServiceInfo.model_validate(answer["service"])
+
+
+def _last_json_line(text: str) -> dict[str, object] | None:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def choose_endpoint(info: ServiceInfo, endpoint: str | None) -> ApiInfo:
+    """The named API, else the only batchable one, else the only one; TargetError listing them."""
+    names = ", ".join("/" + a.name + (" (batchable)" if a.batchable else "") for a in info.apis)
+    if endpoint:
+        found = info.api(endpoint)
+        if found is None:
+            raise TargetError(f"--endpoint {endpoint!r}: {info.name} has no such API; it has {names}")
+        return found
+    if not info.apis:
+        raise TargetError(f"{info.name} has no APIs to load")
+    candidates = info.batchable or info.apis
+    if len(candidates) > 1:
+        kind = "batchable APIs" if info.batchable else "APIs"
+        raise TargetError(f"{info.name} has several {kind}; name one with --endpoint: {names}")
+    return candidates[0]
+
+
+def spec_from_info(
+    info: ServiceInfo,
+    api: ApiInfo,
+    requests_file: Path | None = None,
+    service_args: tuple[tuple[str, str], ...] = (),
+) -> ServiceSpec:
+    """The registry entry of a described user service, loading `api`."""
+    workers = info.workers if isinstance(info.workers, int) and info.workers > 0 else 1
+    return ServiceSpec(
+        key=info.name,
+        import_path=info.target,
+        bento_name=info.name,
+        endpoint=api.name,
+        packages=("bentoml",),
+        working_dir=info.working_dir,
+        batchable=api.batchable,
+        written_batching=(api.max_batch_size, api.max_latency_ms) if api.batchable else None,
+        written_workers=workers,
+        routes=tuple(a.route for a in info.apis),
+        reads_knob_args=False,
+        requests_file=str(requests_file.resolve()) if requests_file is not None else None,
+        synthetic_load=requests_file is None,
+        service_args=service_args,
+    )
+
+
+def resolve_target(
+    target: str,
+    working_dir: Path | None = None,
+    endpoint: str | None = None,
+    requests_file: Path | None = None,
+    service_args: tuple[tuple[str, str], ...] = (),
+) -> ServiceSpec:
+    """A built-in service by key, or a user's service by import path (described and registered)."""
+    if not looks_like_import_path(target):
+        if target in service_keys():
+            return service_spec(target)
+        raise TargetError(
+            f"unknown service {target!r}: give a built-in one ({', '.join(service_keys(True))}) "
+            "or an import path such as service.py:MyService"
+        )
+    if requests_file is not None and not requests_file.is_file():
+        raise TargetError(f"--requests {requests_file}: no such file")
+    folder = (working_dir or Path.cwd()).resolve()
+    info = describe_target(target, folder)
+    api = choose_endpoint(info, endpoint)
+    if info.name in service_keys() and not service_spec(info.name).external:
+        raise TargetError(f"{target}: the service name {info.name!r} is a built-in servetune service")
+    return register(spec_from_info(info, api, requests_file, service_args))

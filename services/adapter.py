@@ -1,0 +1,132 @@
+"""Serve any BentoML service with servetune's knobs set from outside, without editing its code.
+
+`bentoml serve services.adapter:service --working-dir <the user's project>` with the environment
+below loads the user's service (as `bentoml serve <target>` would) and, in every process that
+imports it (the arbiter and each worker):
+- sets `max_batch_size` / `max_latency_ms` on the named batchable APIs (`APIMethod` attributes,
+  read when the worker builds its batching dispatchers; tests/unit/test_adapter.py pins this);
+- narrows CUDA_VISIBLE_DEVICES to this worker's GPU before the user's code imports torch
+  (BentoML hands every worker the same list);
+- sets torch's thread count when the service uses torch (BentoML sets none);
+- writes one JSON line per worker (pid, worker index, threads, batching, devices) to
+  SERVETUNE_EVIDENCE when set, so a launcher can prove the knobs took effect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+ENV_TARGET = "SERVETUNE_TARGET"  # "path/to/service.py:Class" or "package.module:Class"
+ENV_WORKING_DIR = "SERVETUNE_WORKING_DIR"  # folder the target is imported from (default: cwd)
+ENV_BATCHING = "SERVETUNE_BATCHING"  # JSON {"api name": {"max_batch_size": n, "max_latency_ms": m}}
+ENV_THREADS = "SERVETUNE_THREADS"  # torch threads per worker
+ENV_GPUS = "SERVETUNE_GPUS"  # GPUs handed to the service; workers are placed round-robin on them
+ENV_EVIDENCE = "SERVETUNE_EVIDENCE"  # file each worker appends one JSON line to
+
+Batching = dict[str, dict[str, int]]
+
+
+class AdapterError(RuntimeError):
+    """The environment asks for something the target service does not have."""
+
+
+def read_batching(raw: str | None) -> Batching:
+    """The batching overrides from their JSON text (empty when unset)."""
+    if not raw:
+        return {}
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise AdapterError(f"{ENV_BATCHING} must be a JSON object, got {raw!r}")
+    return {str(k): {str(f): int(n) for f, n in v.items()} for k, v in value.items()}
+
+
+def apply_batching(service: Any, batching: Batching) -> None:
+    """Set the adaptive-batching parameters of the named APIs of a loaded service."""
+    for name, params in batching.items():
+        method = service.apis.get(name)
+        if method is None:
+            raise AdapterError(f"service {service.name} has no API {name!r}; it has {sorted(service.apis)}")
+        if not method.batchable:
+            raise AdapterError(f"API {name!r} of {service.name} is not batchable")
+        for field in ("max_batch_size", "max_latency_ms"):
+            if field in params:
+                setattr(method, field, params[field])
+
+
+def worker_gpu(gpus: int, worker_index: int | None, visible: list[str]) -> str | None:
+    """The one device this worker keeps (round-robin by 1-based index), or None to leave all."""
+    usable = visible[: max(0, gpus)] if gpus > 0 else []
+    if not usable or worker_index is None:
+        return None
+    return usable[(worker_index - 1) % len(usable)]
+
+
+def visible_devices(gpus: int) -> list[str]:
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return [str(i) for i in range(gpus)]
+    return [d.strip() for d in raw.split(",") if d.strip()]
+
+
+def place_worker(gpus: int, worker_index: int | None) -> None:
+    device = worker_gpu(gpus, worker_index, visible_devices(gpus))
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+
+
+def apply_threads(threads: int | None) -> int | None:
+    """torch.set_num_threads in this process when the service imported torch; the count set."""
+    if threads is None or "torch" not in sys.modules:
+        return None
+    torch = sys.modules["torch"]
+    torch.set_num_threads(threads)
+    return int(torch.get_num_threads())
+
+
+def write_evidence(path: str | None, record: dict[str, Any]) -> None:
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def load_target() -> Any:
+    """Import the target service as `bentoml serve` would and apply the knobs; returns it."""
+    from _bentoml_impl.loader import import_service
+    from bentoml._internal.context import server_context
+
+    target = os.environ.get(ENV_TARGET)
+    if not target:
+        raise AdapterError(f"{ENV_TARGET} is not set: nothing to serve")
+    gpus = int(os.environ.get(ENV_GPUS) or 0)
+    worker_index = server_context.worker_index
+    place_worker(gpus, worker_index)
+    working_dir = os.environ.get(ENV_WORKING_DIR) or os.getcwd()
+    service = import_service(target, working_dir=working_dir)
+    batching = read_batching(os.environ.get(ENV_BATCHING))
+    apply_batching(service, batching)
+    raw_threads = os.environ.get(ENV_THREADS)
+    threads = apply_threads(int(raw_threads) if raw_threads else None)
+    if worker_index is not None:
+        write_evidence(
+            os.environ.get(ENV_EVIDENCE),
+            {
+                "pid": os.getpid(),
+                "worker_index": worker_index,
+                "service": service.name,
+                "torch_threads": threads,
+                "batching": {
+                    name: {"max_batch_size": m.max_batch_size, "max_latency_ms": m.max_latency_ms}
+                    for name, m in service.apis.items()
+                    if m.batchable
+                },
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            },
+        )
+    return service
+
+
+service = load_target() if os.environ.get(ENV_TARGET) else None

@@ -1,0 +1,98 @@
+"""The adapter that injects knobs into any service; pins the BentoML internals it relies on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services import adapter
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _noop_service() -> object:
+    from _bentoml_impl.loader import import_service
+
+    return import_service("services.noop:NoOp", working_dir=str(REPO))
+
+
+def test_batching_set_on_the_api_reaches_the_dispatcher_bentoml_builds() -> None:
+    """If BentoML stops reading APIMethod.max_batch_size when it builds a worker's dispatchers,
+    the injected knobs silently do nothing: this test is the tripwire."""
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    service = _noop_service()
+    before = service.apis["echo"].max_batch_size  # type: ignore[attr-defined]
+    try:
+        adapter.apply_batching(service, {"echo": {"max_batch_size": 7, "max_latency_ms": 123}})
+        service.inject_config()  # type: ignore[attr-defined]  # as `bentoml serve` does first
+        factory = ServiceAppFactory(service, is_main=True)  # type: ignore[arg-type]
+        dispatcher = factory.dispatchers["echo"]
+        assert dispatcher.max_batch_size == 7
+        assert dispatcher.max_latency == pytest.approx(0.123)
+        assert "echo_unbatched" not in factory.dispatchers
+    finally:
+        service.apis["echo"].max_batch_size = before  # type: ignore[attr-defined]
+
+
+def test_batching_refuses_unknown_or_unbatchable_apis() -> None:
+    service = _noop_service()
+    with pytest.raises(adapter.AdapterError, match="no API 'nope'"):
+        adapter.apply_batching(service, {"nope": {"max_batch_size": 4}})
+    with pytest.raises(adapter.AdapterError, match="not batchable"):
+        adapter.apply_batching(service, {"echo_unbatched": {"max_batch_size": 4}})
+    with pytest.raises(ValueError):  # BentoML's own validator: a batch of 1 is not batching
+        adapter.apply_batching(service, {"echo": {"max_batch_size": 1}})
+
+
+def test_read_batching_parses_the_environment_value() -> None:
+    assert adapter.read_batching(None) == {}
+    assert adapter.read_batching(json.dumps({"encode": {"max_batch_size": "8"}})) == {
+        "encode": {"max_batch_size": 8}
+    }
+    with pytest.raises(adapter.AdapterError):
+        adapter.read_batching("[1, 2]")
+
+
+@pytest.mark.parametrize(
+    ("gpus", "index", "visible", "expected"),
+    [
+        (0, 1, ["0", "1"], None),  # no GPUs asked: leave the list alone
+        (2, 1, ["0", "1"], "0"),
+        (2, 2, ["0", "1"], "1"),
+        (2, 3, ["0", "1"], "0"),  # round-robin
+        (1, 2, ["3", "5"], "3"),  # only the first `gpus` of the visible list
+        (2, None, ["0", "1"], None),  # the arbiter process is not a worker
+        (2, 1, [], None),
+    ],
+)
+def test_each_worker_keeps_one_gpu(
+    gpus: int, index: int | None, visible: list[str], expected: str | None
+) -> None:
+    assert adapter.worker_gpu(gpus, index, visible) == expected
+
+
+def test_threads_are_set_only_where_torch_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert adapter.apply_threads(1) == 1
+        assert torch.get_num_threads() == 1
+        assert adapter.apply_threads(None) is None
+        monkeypatch.delitem(sys.modules, "torch")
+        assert adapter.apply_threads(1) is None
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_evidence_is_one_json_line_per_call(tmp_path: Path) -> None:
+    path = tmp_path / "evidence.jsonl"
+    adapter.write_evidence(str(path), {"worker_index": 1})
+    adapter.write_evidence(str(path), {"worker_index": 2})
+    adapter.write_evidence(None, {"worker_index": 3})
+    assert [json.loads(line)["worker_index"] for line in path.read_text().splitlines()] == [1, 2]
