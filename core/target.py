@@ -30,6 +30,15 @@ def looks_like_import_path(name: str) -> bool:
     return any(mark in name for mark in (":", "/", ".", os.sep))
 
 
+def absolute_file_target(target: str) -> str:
+    """`path/x.py:Cls` with the path made absolute when it names a file here (BentoML resolves
+    a relative one against the working dir, which need not be the current folder)."""
+    module, sep, attribute = target.partition(":")
+    if module.endswith(".py") and Path(module).is_file():
+        return str(Path(module).resolve()) + sep + attribute
+    return target
+
+
 def describe_target(target: str, working_dir: Path, timeout_s: float = DESCRIBE_TIMEOUT_S) -> ServiceInfo:
     """Import the service in a child Python and read its APIs; TargetError with the reason."""
     if not working_dir.is_dir():
@@ -116,11 +125,12 @@ def resolve_target(
     endpoint: str | None = None,
     requests_file: Path | None = None,
     service_args: tuple[tuple[str, str], ...] = (),
-) -> ServiceSpec:
-    """A built-in service by key, or a user's service by import path (described and registered)."""
+) -> tuple[ServiceSpec, ServiceInfo | None]:
+    """A built-in service by key, or a user's service by import path (described and registered,
+    returned with its description)."""
     if not looks_like_import_path(target):
         if target in service_keys():
-            return service_spec(target)
+            return service_spec(target), None
         raise TargetError(
             f"unknown service {target!r}: give a built-in one ({', '.join(service_keys(True))}) "
             "or an import path such as service.py:MyService"
@@ -128,8 +138,8 @@ def resolve_target(
     if requests_file is not None and not requests_file.is_file():
         raise TargetError(f"--requests {requests_file}: no such file")
     folder = (working_dir or Path.cwd()).resolve()
-    info = describe_target(target, folder)
+    info = describe_target(absolute_file_target(target), folder)
     api = choose_endpoint(info, endpoint)
     if info.name in service_keys() and not service_spec(info.name).external:
         raise TargetError(f"{target}: the service name {info.name!r} is a built-in servetune service")
-    return register(spec_from_info(info, api, requests_file, service_args))
+    return register(spec_from_info(info, api, requests_file, service_args)), info

@@ -35,8 +35,9 @@ BREACH_COLOUR = "#d62728"
 BASELINE_NAMES = {  # tuner.tuning's NAIVE_LABEL and DEFAULT_LABEL
     "naive": "Naive baseline (1 worker, no batching)",
     "bentoml-default": "BentoML's default batching (max batch 100, 60 s, 1 worker)",
+    "as-written": "The service as written (its decorator's batching and workers)",
 }
-BASELINE_MARKS = {"naive": "N", "bentoml-default": "D"}
+BASELINE_MARKS = {"naive": "N", "bentoml-default": "D", "as-written": "W"}
 PANEL_LIMIT = 8  # configs drawn as latency-vs-load panels, besides the baselines
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from core.errors import format_validation_error
 from core.registry import service_spec
 from core.serveconfig import DIMENSIONS, Config
-from services.knobs import MaxLatencyMs, Variant, WorkerCount
+from services.knobs import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LATENCY_MS, MaxLatencyMs, Variant, WorkerCount
 
 __all__ = ["DIMENSIONS", "Config", "Dimension", "Machine", "SearchSpace", "SpaceError"]
 
@@ -327,8 +327,21 @@ def load_space(path: Path, machine: Machine | None = None) -> SearchSpace:
 
 
 def default_space(service: str, machine: Machine | None = None) -> SearchSpace:
-    """The shipped space for a service (tuner/spaces/<service>.yaml)."""
+    """The shipped space for a service (tuner/spaces/<service>.yaml), else one derived from it."""
     path = SPACES_DIR / f"{service}.yaml"
     if not path.exists():
-        raise SpaceError(f"no default space for service {service!r}; give --space FILE")
+        return derived_space(service, machine)
     return load_space(path, machine)
+
+
+def derived_space(service: str, machine: Machine | None = None) -> SearchSpace:
+    """A space from what the service has: batching dimensions only for a batchable endpoint
+    (otherwise its decorator's values, which nothing changes), workers in powers of two up to the
+    cores, threads cores // workers, GPUs where there are any, variants from the store."""
+    machine = machine or Machine.detect()
+    spec = service_spec(service)
+    document: dict[str, Any] = {"service": service, "workers": list(pow2(1, max(1, machine.cores)))}
+    if not spec.batchable:
+        batch, latency = spec.written_batching or (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LATENCY_MS)
+        document.update(max_batch_size=[batch], max_latency_ms=[latency])
+    return parse_space(document, f"<derived space of {service}>", machine)

@@ -182,12 +182,12 @@ class Study:
         ranked = sorted(
             (r for r in self.history.trials() if r.score is not None),
             key=lambda r: (-(r.score or 0.0), r.number),
-        )[: self.finalists_k]
+        )[: max(1, self.finalists_k)]  # with no finalists asked, the best trial alone, not re-measured
         repeats = {
             first.key: [r for r in self.history.records if r.kind == "finalist" and r.key == first.key]
             for first in ranked
         }
-        for round_ in range(self.finalists_r):
+        for round_ in range(self.finalists_r if self.finalists_k > 0 else 0):
             for first in ranked:
                 if len(repeats[first.key]) > round_:
                     continue

@@ -175,6 +175,10 @@ class Measurement:
     capacity: CapacityFinding | None = None
 
 
+class TargetStartError(RuntimeError):
+    """The service under tuning never started: nothing can be measured."""
+
+
 class TrialRunner:
     """Wires a Deployer and a LoadRunner; a failure to start, a crash or a worker that died
     during the load is a failed trial (with the reason), never a score."""
@@ -186,12 +190,17 @@ class TrialRunner:
         plan: Plan,
         slo: SLO,
         service: str,
+        first_contact: Callable[[str], None] | None = None,
     ) -> None:
         self.deployer = deployer
         self.load_runner = load_runner
         self.plan = plan
         self.slo = slo
         self.service = service
+        # Checks the first server that starts (e.g. that it accepts the request bodies) and
+        # raises to stop the study; until one has started, a start failure stops it too.
+        self.first_contact = first_contact
+        self.contacted = False
 
     def measure(
         self,
@@ -210,6 +219,9 @@ class TrialRunner:
         result = Measurement(ok=False, started_at=started_at)
         try:
             with (deployer or self.deployer).deploy(config) as deployment:
+                if self.first_contact is not None and not self.contacted:
+                    self.first_contact(deployment.url)  # raises: not a trial failure, a stop
+                    self.contacted = True
                 try:
                     schedule = (plan or self.plan).schedule(self.slo, config.workers, hint)
                     result.steps = self._load(deployment.url, endpoint, config.workers, schedule, on_step)
@@ -230,6 +242,8 @@ class TrialRunner:
                     )
                 result.rss_mb = deployment.peak_rss_mb()
         except DeployError as exc:
+            if self.first_contact is not None and not self.contacted:
+                raise TargetStartError(f"the service did not start ({config.key}): {exc}") from None
             result.reason = f"server did not start: {exc}"
         result.wall_s = time.monotonic() - t0
         return result

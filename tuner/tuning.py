@@ -28,6 +28,7 @@ from tuner.trial import CapacityPlan, LoadPlan, Plan
 
 NAIVE_LABEL = "naive"
 DEFAULT_LABEL = "bentoml-default"
+WRITTEN_LABEL = "as-written"
 BENTOML_DEFAULT_BATCH, BENTOML_DEFAULT_LATENCY_MS = 100, 60000  # BentoML's own @api defaults
 Say = Callable[[str], None]
 
@@ -66,6 +67,8 @@ class TuneOptions:
     warmup_s: float = 3.0  # unscored; with a capacity search it is the probe the search starts from
     naive_baseline: bool = False
     default_baseline: bool = False  # BentoML's own batching defaults, 1 worker
+    written_baseline: bool = False  # the service as its code declares it (decorator values)
+    locustfile: Path | None = None  # the user's own Locust users instead of servetune's
     naive_users: tuple[int, ...] = ()
     time_budget_s: float | None = None
     ready_timeout_s: float = 90.0
@@ -128,8 +131,36 @@ def bentoml_default_config(cores: int | None = None, variant: str = "fp32") -> C
     )  # fmt: skip
 
 
+def written_config(service: str, cores: int | None = None) -> Config:
+    """The service as written: its decorator's batching and workers, torch's default threads (all
+    cores). A non-batchable endpoint keeps the placeholders nothing reads."""
+    spec = service_spec(service)
+    batch, latency = spec.written_batching or (Config().max_batch_size, Config().max_latency_ms)
+    return Config(
+        max_batch_size=batch, max_latency_ms=latency, workers=spec.written_workers,
+        threads=cores or os.cpu_count() or 1,
+    )  # fmt: skip
+
+
+def first_contact(service: str) -> Callable[[str], None] | None:
+    """For a service loaded from a requests file: check on the first server that it accepts them
+    (tuner/preflight.py); a user's service that never starts stops the study too."""
+    spec = service_spec(service)
+    if spec.requests_file is None:
+        return None
+    from loadtests.requests import read_requests_file
+    from tuner.preflight import check_requests
+
+    path = Path(spec.requests_file)
+    pool = [(r.route, r.body) for r in read_requests_file(path, spec.route, spec.routes or None)]
+    return lambda url: check_requests(url, pool, path.name)
+
+
 def real_load_runner(
-    max_extend: float = 2.0, settle_s: float = 1.0, metrics: ReaderFactory | None = None
+    max_extend: float = 2.0,
+    settle_s: float = 1.0,
+    metrics: ReaderFactory | None = None,
+    locustfile: Path | None = None,
 ) -> LoadRunner:
     """The Locust-subprocess load runner from loadtests/ (imported lazily: Locust needs gevent).
 
@@ -138,9 +169,10 @@ def real_load_runner(
     """
     from loadtests.runner import LocustRunner
 
-    if metrics is None:
-        return LocustRunner(max_extend=max_extend, settle_s=settle_s)
-    return LocustRunner(max_extend=max_extend, settle_s=settle_s, metrics=metrics)
+    extra: dict[str, Any] = {} if metrics is None else {"metrics": metrics}
+    if locustfile is not None:
+        extra["locustfile"] = locustfile
+    return LocustRunner(max_extend=max_extend, settle_s=settle_s, **extra)
 
 
 def run_tune(
@@ -193,8 +225,10 @@ def run_tune(
     plan = options.plan()
     if deployer is None:
         deployer = LocalBentoDeployer(options.service, options.out / "logs", options.ready_timeout_s)
-    load_runner = load_runner or real_load_runner(options.max_extend, options.settle_s, readers)
-    runner = TrialRunner(deployer, load_runner, plan, slo, options.service)
+    load_runner = load_runner or real_load_runner(
+        options.max_extend, options.settle_s, readers, options.locustfile
+    )
+    runner = TrialRunner(deployer, load_runner, plan, slo, options.service, first_contact(options.service))
     study = Study(space, strategy, objective, runner, store, options.trials, options.finalists,
                   options.repeats, events, budget, space.machine.cores)  # fmt: skip
     study.resume(records)
@@ -209,6 +243,9 @@ def run_tune(
             naive_plan = options.plan(options.naive_users or None)
             naive = naive_config(space.machine.cores)
             baselines.append(study.baseline(naive, NAIVE_LABEL, endpoint=naive_endpoint, plan=naive_plan))
+        if options.written_baseline:
+            written = written_config(options.service, space.machine.cores)
+            baselines.append(study.baseline(written, WRITTEN_LABEL))
         if options.default_baseline:
             default = bentoml_default_config(space.machine.cores)
             baselines.append(study.baseline(default, DEFAULT_LABEL))
@@ -229,6 +266,9 @@ def build_strategy(options: TuneOptions, space: SearchSpace, say: Say = _quiet) 
     the study folder so a resumed study predicts exactly as before)."""
     from tuner.strategies import make_strategy
 
+    if options.strategy == "guided" and service_spec(options.service).batch_runner is None:
+        say(f"no in-process profile for {options.service}: the guided search needs one; using 'quick'")
+        return make_strategy("quick", space, options.seed)
     if options.strategy != "guided":
         return make_strategy(options.strategy, space, options.seed)
     from tuner.profile import Profile, profile_service

@@ -15,6 +15,15 @@ from core.measurement import StepMeasurement
 from core.readers import METRICS_HELP, PROMETHEUS_TARGETS_HELP, PROMETHEUS_URL_HELP
 from tuner.capacity import LoadMode
 from tuner.commands.console import console, fail
+from tuner.commands.target import (
+    TARGET_HELP,
+    Endpoint,
+    RequestsFile,
+    ServiceArgs,
+    ShuffleSeed,
+    WorkingDir,
+    resolve_cli_target,
+)  # fmt: skip
 from tuner.objective import SLO, ObjectiveKind, Quantile, load_text
 from tuner.report import capacity_text, comparisons
 from tuner.space import Config
@@ -167,12 +176,13 @@ def run_tune_cli(options: TuneOptions, resume_hint: str) -> TuneOutcome:
     running elsewhere becomes a one-line error; Ctrl-C, SIGTERM or SIGHUP a hint on how to resume
     and exit code 128 + the signal (130, 143, 129) once the trial's server and Locust are stopped."""
     from core.processes import StillRunning, exit_code, stop_reason
+    from tuner.trial import TargetStartError
 
     view = progress_view(options)
     view.start()
     try:
         return run_tune(options, events=view.events(), say=lambda line: console.print(line))
-    except (ValueError, StillRunning) as exc:
+    except (ValueError, StillRunning, TargetStartError) as exc:
         fail(str(exc))
     except KeyboardInterrupt as exc:
         console.print(
@@ -278,8 +288,22 @@ def parse_duration(text: str, option: str) -> float:
     return seconds
 
 
+def _folder_name(target: str) -> str:
+    """A study folder name for a service key or an import path (`svc.py:Cls` -> `svc-Cls`)."""
+    name = target.replace("\\", "/").rstrip("/").split("/")[-1].replace(".py", "").replace(":", "-")
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "service"
+
+
 def tune(
-    service: Annotated[str, typer.Argument(help="digits or embedding")],
+    service: Annotated[str, typer.Argument(help=TARGET_HELP, metavar="TARGET")],
+    working_dir: WorkingDir = None,
+    endpoint: Endpoint = None,
+    requests: RequestsFile = None,
+    shuffle_seed: ShuffleSeed = None,
+    locustfile: Annotated[
+        Path | None, typer.Option(help="your own Locust file: its User classes, driven by servetune's steps")
+    ] = None,
+    service_arg: ServiceArgs = None,
     space: Annotated[
         Path | None, typer.Option(help="search-space YAML (default: tuner/spaces/<service>.yaml)")
     ] = None,
@@ -327,6 +351,10 @@ def tune(
     default_baseline: Annotated[
         bool, typer.Option(help="also measure BentoML's default batching (100 / 60 s, 1 worker)")
     ] = False,
+    written_baseline: Annotated[
+        bool | None,
+        typer.Option(help="also measure the service as written (default: on for your own services)"),
+    ] = None,
     metrics: Annotated[str, typer.Option(help=METRICS_HELP)] = "scrape",
     prometheus_url: Annotated[str | None, typer.Option(help=PROMETHEUS_URL_HELP)] = None,
     prometheus_targets: Annotated[Path | None, typer.Option(help=PROMETHEUS_TARGETS_HELP)] = None,
@@ -340,17 +368,24 @@ def tune(
         fail("--load: choose rate or users")
     if users and rates:
         fail("--users and --rates: give one of them")
+    if locustfile is not None and not locustfile.is_file():
+        fail(f"--locustfile {locustfile}: no such file")
+    study_dir = out or Path("reports") / _folder_name(service)
+    spec = resolve_cli_target(service, working_dir, endpoint, requests, shuffle_seed, service_arg, study_dir)
+    service = spec.key
     options = TuneOptions(
         service=service, space=space, strategy=strategy, trials=trials, slo_ms=slo_p95_ms,
         quantile=cast(Quantile, slo_quantile), max_failure_ratio=max_failure_ratio,
         objective=cast(ObjectiveKind, objective),
         price_core_hour=price_core_hour, price_gpu_hour=price_gpu_hour, seed=seed,
-        out=out or Path("reports") / service, resume=resume, finalists=finalists, repeats=repeats,
+        out=study_dir, resume=resume, finalists=finalists, repeats=repeats,
         users=_users(users) if users else (), rates=_rates(rates) if rates else (),
         load=cast(LoadMode, load), resolution=resolution, max_step_s=max_step_seconds,
         time_budget_s=parse_duration(time_budget, "--time-budget") if time_budget else None,
         step_s=step_seconds, warmup_s=warmup_seconds,
         naive_baseline=baseline, default_baseline=default_baseline, max_extend=max_extend,
+        written_baseline=spec.external if written_baseline is None else written_baseline,
+        locustfile=locustfile,
         metrics=metrics, prometheus_url=prometheus_url, prometheus_targets=prometheus_targets,
     )  # fmt: skip
     outcome = run_tune_cli(options, f"finished trials are in {options.out}; rerun with --resume")
