@@ -8,6 +8,13 @@ time, latency and status, and the MetricsReader marks every sub-window boundary.
 (within `tolerance`; server goodput when the reader measures sub-windows, else the client's
 log), at most `max_extend` times its duration; the step window is the last `duration_s` of it.
 The reader comes from the runner's `metrics` factory (default: scrape /metrics; PromQL plugs in).
+
+What Locust sends: the target's request pool (`LoadTarget.requests`; for a registered service by
+default `builtin_requests`, rows from its held-out pool), written to the work dir and read by
+`loadtests/locustfile.py` (SERVETUNE_REQUESTS), or the user's own locustfile (`locustfile=`), run
+together with servetune's shape and hooks (loadtests/locust_hooks.py: what it supports). The
+server-side figures are read for the target's `route`; with a pool that mixes endpoints they
+cover that route only, while the client figures cover every request.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import contextlib
 import json
 import math
 import os
+import site
 import subprocess
 import sys
 import tempfile
@@ -34,31 +42,64 @@ from core.metrics import MetricsReader, ReaderFactory, ScrapeReader, WindowFigur
 from core.polling import wait_until
 from core.processes import spawn, stop_tree
 from core.registry import service_spec
+from loadtests.requests import Request, builtin_requests, read_requests_file, route_of, write_pool
 from loadtests.shapes import write_control
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent
+# Where the `loadtests` package (and core/, services/) is installed: the repo or site-packages.
+PACKAGE_ROOT = HERE.parent
 LOCUSTFILES = f"{HERE / 'locustfile.py'},{HERE / 'locust_shapes.py'}"
+# servetune's shape first (Locust uses the first shape class it finds), then the hooks.
+HOOK_FILES = (HERE / "locust_shapes.py", HERE / "locust_hooks.py")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+REQUESTS_FILE = "requests.jsonl"  # the pool in the work dir (SERVETUNE_REQUESTS)
 
 
 @dataclass(frozen=True)
 class LoadTarget:
-    """A registered service and the route its load goes to."""
+    """A service, the route its server-side figures are read for, and the requests to send
+    (None: a registered service's built-in pool, or whatever a user's locustfile sends)."""
 
     service: str
     route: str
+    requests: tuple[Request, ...] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.requests is not None and not self.requests:
+            raise ValueError("a load target's request pool is empty")
 
     @classmethod
-    def of(cls, service: str, endpoint: str | None = None) -> LoadTarget:
-        """The service's batchable endpoint, or `endpoint` (with or without the slash)."""
+    def of(cls, service: str, endpoint: str | None = None, rows_per_request: int = 1) -> LoadTarget:
+        """A registered service's endpoint, or `endpoint` (with or without the slash), with
+        bodies of `rows_per_request` rows from its row pool, or (a service without one) the
+        requests of its `requests_file` as written."""
         spec = service_spec(service)
-        route = "/" + (endpoint or spec.endpoint).lstrip("/")
-        return cls(service, route)
+        route = route_of(endpoint or spec.endpoint)
+        if spec.rows is None and spec.requests_file is not None:
+            found = read_requests_file(Path(spec.requests_file), route, spec.routes or None)
+            return cls(service, route, tuple(found))
+        return cls(service, route, tuple(builtin_requests(service, rows_per_request, route=route)))
+
+    @classmethod
+    def with_requests(cls, service: str, requests: Iterable[Request], route: str | None = None) -> LoadTarget:
+        """A pool of any service; the measured `route` defaults to its most frequent one."""
+        pool = tuple(requests)
+        if not pool:
+            raise ValueError("a load target's request pool is empty")
+        if route is None:
+            counts: dict[str, int] = {}
+            for request in pool:
+                counts[request.route] = counts.get(request.route, 0) + 1
+            route = max(counts, key=lambda r: counts[r])
+        return cls(service, route_of(route), pool)
 
     @property
     def user_class(self) -> str:
-        return service_spec(self.service).locust_user
+        """The Locust user class for servetune's locustfile (the registry's, else ServiceUser)."""
+        try:
+            return service_spec(self.service).locust_user
+        except ValueError:
+            return "ServiceUser"
 
 
 class LoadRunError(RuntimeError):
@@ -261,12 +302,24 @@ class LocustRunner:
     # Locust stops itself after this long: a backstop, the runner stops it after the last step
     # (and core.watchdog when servetune dies).
     max_run_s: float = 3600.0
+    # A user's locustfile run instead of loadtests/locustfile.py, with servetune's shape and
+    # hooks (loadtests/locust_hooks.py says what pacing supports); None: servetune's ServiceUser.
+    locustfile: Path | None = None
     last_reports: list[LoadReport] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.locustfile is not None:
+            path = Path(self.locustfile).expanduser().resolve()
+            if not path.is_file():
+                raise ValueError(f"locustfile {self.locustfile} not found")
+            if "," in str(path):
+                raise ValueError(f"locustfile {path}: Locust cannot take a path with a comma")
+            self.locustfile = path
 
     def run_steps(
         self,
         url: str,
-        service: str,
+        service: str | LoadTarget,
         steps: Iterable[LoadStep],
         stop_after: StopRule | None = None,
         endpoint: str | None = None,
@@ -278,7 +331,7 @@ class LocustRunner:
     def run(
         self,
         url: str,
-        service: str,
+        service: str | LoadTarget,
         steps: Iterable[LoadStep],
         stop_after: StopRule | None = None,
         endpoint: str | None = None,
@@ -286,13 +339,14 @@ class LocustRunner:
     ) -> list[LoadReport]:
         """Run `steps` against `url` in one Locust process; stop after `stop_after` says so.
 
+        `service` is a registered service's name (its built-in pool to `endpoint`, default its
+        batchable one) or a LoadTarget (its pool and route; no `endpoint` then).
         `steps` is consumed lazily (an adaptive search chooses each step after the last one was
-        passed to `stop_after`). `endpoint` defaults to the service's batchable one;
-        `expected_workers` (default: counted from the local server's processes) lets a silent
-        worker be flagged.
+        passed to `stop_after`). `expected_workers` (default: counted from the local server's
+        processes) lets a silent worker be flagged.
         """
         base = check_url(url, self.allow_remote)
-        target = LoadTarget.of(service, endpoint)
+        target = self.target(service, endpoint)
         pending = _checked(iter(steps))
         first = next(pending, None)
         if first is None:
@@ -304,6 +358,9 @@ class LocustRunner:
             tempfile.TemporaryDirectory(prefix="servetune-locust-", dir=self.log_dir) as tmp,
         ):
             work = Path(tmp)
+            pool = self._pool(target)
+            if pool is not None:
+                write_pool(pool, work / REQUESTS_FILE)
             control = work / "control.json"
             events = EventLog(work / "events")
             write_control(control, 0, first.users, first.rate)
@@ -332,33 +389,72 @@ class LocustRunner:
                 _stop(proc, own_exit_s=0.0 if interrupted else 0.5)
         return list(self.last_reports)
 
-    def _start(
-        self, url: str, target: LoadTarget, work: Path, control: Path, budget_s: float
-    ) -> subprocess.Popen[bytes]:
+    def target(self, service: str | LoadTarget, endpoint: str | None = None) -> LoadTarget:
+        """What `run` loads: `service` itself when a LoadTarget, else the registered service's
+        built-in pool to `endpoint`; with a user's locustfile no pool is needed, only the route
+        to measure (`endpoint`, or the registered service's batchable one)."""
+        if isinstance(service, LoadTarget):
+            if endpoint is not None:
+                raise ValueError("give the route in the LoadTarget, not as endpoint")
+            return service
+        if self.locustfile is not None:
+            if endpoint is None:
+                try:
+                    endpoint = service_spec(service).endpoint
+                except ValueError:
+                    raise ValueError(
+                        f"{service!r} is not a registered service: give the endpoint whose server "
+                        "figures to read (endpoint=, or a LoadTarget)"
+                    ) from None
+            return LoadTarget(service, route_of(endpoint))
+        return LoadTarget.of(service, endpoint, self.rows_per_request)
+
+    def _pool(self, target: LoadTarget) -> tuple[Request, ...] | None:
+        if target.requests is not None or self.locustfile is not None:
+            return target.requests
+        return tuple(builtin_requests(target.service, self.rows_per_request, route=target.route))
+
+    def _command(self, url: str, target: LoadTarget) -> list[str]:
+        files = LOCUSTFILES
+        if self.locustfile is not None:
+            files = ",".join(str(p) for p in (*HOOK_FILES, self.locustfile))
         cmd = [
-            sys.executable, "-m", "locust", "-f", LOCUSTFILES, "--headless", "--host", url,
+            sys.executable, "-m", "locust", "-f", files, "--headless", "--host", url,
             "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "2",
             "--exit-code-on-error", "0",
         ]  # fmt: skip
         if self.processes > 1:
             cmd += ["--processes", str(self.processes)]
-        cmd.append(target.user_class)
+        if self.locustfile is None:
+            cmd.append(target.user_class)  # a user's file: every user class in it runs
+        return cmd
+
+    def _start(
+        self, url: str, target: LoadTarget, work: Path, control: Path, budget_s: float
+    ) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
-        pythonpath = [str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
         env.update(
-            PYTHONPATH=os.pathsep.join(pythonpath),
             SERVETUNE_SHAPE="control",
             SERVETUNE_CONTROL=str(control),
             SERVETUNE_EVENTS=str(work / "events"),
             SERVETUNE_SERVICE=target.service,
             SERVETUNE_ENDPOINT=target.route,
             SERVETUNE_ROWS=str(self.rows_per_request),
+            SERVETUNE_PROCESSES=str(self.processes),
             SERVETUNE_MAX_RUN_S=f"{budget_s:.0f}",
             PYTHONUNBUFFERED="1",
         )
+        env.pop("SERVETUNE_REQUESTS", None)
+        if (work / REQUESTS_FILE).is_file():
+            env["SERVETUNE_REQUESTS"] = str(work / REQUESTS_FILE)
+        if not _on_site_path(PACKAGE_ROOT):  # a source checkout: let Locust import servetune
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+        # A user's locustfile finds its relative paths from the current dir; servetune's own
+        # runs in the work dir (Locust puts the cwd first on sys.path: nothing there to shadow).
+        cwd = Path.cwd() if self.locustfile is not None else work
         with (work / "locust.log").open("wb") as log:
-            return spawn(cmd, "locust", env=env, stdout=log, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL, cwd=REPO_ROOT)  # fmt: skip
+            return spawn(self._command(url, target), "locust", env=env, stdout=log,
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd)  # fmt: skip
 
     def _wait_ack(
         self, control: Path, seq: int, proc: subprocess.Popen[bytes], timeout_s: float, work: Path
@@ -503,6 +599,12 @@ def _overloaded(step: LoadStep, events: EventLog, sub: SubWindow) -> bool:
     figures = client_figures(window)
     failed = 1.0 - figures.successes / figures.requests
     return failed >= 0.5 or _finite(figures.p95_ms) > step.abort_above_ms
+
+
+def _on_site_path(folder: Path) -> bool:
+    """Whether `folder` is a site-packages dir (the child interpreter imports from it anyway)."""
+    sites = [*site.getsitepackages(), site.getusersitepackages()]
+    return any(Path(s).resolve() == folder for s in sites if s)
 
 
 def _checked(steps: Iterator[LoadStep]) -> Iterator[LoadStep]:
