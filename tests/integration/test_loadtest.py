@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import psutil
 import pytest
 
@@ -73,3 +76,61 @@ def test_workers_are_counted_and_uneven_load_is_flagged() -> None:
     assert len(m.requests_per_worker) == 1
     (flag,) = m.flagged(InvalidReason.UNEVEN_WORKERS)
     assert not m.valid and "fair share 50%" in flag.detail, m.invalid
+
+
+def test_a_written_pool_mixes_endpoints(tmp_path: Path) -> None:
+    from core.metrics import ScrapeReader, window_figures
+    from loadtests.requests import read_requests_file
+    from loadtests.runner import LoadTarget
+
+    lines = [
+        {"endpoint": "/echo" if i % 2 else "echo_unbatched", "body": {"items": [float(i), 1.5]}}
+        for i in range(20)
+    ]
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    spec = service_spec("noop")
+    requests = read_requests_file(path, spec.route, ["/echo", "/echo_unbatched", "/info"])
+    target = LoadTarget.with_requests("noop", requests, route="/echo")
+    server_spec = ServerSpec(spec, args={"max_batch_size": 4}, workers=1)
+    with running_server(server_spec) as server, ScrapeReader(server.url) as reader:
+        before = reader.scrape()
+        (m,) = LocustRunner(settle_s=0.3).run_steps(server.url, target, [LoadStep(users=2, duration_s=2)])
+        after = reader.scrape()
+    echo = window_figures(before, after, "/echo")
+    unbatched = window_figures(before, after, "/echo_unbatched")
+    assert echo.requests > 10 and unbatched.requests > 10, (echo.requests, unbatched.requests)
+    assert echo.requests == pytest.approx(unbatched.requests, rel=0.2), "the pool alternates them"
+    assert set(echo.by_status) == {"200"} and set(unbatched.by_status) == {"200"}
+    assert m.requests > 10 and m.successes == m.requests
+    assert not _locust_children()
+
+
+USER_LOCUSTFILE = """
+from locust import HttpUser, constant, task
+
+
+class EchoUser(HttpUser):
+    wait_time = constant(0.01)
+
+    @task
+    def echo(self):
+        self.client.post("/echo", json={"items": [1.0, 2.0]})
+"""
+
+
+def test_a_user_locustfile_is_measured_and_paced(tmp_path: Path) -> None:
+    locustfile = tmp_path / "user_locustfile.py"
+    locustfile.write_text(USER_LOCUSTFILE)
+    spec = ServerSpec(service_spec("noop"), args={"max_batch_size": 4}, workers=1)
+    steps = [LoadStep(users=2, duration_s=2), LoadStep(users=4, duration_s=3, rate=20.0)]
+    with running_server(spec) as server:
+        runner = LocustRunner(settle_s=0.5, locustfile=locustfile)
+        closed, paced = runner.run_steps(server.url, "noop", steps)
+    for m, report in zip((closed, paced), runner.last_reports, strict=True):
+        assert m.requests > 10 and m.successes == m.requests, m
+        assert report.server is not None
+        assert report.server.requests == pytest.approx(m.requests, rel=0.15), "the hooks log every request"
+    assert closed.rps > 40, "constant(0.01) on a no-op: far above the paced step"
+    assert paced.rps == pytest.approx(20.0, rel=0.25), "the control file's rate paces the user's class"
+    assert not _locust_children()
