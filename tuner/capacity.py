@@ -196,7 +196,8 @@ class CapacitySearch:
         self.told.append((level, measured))
         if self.rules.mode == "users" and measured.successes > 0 and measured.step.users > 0:
             self.per_user_rps = measured.goodput_rps / measured.step.users
-        met = not self.slo.violations(measured)
+        # An aborted step was cut short as overloaded: a breach, whatever its short window says.
+        met = not self.slo.violations(measured) and not measured.aborted
         if met:
             self.passed.append(measured)
         if self._generator_limited(measured):

@@ -285,3 +285,15 @@ def test_after_a_shedding_breach_the_next_level_runs_unscored_first() -> None:
     )
     assert any(SLO_200.violations(m) for m in scored)
     assert len(sent) == 1 + len(scored)
+
+
+def test_an_aborted_step_is_a_breach_even_when_its_short_window_met_the_slo() -> None:
+    """The runner cut the step short as overloaded; its few requests must not count as a pass."""
+    respond, knee = knee_curve(100.0)
+    search = CapacitySearch(SLO_200, CapacityRules(resolution=0.05), start=knee * 0.5)
+    step = search.next_step()
+    assert step is not None and step.rate is not None
+    measured = replace(respond(step), aborted=True)  # within the SLO on paper, but cut short
+    assert not SLO_200.violations(measured)
+    search.tell(measured)
+    assert search.passed == [] and search.hi == step.rate
