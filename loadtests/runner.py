@@ -70,14 +70,17 @@ class LoadTarget:
 
     @classmethod
     def of(cls, service: str, endpoint: str | None = None, rows_per_request: int = 1) -> LoadTarget:
-        """A registered service's endpoint, or `endpoint` (with or without the slash), with
-        bodies of `rows_per_request` rows from its row pool, or (a service without one) the
-        requests of its `requests_file` as written."""
+        """A registered service's endpoint, or `endpoint` (with or without the slash), loaded
+        with the requests of its `requests_file` as written when it has one (those for its own
+        endpoint go to `endpoint`: the naive baseline), else with bodies of `rows_per_request`
+        rows from its row pool."""
         spec = service_spec(service)
         route = route_of(endpoint or spec.endpoint)
-        if spec.rows is None and spec.requests_file is not None:
-            found = read_requests_file(Path(spec.requests_file), route, spec.routes or None)
-            return cls(service, route, tuple(found))
+        if spec.requests_file is not None:
+            routes = {*spec.routes, route} if spec.routes else None
+            found = read_requests_file(Path(spec.requests_file), route, routes)
+            moved = [Request(route, r.body) if r.route == spec.route else r for r in found]
+            return cls(service, route, tuple(moved))
         return cls(service, route, tuple(builtin_requests(service, rows_per_request, route=route)))
 
     @classmethod

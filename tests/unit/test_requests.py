@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -320,8 +321,8 @@ def test_a_user_locustfile_runs_with_servetunes_shape_and_hooks(tmp_path: Path) 
     assert plain[-1] == "ServiceUser" and "locustfile.py" in plain[plain.index("-f") + 1]
 
 
-def test_a_registered_service_without_rows_loads_its_requests_file(tmp_path: Path) -> None:
-    from core.registry import ServiceSpec, register, unregister
+def test_a_registered_services_requests_file_is_its_load(tmp_path: Path) -> None:
+    from core.registry import ServiceSpec, register, service_spec, unregister
 
     path = write(tmp_path, '{"q": "a"}\n{"endpoint": "/other", "body": {"q": "b"}}\n')
     register(
@@ -339,8 +340,16 @@ def test_a_registered_service_without_rows_loads_its_requests_file(tmp_path: Pat
         target = LoadTarget.of("users-own")
         assert target.route == "/score" and target.requests is not None
         assert [r.route for r in target.requests] == ["/score", "/other"]
+        naive = LoadTarget.of("users-own", "score_one")
+        assert naive.requests is not None and [r.route for r in naive.requests] == ["/score_one", "/other"]
         path.write_text('{"endpoint": "/nope", "body": {}}\n')
         with pytest.raises(RequestsFileError, match="endpoint '/nope' is not one of /other, /score"):
             LoadTarget.of("users-own")
+        builtin = dataclasses.replace(service_spec("noop"), key="noop-file", requests_file=str(path))
+        register(builtin)
+        path.write_text('{"items": [1.0]}\n')
+        (request,) = LoadTarget.of("noop-file").requests or ()
+        assert request == Request("/echo", b'{"items": [1.0]}'), "the file, not the rows"
     finally:
         unregister("users-own")
+        unregister("noop-file")
