@@ -508,7 +508,7 @@ class LocustRunner:
             goodput = fig.goodput_rps if fig is not None else None
             subs.append(SubWindow(marks[-1].at, end, goodput, cores, peak))
             marks.append(mark)
-            if _overloaded(step, events, subs[-1]):
+            if _overloaded(step, events, subs[-1], fig):
                 aborted = True
                 break
             if len(subs) >= per_window:
@@ -590,9 +590,12 @@ def _measurement(
 ABORT_MIN_REQUESTS = 20
 
 
-def _overloaded(step: LoadStep, events: EventLog, sub: SubWindow) -> bool:
-    """The step's abort rule: this sub-window's client p95 above `abort_above_ms`, or half of
-    its requests failed (judged on at least ABORT_MIN_REQUESTS completions)."""
+def _overloaded(
+    step: LoadStep, events: EventLog, sub: SubWindow, server: WindowFigures | None = None
+) -> bool:
+    """The step's abort rule: this sub-window's p95 above `abort_above_ms` (the server's when it
+    measured the sub-window, as the SLO judges; else the client's), or half of its requests
+    failed (judged on at least ABORT_MIN_REQUESTS completions)."""
     if step.abort_above_ms is None:
         return False
     events.poll()
@@ -601,7 +604,8 @@ def _overloaded(step: LoadStep, events: EventLog, sub: SubWindow) -> bool:
         return False
     figures = client_figures(window)
     failed = 1.0 - figures.successes / figures.requests
-    return failed >= 0.5 or _finite(figures.p95_ms) > step.abort_above_ms
+    p95 = server.p95_ms if server is not None and server.p95_ms is not None else figures.p95_ms
+    return failed >= 0.5 or _finite(p95) > step.abort_above_ms
 
 
 def _on_site_path(folder: Path) -> bool:

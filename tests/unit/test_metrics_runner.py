@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ def test_urls_and_services_are_checked() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["loadtest", "nope", "--users", "2"], "service: choose one of"),
+        (["loadtest", "nope", "--users", "2"], "unknown service 'nope'"),
         (["loadtest", "noop"], "--users or --rate"),
         (["loadtest", "noop", "--users", "2,x"], "--users: expected comma-separated numbers"),
         (["loadtest", "noop", "--users", "0"], "--users: every value must be > 0"),
@@ -92,3 +93,22 @@ def test_loadtest_cli_names_the_bad_field(args: list[str], message: str) -> None
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_abort_rule_judges_the_latency_the_slo_judges(tmp_path: Path) -> None:
+    """A slow client (its own queueing) must not abort a step the server answers within bounds;
+    without server figures the client's p95 decides."""
+    from core.measurement import LoadStep
+    from core.metrics import WindowFigures
+    from loadtests.runner import SubWindow, _overloaded
+
+    log = EventLog(tmp_path / "events")
+    (tmp_path / "events.1").write_text("".join(f"{10 + i / 100:.2f} 300.0 200\n" for i in range(50)))
+    sub = SubWindow(10.0, 11.0, None, 0.1, 0.1)
+    step = LoadStep(users=10, duration_s=5.0, rate=50.0, abort_above_ms=200.0)
+    fast_server = WindowFigures.from_counts(1.0, {"200": 50}, p50_ms=40.0, p95_ms=90.0, p99_ms=95.0,
+        in_progress=None, batch_size_hist={}, requests_per_worker={}, batches_per_worker={})  # fmt: skip
+    assert not _overloaded(step, log, sub, fast_server)
+    assert _overloaded(step, log, sub, None)
+    slow_server = replace(fast_server, p95_ms=250.0)
+    assert _overloaded(step, log, sub, slow_server)
