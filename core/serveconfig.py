@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import format_validation_error
-from core.registry import service_spec
+from core.registry import ServiceSpec, service_spec
 from core.server import ServerSpec
 from services.knobs import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -174,6 +174,90 @@ class WinnerFile(BaseModel):
     statistically_tied_with: list[str] = Field(default_factory=list, description="finalists' keys")
     choice: str = Field("", description="why this finalist won, in one sentence")
     finalists: list[FinalistSummary] = Field(default_factory=list)
+    # A user's own service (absent for the built-ins): what rebuilds its registry entry.
+    target: str | None = Field(None, description="import path, a file relative to working_dir")
+    working_dir: str | None = Field(None, description="folder the service was imported from")
+    endpoint: str | None = Field(None, description="the tuned API")
+    service_args: dict[str, str] = Field(default_factory=dict, description="bentoml --arg pairs")
+
+    def target_ref(self) -> TargetRef | None:
+        """Where the user's service lives, or None for a built-in one."""
+        if self.target is None or self.working_dir is None:
+            return None
+        return TargetRef(
+            target=self.target, working_dir=self.working_dir, endpoint=self.endpoint,
+            service_args=self.service_args,
+        )  # fmt: skip
+
+
+class TargetRef(BaseModel):
+    """A user's service as a winner file names it: enough to describe and register it again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    target: str = Field(min_length=1)
+    working_dir: str = Field(min_length=1)
+    endpoint: str | None = None
+    service_args: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, spec: ServiceSpec) -> TargetRef | None:
+        """The reference of a registered user service (None for a built-in one)."""
+        if spec.working_dir is None:
+            return None
+        return cls(
+            target=relative_target(spec.import_path, Path(spec.working_dir)),
+            working_dir=str(Path(spec.working_dir).resolve()),
+            endpoint=spec.endpoint,
+            service_args=dict(spec.service_args),
+        )
+
+    def import_path(self, working_dir: Path | None = None) -> str:
+        """The target with a file path made absolute under `working_dir` (default its own)."""
+        folder = (working_dir or Path(self.working_dir)).resolve()
+        module, sep, attribute = self.target.partition(":")
+        if module.endswith(".py"):
+            return str(folder / module) + sep + attribute
+        return self.target
+
+    def arg_pairs(self) -> tuple[tuple[str, str], ...]:
+        return tuple(self.service_args.items())
+
+
+class TargetOutsideError(ValueError):
+    """A service file that does not lie under the folder it is imported from."""
+
+
+def relative_target(import_path: str, working_dir: Path) -> str:
+    """`path/x.py:Cls` relative to `working_dir` (POSIX); a module path as it is."""
+    module, sep, attribute = import_path.partition(":")
+    if not module.endswith(".py"):
+        return import_path
+    path = Path(module)
+    if not path.is_absolute():
+        return Path(module).as_posix() + sep + attribute
+    try:
+        relative = path.resolve().relative_to(working_dir.resolve())
+    except ValueError:
+        raise TargetOutsideError(f"{module} is not under the working dir {working_dir}") from None
+    return relative.as_posix() + sep + attribute
+
+
+def peek_target(path: Path) -> TargetRef | None:
+    """The user's service a winner file names, read before the file is validated (its
+    `config.service` validates only once that service is registered)."""
+    try:
+        document: Any = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigFileError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(document, dict) or document.get("target") is None:
+        return None
+    fields = {k: document.get(k) for k in ("target", "working_dir", "endpoint")}
+    fields["service_args"] = document.get("service_args") or {}
+    try:
+        return TargetRef.model_validate(fields)
+    except ValidationError as exc:
+        raise ConfigFileError(f"{path}: {format_validation_error(exc)}") from exc
 
 
 def load_winner(path: Path) -> WinnerFile:

@@ -21,7 +21,8 @@ import jinja2
 import yaml
 
 from core.measurement import StepMeasurement
-from core.serveconfig import FinalistSummary, WinnerFile
+from core.registry import service_spec
+from core.serveconfig import FinalistSummary, TargetRef, WinnerFile
 from tuner.capacity import CapacityFinding, LoadMode
 from tuner.finalists import Choice
 from tuner.objective import SLO, Quantile, load_text
@@ -178,11 +179,13 @@ def winner_file(
     finalists: Sequence[Finalist] = (),
 ) -> WinnerFile:
     """The winner as the file `servetune serve --config` and `servetune deploy` read, with its
-    95% interval, the finalists it was chosen from and those it is statistically tied with."""
+    95% interval, the finalists it was chosen from and those it is statistically tied with; for
+    a user's service also where it lives (target, working_dir, endpoint, service_args)."""
     measured = winner.measured
     best = max(measured, key=lambda r: r.goodput_rps)
     rss = [r.rss_mb for r in measured if r.rss_mb]
     low, high = winner.interval
+    reference = TargetRef.of(service_spec(service))
     return WinnerFile(
         config=winner.config.serve_config(service),
         slo_p95_ms=float(settings["slo_p95_ms"]),
@@ -200,6 +203,7 @@ def winner_file(
         statistically_tied_with=tied_keys(choice) if choice is not None and choice.winner is winner else [],
         choice=choice.explain() if choice is not None and choice.winner is winner else "",
         finalists=[finalist_summary(f) for f in finalists],
+        **(reference.model_dump() if reference is not None else {}),
     )
 
 
