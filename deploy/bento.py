@@ -5,6 +5,12 @@ container hand them to `bentoml.use_arguments()`, so the service starts with the
 max_batch_size, max_latency_ms, threads, variant and the exact model tag. Workers and GPUs are
 service configuration: they travel as BENTOML_CONFIG_OVERRIDES in the Bento's `envs` (the
 generated Dockerfile sets them) and in the Kubernetes Deployment.
+
+A user's own service (a winner with `target` / `working_dir`) is built from a copy of its
+working dir with services/adapter.py added as `servetune_adapter.py`: the bentofile is the
+user's own (include/exclude, python, docker, labels, envs kept) with `service` set to the adapter
+and the knobs baked in as `envs` (the container's ENV) and in `servetune_adapter.env.json` next
+to the adapter (so `bentoml serve <bento>` runs them too; a variable set outside wins).
 """
 
 from __future__ import annotations
@@ -14,15 +20,27 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from core.registry import service_spec
 from core.server import REPO_ROOT, BentoServer, ServerSpec, main_bentoml_home
-from deploy.context import RenderContext
+from deploy.context import RenderContext, dns_name
+from services import adapter
 
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+ADAPTER_MODULE = "servetune_adapter"  # services/adapter.py as the Bento carries it
+ADAPTER_FILES = (f"{ADAPTER_MODULE}.py", f"{ADAPTER_MODULE}{adapter.DEFAULTS_SUFFIX}")
+USER_BENTOFILES = ("bentofile.yaml", "bentofile.yml")
+# Never copied from a user's working dir into the build folder (caches, VCS, environments).
+SKIPPED = (".git", ".hg", ".venv", "venv", "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache",
+           ".ruff_cache", "node_modules", ".ipynb_checkpoints")  # fmt: skip
+ADAPTER_KNOBS = (adapter.ENV_TARGET, adapter.ENV_WORKING_DIR, adapter.ENV_BATCHING,
+                 adapter.ENV_THREADS, adapter.ENV_GPUS)  # fmt: skip
 
 
 class BentoBuildError(RuntimeError):
@@ -30,7 +48,7 @@ class BentoBuildError(RuntimeError):
 
 
 def bento_name(service: str) -> str:
-    return f"servetune-{service}"
+    return f"servetune-{dns_name(service)}"
 
 
 def pinned(package: str) -> str:
@@ -50,6 +68,8 @@ def bento_args(context: RenderContext) -> dict[str, Any]:
 
 def bentofile(context: RenderContext) -> dict[str, Any]:
     """The bentofile.yaml document for the winner's service."""
+    if context.external:
+        return user_bentofile(context, read_user_bentofile(user_working_dir(context)))
     service = context.winner.config.service
     envs = [
         {"name": "BENTOML_DO_NOT_TRACK", "value": "True"},
@@ -81,8 +101,107 @@ def bentofile(context: RenderContext) -> dict[str, Any]:
     }
 
 
+def user_working_dir(context: RenderContext) -> Path:
+    """The folder the user's service is imported from (as resolved for this deploy)."""
+    folder = context.target.working_dir or context.winner.working_dir
+    if folder is None:
+        raise BentoBuildError(f"{context.target.key} has no working dir to build a Bento from")
+    return Path(folder)
+
+
+def read_user_bentofile(working_dir: Path) -> dict[str, Any]:
+    """The user's own bentofile.yaml (or .yml) as a mapping; empty when there is none."""
+    for name in USER_BENTOFILES:
+        path = working_dir / name
+        if path.is_file():
+            try:
+                document = yaml.safe_load(path.read_text())
+            except (OSError, yaml.YAMLError) as exc:
+                raise BentoBuildError(f"cannot read {path}: {exc}") from exc
+            if document is None:
+                return {}
+            if not isinstance(document, dict):
+                raise BentoBuildError(f"{path}: expected a mapping")
+            return document
+    return {}
+
+
+def adapter_env(context: RenderContext) -> dict[str, str]:
+    """The environment the adapter serves the user's service with: target (relative to the
+    Bento's source folder, the working dir inside it), batching, threads, GPUs, workers."""
+    reference = context.winner.target_ref()
+    if reference is None:
+        raise BentoBuildError("the winner file names no target (a built-in service needs no adapter)")
+    threads = str(context.sizing.threads_per_worker)
+    return {
+        adapter.ENV_TARGET: reference.target,
+        adapter.ENV_BATCHING: json.dumps(context.winner.config.server_spec().batching()),
+        adapter.ENV_THREADS: threads,
+        adapter.ENV_GPUS: str(context.sizing.gpus),
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "OMP_WAIT_POLICY": "PASSIVE",  # as measured (core/server.py)
+        "BENTOML_CONFIG_OVERRIDES": json.dumps(context.config_overrides()),
+    }
+
+
+def user_bentofile(context: RenderContext, user: dict[str, Any]) -> dict[str, Any]:
+    """The user's bentofile with the adapter as the service and the knobs in `envs`."""
+    service = context.winner.config.service
+    knobs = {"BENTOML_DO_NOT_TRACK": "True", **adapter_env(context)}
+    envs = [e for e in user.get("envs") or [] if isinstance(e, dict) and e.get("name") not in knobs]
+    python = dict(user.get("python") or {"packages": [pinned("bentoml")]})
+    python.setdefault("lock_packages", False)  # locking resolves against an index: offline needs it off
+    document = {
+        **user,
+        "service": f"{ADAPTER_MODULE}:service",
+        "name": bento_name(service),
+        "description": user.get("description") or f"{service} with servetune's tuned serving knobs",
+        "labels": {**(user.get("labels") or {}), **servetune_labels(context)},
+        "exclude": [*(user.get("exclude") or []), "**/__pycache__", "**/*.pyc"],
+        "python": python,
+        "envs": [*envs, *({"name": k, "value": v} for k, v in knobs.items())],
+    }
+    if user.get("include"):
+        document["include"] = [*user["include"], *ADAPTER_FILES]
+    reference = context.winner.target_ref()
+    if reference is not None and reference.service_args:
+        document["args"] = {**(user.get("args") or {}), **reference.service_args}
+    return document
+
+
+def servetune_labels(context: RenderContext) -> dict[str, str]:
+    return {
+        "servetune.io/service": context.winner.config.service,
+        "servetune.io/endpoint": context.route,
+        "servetune.io/slo": context.slo_text,
+        "servetune.io/goodput-rps": f"{context.winner.goodput_rps:g}",
+    }
+
+
+def prepare_build_dir(working_dir: Path, dest: Path, env: dict[str, str]) -> Path:
+    """A copy of the user's working dir (without caches and VCS folders) plus the adapter and
+    its environment defaults; `bentoml build` then applies the bentofile's include/exclude."""
+    if not working_dir.is_dir():
+        raise BentoBuildError(f"working_dir: {working_dir} is not a folder")
+    shutil.copytree(working_dir, dest, ignore=shutil.ignore_patterns(*SKIPPED), symlinks=True)
+    shutil.copyfile(adapter.__file__, dest / ADAPTER_FILES[0])
+    (dest / ADAPTER_FILES[1]).write_text(json.dumps(env, indent=2) + "\n")
+    return dest
+
+
+def build_bento(context: RenderContext, bentofile_path: Path) -> str:
+    """Build the winner's Bento: from the repository for a built-in service, else from a copy of
+    the user's working dir with the adapter added (removed after the build); the tag."""
+    if not context.external:
+        return build(bentofile_path)
+    with tempfile.TemporaryDirectory(prefix="servetune-bento-") as tmp:
+        src = prepare_build_dir(user_working_dir(context), Path(tmp) / "src", adapter_env(context))
+        return build(bentofile_path, src)
+
+
 def build_environment() -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in ADAPTER_KNOBS}
     env.update(BENTOML_DO_NOT_TRACK="True", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     return env
 
@@ -139,6 +258,10 @@ class BuiltBentoServer(BentoServer):
         bentos = main_bentoml_home() / "bentos"
         bentos.mkdir(parents=True, exist_ok=True)
         (self.home / "bentos").symlink_to(bentos, target_is_directory=True)
+
+    def environment(self) -> dict[str, str]:
+        """BentoServer's, less the adapter's knobs: a Bento of a user's service runs its own."""
+        return {k: v for k, v in super().environment().items() if k not in ADAPTER_KNOBS}
 
     def command(self) -> list[str]:
         return [

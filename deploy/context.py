@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from core.registry import ServiceSpec, service_spec
@@ -11,6 +12,11 @@ from deploy.plan import DeployOptions, Sizing
 HTTP_PORT = 3000
 CONTAINER_NAME = "bentoml"
 BENTO_UID = 1034  # the user BentoML's generated Dockerfile creates (BENTO_USER_UID)
+
+
+def dns_name(text: str) -> str:
+    """A Kubernetes/Bento name from a service name: lower case, runs of other characters as `-`."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "service"
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,12 @@ class RenderContext:
     @property
     def name(self) -> str:
         """Kubernetes name of the inference Deployment/Service (e.g. servetune-digits)."""
-        return self.options.name or f"servetune-{self.winner.config.service}"
+        return self.options.name or f"servetune-{dns_name(self.winner.config.service)}"[:50].rstrip("-")
+
+    @property
+    def external(self) -> bool:
+        """A user's own service: the Bento runs it through the adapter."""
+        return self.target.external
 
     @property
     def namespace(self) -> str:

@@ -127,10 +127,13 @@ def prometheus_rule(context: RenderContext) -> Obj:
 def adapter_values(context: RenderContext) -> Obj:
     """prometheus-adapter (Helm values) rule serving the HPA's RPS-per-pod custom metric.
 
-    Only inference routes count (probes and /metrics do not); the rule is the same for every
-    servetune service, so deploying several services needs it once.
+    Only inference routes count (probes and /metrics do not): the built-ins' and this service's
+    tuned route; for the built-ins alone the rule is the same, so deploying several needs it once.
     """
-    routes = "|".join(sorted(service_spec(key).route for key in service_keys(tunable_only=True)))
+    builtin = {
+        service_spec(key).route for key in service_keys(tunable_only=True) if not service_spec(key).external
+    }
+    routes = "|".join(sorted(builtin | {context.route}))
     return {
         "rules": {
             "custom": [

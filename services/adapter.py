@@ -10,6 +10,12 @@ imports it (the arbiter and each worker):
 - sets torch's thread count when the service uses torch (BentoML sets none);
 - writes one JSON line per worker (pid, worker index, threads, batching, devices) to
   SERVETUNE_EVIDENCE when set, so a launcher can prove the knobs took effect.
+
+Inside a Bento (`servetune deploy`) this file is copied as `servetune_adapter.py` next to a
+`servetune_adapter.env.json` holding the tuned environment; it fills in every variable the
+environment does not set, so `bentoml serve <bento>` runs the knobs without any `--arg` or
+exported variable (the container gets the same values as ENV). The working dir is then the
+Bento's source folder: BentoML imports the service with that as the current folder.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ ENV_BATCHING = "SERVETUNE_BATCHING"  # JSON {"api name": {"max_batch_size": n, "
 ENV_THREADS = "SERVETUNE_THREADS"  # torch threads per worker
 ENV_GPUS = "SERVETUNE_GPUS"  # GPUs handed to the service; workers are placed round-robin on them
 ENV_EVIDENCE = "SERVETUNE_EVIDENCE"  # file each worker appends one JSON line to
+
+DEFAULTS_SUFFIX = ".env.json"  # next to this file: environment defaults (a built Bento's knobs)
 
 Batching = dict[str, dict[str, int]]
 
@@ -93,6 +101,24 @@ def write_evidence(path: str | None, record: dict[str, Any]) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def defaults_path(module_file: str = __file__) -> str:
+    """`servetune_adapter.env.json` next to `servetune_adapter.py` (none next to services/adapter.py)."""
+    return os.path.splitext(module_file)[0] + DEFAULTS_SUFFIX
+
+
+def apply_defaults(path: str) -> dict[str, str]:
+    """Set each variable of the JSON object in `path` the environment lacks; the ones set."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        values = json.load(handle)
+    if not isinstance(values, dict):
+        raise AdapterError(f"{path} must hold a JSON object of environment variables")
+    applied = {str(k): str(v) for k, v in values.items() if str(k) not in os.environ}
+    os.environ.update(applied)
+    return applied
+
+
 def load_target() -> Any:
     """Import the target service as `bentoml serve` would and apply the knobs; returns it."""
     from _bentoml_impl.loader import import_service
@@ -129,4 +155,5 @@ def load_target() -> Any:
     return service
 
 
+apply_defaults(defaults_path())
 service = load_target() if os.environ.get(ENV_TARGET) else None

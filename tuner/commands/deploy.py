@@ -65,14 +65,27 @@ def deploy(
     ] = False,
     k8s_version: Annotated[str, typer.Option(help="Kubernetes version to validate against")] = "1.30.0",
     validate: Annotated[bool, typer.Option(help="validate manifests, rules and dashboard")] = False,
+    working_dir: Annotated[
+        Path | None,
+        typer.Option(help="your service's folder, when it is no longer where the winner file says"),
+    ] = None,
 ) -> None:
-    """Render deployment artefacts sized from the winner's measured per-replica capacity."""
+    """Render deployment artefacts sized from the winner's measured per-replica capacity.
+
+    For your own service (a winner file with `target` and `working_dir`) the Bento is built from
+    a copy of its working dir, with your bentofile.yaml's include/exclude/python kept and the
+    tuned knobs baked in through servetune's adapter.
+    """
     from core.serveconfig import ConfigFileError, load_winner
     from deploy import bento
     from deploy.context import RenderContext
     from deploy.plan import DeployOptions, SizingError, size
     from deploy.render import render_all, write_bentofile
+    from tuner.commands.usertarget import resolve_winner_service
 
+    user_service = resolve_winner_service(winner_file, working_dir)
+    if user_service is None and working_dir is not None:
+        fail(f"--working-dir: {winner_file} names no target of your own service (a built-in one)")
     try:
         winner = load_winner(winner_file)
     except ConfigFileError as exc:
@@ -96,7 +109,9 @@ def deploy(
         fail(f"--locustfile: {locustfile} not found")
     service, variant = winner.config.service, winner.config.variant
     model_tag, model_mb = _store_model(service, variant)
-    if model_tag is None:
+    if user_service is not None:
+        model_tag = ""  # the user's code loads its own model; the Bento pins none
+    elif model_tag is None:
         if build:
             fail(
                 f"config.variant: no {service} model ({variant}) in the BentoML store to build a Bento "
@@ -114,13 +129,16 @@ def deploy(
     if build:
         console.print("building the Bento (bentoml build, package locking off) ...")
         try:
-            tag = bento.build(write_bentofile(context, out))
+            tag = bento.build_bento(context, write_bentofile(context, out))
         except bento.BentoBuildError as exc:
             fail(str(exc), code=1)
         context = RenderContext(winner, options, sizing, tag, model_tag)
         bento.export_dockerfile(tag, out / "bento")
         console.print(f"built Bento [bold]{tag}[/]; Dockerfile in {out / 'bento'}")
-    rendered = render_all(context, out, locustfile.read_text())
+    try:
+        rendered = render_all(context, out, locustfile.read_text())
+    except bento.BentoBuildError as exc:  # the user's bentofile.yaml cannot be read
+        fail(str(exc))
     for line in sizing.explain():
         console.print(f"  {line}")
     console.print(f"wrote {len(rendered.all())} files under [bold]{out}[/]")
