@@ -1,4 +1,5 @@
-"""A small Python client for the servetune services (httpx; injectable transport for tests)."""
+"""A small Python client for the servetune services and any BentoML service (httpx; injectable
+transport for tests)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ class ServiceError(RuntimeError):
 
 
 class ServetuneClient:
-    """Calls DigitsClassifier (/predict) and TextEmbedding (/encode) over HTTP.
+    """Calls DigitsClassifier (/predict) and TextEmbedding (/encode) over HTTP, and any other
+    BentoML service's endpoint with a JSON body (`call`).
 
     `token`: the bearer token of a service started with `--auth-token-file` (sent on every
     request as `Authorization: Bearer <token>`).
@@ -46,10 +48,18 @@ class ServetuneClient:
         self._http.close()
 
     def _post(self, path: str, payload: dict[str, Any]) -> Any:
-        response = self._http.post(path, json=payload)
+        return self.call(path, payload)
+
+    def call(self, endpoint: str, body: Any) -> Any:
+        """POST `body` as JSON to `endpoint` ("/encode" or "encode"); the JSON answer (its text
+        when it is not JSON). ServiceError on a 4xx/5xx answer."""
+        response = self._http.post("/" + endpoint.strip("/"), json=body)
         if response.status_code >= 400:
             raise ServiceError(response.status_code, _error_text(response))
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            return response.text
 
     def classify(
         self, images: Sequence[Sequence[float]] | Sequence[Sequence[Sequence[float]]]
@@ -91,5 +101,7 @@ def _error_text(response: httpx.Response) -> str:
             first = detail[0]
             where = ".".join(str(p) for p in first.get("loc", []))
             return f"{error}: {where}: {first.get('msg', '')}"
+        if isinstance(detail, str) and "error" not in body:
+            return detail  # Starlette's own answers: {"detail": "Not Found"}
         return error
     return str(body)

@@ -62,3 +62,21 @@ def test_a_refusal_with_the_guards_error_body_names_the_header() -> None:
         client.classify([[0.0] * 64])
     assert info.value.status_code == 401
     assert info.value.message == "invalid bearer token: header.authorization: the bearer token is not valid"
+
+
+def test_call_posts_any_body_to_any_endpoint() -> None:
+    seen: list[httpx.Request] = []
+    with ServetuneClient("http://svc", transport=transport(200, [[0.5, 0.5]], seen)) as client:
+        assert client.call("encode", {"sentences": ["hi"]}) == [[0.5, 0.5]]
+    assert seen[0].url.path == "/encode"
+    assert json.loads(seen[0].content) == {"sentences": ["hi"]}
+
+
+def test_call_errors_carry_starlettes_detail() -> None:
+    seen: list[httpx.Request] = []
+    with (
+        ServetuneClient("http://svc", transport=transport(404, {"detail": "Not Found"}, seen)) as client,
+        pytest.raises(ServiceError) as info,
+    ):
+        client.call("/nope", {})
+    assert info.value.status_code == 404 and info.value.message == "Not Found"

@@ -1,21 +1,26 @@
-"""`servetune serve` (foreground server) and `servetune call` (client for both endpoints)."""
+"""`servetune serve` (foreground server, any service) and `servetune call` (client: the built-ins'
+inputs as arguments, or any service's endpoint with a JSON body)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 
 from tuner.commands.console import console, fail
+from tuner.commands.target import TARGET_HELP, Endpoint, ServiceArgs, WorkingDir
 
 if TYPE_CHECKING:
+    from core.serveconfig import ServeConfig
     from core.server import ServerSpec
+    from services.client import ServetuneClient
 
 SERVICE_HELP = "digits or embedding"
 
@@ -26,10 +31,16 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    service: Annotated[str, typer.Argument(help=SERVICE_HELP)] = "embedding",
+    service: Annotated[str, typer.Argument(help=TARGET_HELP, metavar="TARGET")] = "embedding",
     port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1")] = 3000,
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
-    config: Annotated[Path | None, typer.Option(help="YAML/JSON config file (e.g. a tuner winner)")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML/JSON config file (e.g. a tuner winner, of a user's service too)"),
+    ] = None,
+    working_dir: WorkingDir = None,
+    endpoint: Endpoint = None,
+    service_arg: ServiceArgs = None,
     max_batch_size: Annotated[int | None, typer.Option(help="adaptive batching cap (> 1)")] = None,
     max_latency_ms: Annotated[int | None, typer.Option(help="batching deadline in ms")] = None,
     workers: Annotated[int | None, typer.Option(help="worker processes")] = None,
@@ -43,32 +54,30 @@ def serve(
 ) -> None:
     """Run the service with `bentoml serve` in the foreground until Ctrl-C.
 
+    A user's service (path/to/service.py:MyService) runs as written unless knobs are given; the
+    batching knobs apply to its tuned (--endpoint) batchable API through servetune's adapter.
     With --auth-token-file, /predict, /encode, /info and the rest need `Authorization: Bearer
     <token>`; /metrics, /readyz, /livez, /healthz and the docs stay open. Only the file's path
     reaches the server (SERVETUNE_AUTH_TOKEN_FILE), never the token itself.
     """
-    from core.serveconfig import ConfigFileError, ServeConfig, load_serve_config
     from core.server import BentoServer, ServerError
 
-    try:
-        base = load_serve_config(config) if config else ServeConfig(service=service)
-        overrides = {
-            "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms, "workers": workers,
-            "threads": threads, "gpus": gpus, "variant": variant,
-        }  # fmt: skip
-        chosen = ServeConfig.model_validate(
-            base.model_dump() | {k: v for k, v in overrides.items() if v is not None}
-        )
-    except ConfigFileError as exc:
-        fail(str(exc))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        fail(f"{'--' + str(err['loc'][0]).replace('_', '-') if err['loc'] else 'service'}: {err['msg']}")
+    overrides = {
+        "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms, "workers": workers,
+        "threads": threads, "gpus": gpus, "variant": variant,
+    }  # fmt: skip
+    chosen = chosen_config(service, config, working_dir, endpoint, service_arg, overrides)
     spec = chosen.server_spec(port=port, host=host)
     if auth_token_file is not None:
         spec = with_auth(spec, auth_token_file)
     server = BentoServer(spec)
     console.print(f"serving {chosen.service} at [bold]{server.url}[/] with {chosen.model_dump()}")
+    if spec.service.external:
+        batching = spec.batching().get(spec.service.endpoint)
+        console.print(
+            f"{spec.service.import_path} from {spec.working_dir}; /{spec.service.endpoint} "
+            + (f"batching {batching}" if batching else "not batchable: no batching knobs")
+        )
     if auth_token_file is not None:
         console.print("bearer token required on the inference endpoints (--auth-token-file)")
     console.print(f"OpenAPI docs: {server.url}/  metrics: {server.url}/metrics  (Ctrl-C stops)")
@@ -87,6 +96,66 @@ def serve(
         server.stop()
 
 
+def chosen_config(
+    service: str,
+    config: Path | None,
+    working_dir: Path | None,
+    endpoint: str | None,
+    service_args: list[str] | None,
+    overrides: dict[str, int | str | None],
+) -> ServeConfig:
+    """The config to serve: the file's (its user service registered first) or the service's
+    base, with the knobs given on the command line; exits naming a bad option."""
+    from core.serveconfig import ConfigFileError, ServeConfig, load_serve_config
+    from tuner.commands.usertarget import resolve_service, resolve_winner_service
+
+    if config is not None:
+        resolve_winner_service(config, working_dir)
+    else:
+        service = resolve_service(service, working_dir, endpoint, service_args).key
+    try:
+        base = load_serve_config(config) if config else base_config(service)
+        chosen = ServeConfig.model_validate(
+            base.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+        )
+    except ConfigFileError as exc:
+        fail(str(exc))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        fail(f"{'--' + str(err['loc'][0]).replace('_', '-') if err['loc'] else 'service'}: {err['msg']}")
+    check_user_knobs(chosen, overrides)
+    return chosen
+
+
+def base_config(service: str) -> ServeConfig:
+    """servetune's defaults for a built-in service; a user's service as its code writes it."""
+    from core.registry import service_spec
+    from core.serveconfig import ServeConfig
+
+    spec = service_spec(service)
+    if not spec.external:
+        return ServeConfig(service=service)
+    written: dict[str, int] = {"workers": spec.written_workers}
+    if spec.written_batching is not None:
+        written["max_batch_size"] = max(2, spec.written_batching[0])  # BentoML needs > 1
+        written["max_latency_ms"] = spec.written_batching[1]
+    return ServeConfig(service=service, **written)
+
+
+def check_user_knobs(chosen: ServeConfig, overrides: dict[str, int | str | None]) -> None:
+    """Knobs a user's service cannot take: batching on a non-batchable API, a model variant."""
+    from core.registry import service_spec
+
+    spec = service_spec(chosen.service)
+    if not spec.external:
+        return
+    if chosen.variant != "fp32":
+        fail(f"--variant: {spec.key} is your own service; servetune has no model variants of it")
+    for knob in ("max_batch_size", "max_latency_ms"):
+        if overrides.get(knob) is not None and not spec.batchable:
+            fail(f"--{knob.replace('_', '-')}: /{spec.endpoint} of {spec.key} is not batchable")
+
+
 def with_auth(spec: ServerSpec, token_file: Path) -> ServerSpec:
     """`spec` with bearer auth on: the server gets the token file's path (checked here first)."""
     from services.auth import AUTH_TOKEN_FILE_ENV, TokenFileError, read_token
@@ -100,19 +169,34 @@ def with_auth(spec: ServerSpec, token_file: Path) -> ServerSpec:
 
 
 def call(
-    service: Annotated[str, typer.Argument(help=SERVICE_HELP)],
+    service: Annotated[
+        str | None, typer.Argument(help="digits or embedding; omit it for any service with --endpoint")
+    ] = None,
     inputs: Annotated[
         list[str] | None,
         typer.Argument(help="sentences (embedding) or images as 64 comma-separated values (digits)"),
     ] = None,
     url: Annotated[str, typer.Option(help="service base URL")] = "http://127.0.0.1:3000",
+    endpoint: Annotated[
+        str | None, typer.Option(help="any service: the API to POST the --json body to, e.g. /encode")
+    ] = None,
+    body: Annotated[
+        str | None, typer.Option("--json", help="any service: the request body as JSON ('-': stdin)")
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option(help="any service: the request body from a JSON file ('-': stdin)")
+    ] = None,
     sample: Annotated[int, typer.Option(help="digits: send N held-out test images")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON answer")] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="digits/embedding: print the raw JSON answer")] = False,
     auth_token_file: Annotated[
         Path | None, typer.Option(help="file holding the service's bearer token")
     ] = None,
 ) -> None:
-    """Call a running service and print its answer."""
+    """Call a running service and print its answer.
+
+    Any service: `servetune call --endpoint /encode --json '{"sentences": ["hi"]}'` prints the
+    JSON answer. The built-ins also take their inputs as arguments (`call embedding "a b"`).
+    """
     import httpx
 
     from services.auth import TokenFileError, read_token
@@ -124,27 +208,93 @@ def call(
             token = read_token(auth_token_file)
         except TokenFileError as exc:
             fail(f"--auth-token-file: {exc}")
+    generic = endpoint is not None or body is not None or json_file is not None
+    payload = generic_request(service, inputs, endpoint, body, json_file) if generic else None
     with ServetuneClient(url, token=token) as client:
         try:
-            if service == "digits":
-                images, truth = _digit_inputs(inputs or [], sample)
-                answer: object = client.classify(images)
-                if not as_json:
-                    _print_digits(answer, truth)  # type: ignore[arg-type]
-            elif service == "embedding":
-                if not inputs:
-                    fail("inputs: give at least one sentence")
-                answer = client.embed(inputs)
-                if not as_json:
-                    _print_embeddings(inputs, answer)
+            if payload is not None:
+                answer: object = client.call(*payload)
             else:
-                fail(f"service: unknown service {service!r}; choose digits or embedding")
+                answer = _builtin_call(client, service, inputs or [], sample, raw)
         except ServiceError as exc:
-            fail(f"the service refused the request: {exc}", code=1)
+            verb = "refused" if exc.status_code < 500 else "failed on"
+            fail(f"the service {verb} the request: {exc}", code=1)
         except httpx.HTTPError as exc:
             fail(f"cannot reach {url}: {exc}", code=1)
-    if as_json:
-        print(json.dumps(answer))
+    if generic or raw:
+        print(answer if isinstance(answer, str) else json.dumps(answer))
+
+
+def _builtin_call(
+    client: ServetuneClient, service: str | None, inputs: list[str], sample: int, raw: bool
+) -> object:
+    """Call digits or embedding with the inputs as arguments; print a table unless `raw`."""
+    if service == "digits":
+        images, truth = _digit_inputs(inputs, sample)
+        answer: object = client.classify(images)
+        if not raw:
+            _print_digits(answer, truth)  # type: ignore[arg-type]
+        return answer
+    if service == "embedding":
+        if not inputs:
+            fail("inputs: give at least one sentence")
+        answer = client.embed(inputs)
+        if not raw:
+            _print_embeddings(inputs, answer)
+        return answer
+    if service is None:
+        fail("--endpoint: give the API and its --json (or --json-file) body, or a service: digits, embedding")
+    fail(f"service: unknown service {service!r}; choose digits or embedding, or give --endpoint and --json")
+
+
+def generic_request(
+    service: str | None,
+    inputs: list[str] | None,
+    endpoint: str | None,
+    body: str | None,
+    json_file: Path | None,
+) -> tuple[str, object]:
+    """(route, body) of a call to any service; exits naming the bad option."""
+    from core.registry import service_keys, service_spec
+
+    if inputs:
+        fail("inputs: with --json/--json-file/--endpoint the body comes from --json or --json-file")
+    if endpoint is None:
+        if service is None or service not in service_keys():
+            fail("--endpoint: name the API to call, e.g. --endpoint /encode")
+        endpoint = service_spec(service).route
+    elif service is not None:
+        fail(f"service: {service!r} is not needed with --endpoint; the URL names the service")
+    try:
+        return "/" + endpoint.strip("/"), read_body(body, json_file, sys.stdin)
+    except BodyError as exc:
+        fail(str(exc))
+
+
+class BodyError(ValueError):
+    """A request body that cannot be read or is not JSON; the message names the option."""
+
+
+def read_body(text: str | None, path: Path | None, stdin: TextIO) -> object:
+    """The JSON body from --json TEXT or --json-file PATH ('-' reads `stdin` for either)."""
+    if text is not None and path is not None:
+        raise BodyError("--json/--json-file: give the body one way, not both")
+    if text is None and path is None:
+        raise BodyError("--json: give the request body as JSON (or --json-file FILE)")
+    option = "--json" if text is not None else "--json-file"
+    if text == "-" or (path is not None and str(path) == "-"):
+        text = stdin.read()
+    elif path is not None:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise BodyError(f"--json-file: cannot read {path}: {exc.strerror or exc}") from None
+    assert text is not None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}" if "\n" in text.strip() else f"column {exc.colno}"
+        raise BodyError(f"{option}: not valid JSON ({exc.msg} at {where})") from None
 
 
 def _digit_inputs(inputs: list[str], sample: int) -> tuple[list[list[float]], list[int] | None]:
