@@ -1,10 +1,13 @@
-"""`servetune loadtest SERVICE`: a stepped Locust load with client and server figures per step."""
+"""`servetune loadtest TARGET`: a stepped Locust load with client and server figures per step."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import math
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,6 +17,15 @@ from rich.table import Table
 
 from core.readers import METRICS_HELP, PROMETHEUS_TARGETS_HELP, PROMETHEUS_URL_HELP
 from tuner.commands.console import console, fail
+from tuner.commands.target import (
+    TARGET_HELP,
+    Endpoint,
+    RequestsFile,
+    ServiceArgs,
+    ShuffleSeed,
+    WorkingDir,
+    resolve_cli_target,
+)  # fmt: skip
 
 if TYPE_CHECKING:
     from loadtests.runner import LoadReport
@@ -64,7 +76,7 @@ def steps_table(reports: Sequence[LoadReport], title: str = "load steps") -> Tab
 
 
 def loadtest(
-    service: Annotated[str, typer.Argument(help="digits, embedding or noop")],
+    service: Annotated[str, typer.Argument(help=TARGET_HELP + " (or noop)", metavar="TARGET")],
     users: Annotated[str | None, typer.Option(help="users per step, e.g. 4,8,16")] = None,
     rate: Annotated[str | None, typer.Option(help="requests/s per step (paced users), e.g. 50,100")] = None,
     steps: Annotated[
@@ -73,6 +85,11 @@ def loadtest(
     step_seconds: Annotated[float, typer.Option(help="measured seconds per step")] = 10.0,
     url: Annotated[str | None, typer.Option(help="load this running server instead of starting one")] = None,
     unbatched: Annotated[bool, typer.Option(help="load the non-batchable endpoint")] = False,
+    working_dir: WorkingDir = None,
+    endpoint: Endpoint = None,
+    requests: RequestsFile = None,
+    shuffle_seed: ShuffleSeed = None,
+    service_arg: ServiceArgs = None,
     rows: Annotated[int, typer.Option(help="rows (images/sentences) per request")] = 1,
     processes: Annotated[int, typer.Option(help="Locust processes (more load than one core gives)")] = 1,
     workers: Annotated[int, typer.Option(help="server workers (local server)")] = 1,
@@ -86,18 +103,30 @@ def loadtest(
         Path | None, typer.Option(help=PROMETHEUS_TARGETS_HELP + " (optional with --url)")
     ] = None,
 ) -> None:
-    """Run a stepped load; print client and server figures per step."""
+    """Run a stepped load; print client and server figures per step.
+
+    A user's service (path/to/service.py:MyService) is started through servetune's adapter with
+    the batching knobs on its --endpoint and loaded with the --requests bodies (else bodies made
+    up from its OpenAPI schema).
+    """
     from pydantic import ValidationError
 
     from core.measurement import LoadStep
     from core.readers import reader_factory
-    from core.registry import service_keys, service_spec
+    from core.registry import service_spec
     from core.server import ServerError
     from loadtests.runner import LoadRunError, LocustRunner, check_url
     from services.knobs import ServeKnobs
 
-    if service not in service_keys():
-        fail(f"service: choose one of {service_keys()}, got {service!r}")
+    pool_dir = Path(tempfile.mkdtemp(prefix="servetune-loadtest-"))
+    atexit.register(shutil.rmtree, pool_dir, ignore_errors=True)
+    if service != "noop":  # the no-op service is registered but not offered to tune
+        target = resolve_cli_target(
+            service, working_dir, endpoint, requests, shuffle_seed, service_arg, pool_dir
+        )
+        service = target.key
+    elif any(v is not None for v in (working_dir, endpoint, requests, service_arg)):
+        fail("--working-dir, --endpoint, --requests and --service-arg are for a user's service")
     if users is not None and rate is not None and "," in users:
         fail("--users: give one value when --rate sets the steps")
     user_values = _numbers(users, "--users", int)
@@ -125,6 +154,8 @@ def loadtest(
         err = exc.errors()[0]
         fail(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}")
     spec = service_spec(service)
+    if spec.external and (max_batch_size is not None or max_latency_ms is not None) and not spec.batchable:
+        fail(f"--max-batch-size/--max-latency-ms: /{spec.endpoint} of {spec.key} is not batchable")
     endpoint = spec.naive_endpoint if unbatched else spec.endpoint
     if endpoint is None:
         fail(f"--unbatched: {service} has no non-batchable endpoint")
