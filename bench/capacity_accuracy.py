@@ -490,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
             "search": search_method(),
             "searched": f"mean goodput of {args.searches} capacity searches (the first, then re-brackets "
             "around its knee as a finalist's re-measurement does), interleaved with the reference passes",
-            "reference": f"same server lifetime, passes interleaved with the searches; rates {RATIO - 1:.1%} apart from "
+            "reference": "same server lifetime, passes interleaved with the searches; "
+            f"rates {RATIO - 1:.1%} apart from "
             f"{args.low}x to {args.high}x the searched knee rate, {args.passes} ascending passes, "
             f">= {args.requests} requests per step, fixed windows, settle 1 s",
             "reference_knee": "highest rate met by every pass, every lower rate met by every pass; "
