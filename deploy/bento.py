@@ -260,8 +260,9 @@ class BuiltBentoServer(BentoServer):
         (self.home / "bentos").symlink_to(bentos, target_is_directory=True)
 
     def environment(self) -> dict[str, str]:
-        """BentoServer's, less the adapter's knobs: a Bento of a user's service runs its own."""
-        return {k: v for k, v in super().environment().items() if k not in ADAPTER_KNOBS}
+        """BentoServer's, less the adapter's knobs and thread counts: the Bento runs its own."""
+        drop = {*ADAPTER_KNOBS, "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
+        return {k: v for k, v in super().environment().items() if k not in drop}
 
     def command(self) -> list[str]:
         return [
