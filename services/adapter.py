@@ -7,9 +7,11 @@ imports it (the arbiter and each worker):
   read when the worker builds its batching dispatchers; tests/unit/test_adapter.py pins this);
 - narrows CUDA_VISIBLE_DEVICES to this worker's GPU before the user's code imports torch
   (BentoML hands every worker the same list);
-- sets torch's thread count when the service uses torch (BentoML sets none);
+- sets torch's thread count when the service uses torch (BentoML sets none), at import and
+  again after the service's `__init__`;
 - writes one JSON line per worker (pid, worker index, threads, batching, devices) to
-  SERVETUNE_EVIDENCE when set, so a launcher can prove the knobs took effect.
+  SERVETUNE_EVIDENCE when set, once the service's `__init__` has run (torch is often imported
+  there), so a launcher can prove the knobs took effect.
 
 Inside a Bento (`servetune deploy`) this file is copied as `servetune_adapter.py` next to a
 `servetune_adapter.env.json` holding the tuned environment; it fills in every variable the
@@ -20,9 +22,11 @@ Bento's source folder: BentoML imports the service with that as the current fold
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 ENV_TARGET = "SERVETUNE_TARGET"  # "path/to/service.py:Class" or "package.module:Class"
@@ -119,6 +123,38 @@ def apply_defaults(path: str) -> dict[str, str]:
     return applied
 
 
+def after_init(service: Any, callback: Callable[[], None]) -> None:
+    """Call `callback()` right after the service class's own `__init__` (BentoML instantiates it
+    in each worker once the module is imported)."""
+    inner = service.inner
+    original = inner.__init__
+
+    @functools.wraps(original)
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        callback()
+
+    inner.__init__ = init
+
+
+def _record_worker(service: Any, worker_index: int, threads: int | None) -> None:
+    write_evidence(
+        os.environ.get(ENV_EVIDENCE),
+        {
+            "pid": os.getpid(),
+            "worker_index": worker_index,
+            "service": service.name,
+            "torch_threads": apply_threads(threads),
+            "batching": {
+                name: {"max_batch_size": m.max_batch_size, "max_latency_ms": m.max_latency_ms}
+                for name, m in service.apis.items()
+                if m.batchable
+            },
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        },
+    )
+
+
 def load_target() -> Any:
     """Import the target service as `bentoml serve` would and apply the knobs; returns it."""
     from _bentoml_impl.loader import import_service
@@ -135,23 +171,12 @@ def load_target() -> Any:
     batching = read_batching(os.environ.get(ENV_BATCHING))
     apply_batching(service, batching)
     raw_threads = os.environ.get(ENV_THREADS)
-    threads = apply_threads(int(raw_threads) if raw_threads else None)
+    threads = int(raw_threads) if raw_threads else None
+    apply_threads(threads)  # torch imported at module level: set before the model loads
     if worker_index is not None:
-        write_evidence(
-            os.environ.get(ENV_EVIDENCE),
-            {
-                "pid": os.getpid(),
-                "worker_index": worker_index,
-                "service": service.name,
-                "torch_threads": threads,
-                "batching": {
-                    name: {"max_batch_size": m.max_batch_size, "max_latency_ms": m.max_latency_ms}
-                    for name, m in service.apis.items()
-                    if m.batchable
-                },
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            },
-        )
+        # Most services import torch in __init__ (it reads OMP_NUM_THREADS then): set the count
+        # again once the instance exists, and record what the worker really runs with.
+        after_init(service, lambda: _record_worker(service, worker_index, threads))
     return service
 
 

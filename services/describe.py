@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "ImportServiceError":  # BentoML's own words, then the cause's
             message = str(exc).strip().splitlines()[0]
             cause = exc.__cause__ or exc.__context__
-            if cause is not None and last_line(cause) not in message:
+            if cause is not None and (str(cause).strip() or last_line(cause)) not in message:
                 message += f" ({last_line(cause)})"
         print(json.dumps({"ok": False, "kind": "import", "message": message}))
         return 2
