@@ -174,7 +174,8 @@ class SearchSpace:
         names = tuple(d.name for d in self.dimensions)
         if names != DIMENSIONS:
             raise SpaceError(f"dimensions must be {DIMENSIONS}, got {names}")
-        self._legal = tuple(c for c in self._product() if not self.why_illegal(c))
+        # with threads "auto", every listed threads value maps a product row to the same config
+        self._legal = tuple(dict.fromkeys(c for c in self._product() if not self.why_illegal(c)))
         if not self._legal:
             raise SpaceError(
                 f"no legal config in the space (cap workers x threads <= {self.max_total_threads}, "

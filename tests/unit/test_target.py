@@ -257,11 +257,6 @@ def test_derived_space_has_batching_dimensions_only_for_a_batchable_endpoint() -
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tuner/space.py: with threads 'auto' the threads dimension's values multiply the product "
-    "and each is replaced by cores // workers, so every config is listed once per threads value",
-)
 def test_derived_space_lists_each_config_once() -> None:
     service = info(api("predict", False), name="Once")
     register(spec_from_info(service, service.apis[0]))
