@@ -24,6 +24,7 @@ from core.polling import wait_until
 from core.processes import spawn, stop_tree
 from core.registry import ServiceSpec
 from services import adapter
+from services.config import DURATION_BUCKETS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # where servetune's own packages are installed
 ADAPTER = "services.adapter:service"  # loads the target and sets the knobs (services/adapter.py)
@@ -80,6 +81,8 @@ class ServerSpec:
         service: dict[str, Any] = {"workers": self.workers}
         if self.gpus > 0:
             service["resources"] = {"gpu": self.gpus}
+        if self.service.external:  # servetune's own services declare these buckets themselves
+            service["metrics"] = {"enabled": True, "duration": {"buckets": DURATION_BUCKETS}}
         return {"services": {self.service.bento_name: service}}
 
 

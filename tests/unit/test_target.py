@@ -358,3 +358,15 @@ def test_the_adapter_runs_its_callback_after_the_services_own_init() -> None:
     after_init(FakeService, lambda: events.append("bare"))
     Bare()
     assert events[-1] == "bare"
+
+
+def test_a_user_service_is_started_with_servetunes_fine_latency_buckets() -> None:
+    """BentoML's default buckets jump from 100 to 250 ms: a p95 judged on them is off by up to 2x."""
+    from core.server import ServerSpec
+    from services.config import DURATION_BUCKETS
+
+    service = info(api("encode", True), name="Buckets")
+    spec = spec_from_info(service, service.apis[0])
+    overrides = ServerSpec(spec, workers=2).config_overrides()["services"]["Buckets"]
+    assert overrides["workers"] == 2
+    assert overrides["metrics"]["duration"]["buckets"] == DURATION_BUCKETS
