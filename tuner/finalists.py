@@ -66,6 +66,14 @@ class Finalist:
         return (max(0.0, low), high)
 
     @property
+    def interval_text(self) -> str:
+        """ "95% interval a-b", or why there is none (one run has no spread to speak of)."""
+        if len(self.goodputs) < 2:
+            return "no interval: 1 run (no re-measurement fitted)"
+        low, high = self.interval
+        return f"95% interval {low:.1f}-{high:.1f}"
+
+    @property
     def score_interval(self) -> tuple[float, float]:
         return t_interval(self.scores)
 
@@ -103,9 +111,8 @@ class Choice:
 
     def explain(self) -> str:
         """One sentence for the report and the CLI."""
-        low, high = self.winner.interval
         mean = self.winner.mean_goodput
-        text = f"{self.winner.config.key}: mean {mean:.1f} good RPS, 95% interval {low:.1f}-{high:.1f}"
+        text = f"{self.winner.config.key}: mean {mean:.1f} good RPS, {self.winner.interval_text}"
         if not self.tied:
             return text + " (no other finalist's interval overlaps it)"
         others = ", ".join(f.config.key for f in (self.best_mean, *self.tied) if f is not self.winner)

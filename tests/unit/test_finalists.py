@@ -100,3 +100,13 @@ def test_a_study_runs_fewer_trials_rather_than_overrun_its_budget(tmp_path: Path
     assert max(runs) - min(runs) <= 1  # repeats go round the finalists, not one at a time
     assert result.winner is not None
     assert statistics.fmean(result.winner.goodputs) == result.winner.mean_goodput
+
+
+def test_a_single_run_claims_no_interval() -> None:
+    config = Config(16, 200, 2, 1)
+    alone = Finalist(config, record(config, 55.9), [])
+    assert alone.interval_text.startswith("no interval: 1 run")
+    assert "95% interval" not in alone.interval_text
+    assert Finalist(config, record(config, 50.0), [record(config, 60.0, 1)]).interval_text.startswith(
+        "95% interval 0.0-"
+    )

@@ -213,11 +213,10 @@ def print_outcome(outcome: TuneOutcome) -> None:
             Text.assemble(("stopped early", "yellow"), f": {result.stopped_because}"), soft_wrap=True
         )
     for f in result.finalists:
-        low, high = f.interval
         runs = ", ".join(f"{g:.1f}" for g in f.goodputs)
         plain(
-            f"finalist {f.config.key}: mean {f.mean_goodput:.1f} good RPS, 95% interval "
-            f"{low:.1f}-{high:.1f}, stdev {f.stdev:.1f} over {len(f.goodputs)} run(s) ({runs})"
+            f"finalist {f.config.key}: mean {f.mean_goodput:.1f} good RPS, {f.interval_text}, "
+            f"stdev {f.stdev:.1f} over {len(f.goodputs)} run(s) ({runs})"
         )
     if result.choice is not None:
         plain(f"choice: {result.choice.explain()}")
@@ -226,10 +225,9 @@ def print_outcome(outcome: TuneOutcome) -> None:
         console.print("[red]no config met the SLO[/]; see the report for why each was infeasible")
     else:
         w = result.winner
-        low, high = w.interval
         console.print(
             f"[bold green]winner[/] {w.config.key}: {w.mean_goodput:.1f} good RPS "
-            f"(95% interval {low:.1f}-{high:.1f}, spread {w.spread:.1f})",
+            f"({w.interval_text}, spread {w.spread:.1f})",
             soft_wrap=True,
         )
     for c in comparisons(result.winner, baselines):
