@@ -27,7 +27,7 @@ from core.measurement import InvalidReason, LoadStep, StepMeasurement
 from tuner.objective import SLO
 
 LoadMode = Literal["rate", "users"]
-Limit = Literal["slo", "generator", "step_cap", "infeasible", "max_load"]
+Limit = Literal["slo", "generator", "step_cap", "infeasible", "max_load", "budget"]
 QUANTILE_OF = {"p95": 0.95, "p99": 0.99}
 TAIL_SAMPLES = 10  # requests expected above the judged quantile in one step
 
@@ -109,6 +109,10 @@ class CapacitySearch:
     @property
     def factor(self) -> float:
         return self.growth if self.growth is not None else self.rules.growth
+
+    def stop(self, why: Limit, note: str) -> None:
+        """End the search from outside (e.g. the study's time budget ran out)."""
+        self.limited_by, self.note = why, note
 
     @property
     def done(self) -> bool:

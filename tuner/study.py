@@ -91,6 +91,8 @@ class Study:
     def measure(self, config: Config, kind: TrialKind, label: str = "", **runner_kw: Any) -> TrialRecord:
         """Measure one config now, score it and store the record at once."""
         number = self.history.count()
+        if self._bounded(kind):
+            runner_kw.setdefault("time_left", self.budget.remaining)
         if self.events.trial_start:
             self.events.trial_start(number, label or kind, config)
         measured: Measurement = self.runner.measure(config, on_step=self.events.step, **runner_kw)
@@ -100,6 +102,13 @@ class Study:
         if self.events.trial_end:
             self.events.trial_end(record)
         return record
+
+    def _bounded(self, kind: TrialKind) -> bool:
+        """Whether a measurement's capacity search must end when the budget does: the finalists'
+        re-measurements and the trials past the ones the budget always runs."""
+        if self.budget.seconds is None or kind == "baseline":
+            return False
+        return kind == "finalist" or len(self.history) >= self.budget.min_trials
 
     def _record(
         self, number: int, kind: TrialKind, label: str, config: Config, measured: Measurement

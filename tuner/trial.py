@@ -17,6 +17,9 @@ StepCallback = Callable[[int, StepMeasurement], None]
 REPEAT_GROWTH = 1.15  # a re-measurement brackets a known knee more narrowly
 
 
+TimeLeft = Callable[[], float]
+
+
 class LoadSchedule(Protocol):
     """The steps of one trial, chosen as it goes: the runner consumes `steps()` lazily and
     calls `tell()` after each one (True: stop)."""
@@ -60,7 +63,9 @@ class LoadPlan:
         return {"kind": "fixed", "steps": [[s.users, s.duration_s, s.rate] for s in self.steps],
                 "warmup_s": self.warmup.duration_s if self.warmup else 0.0}  # fmt: skip
 
-    def schedule(self, slo: SLO, workers: int, hint: float | None = None) -> LoadSchedule:
+    def schedule(
+        self, slo: SLO, workers: int, hint: float | None = None, time_left: TimeLeft | None = None
+    ) -> LoadSchedule:
         return FixedSchedule(self, slo)
 
 
@@ -105,8 +110,10 @@ class CapacityPlan:
                 "min_step_s": r.min_step_s, "max_step_s": r.max_step_s, "max_steps": r.max_steps,
                 "probe_s": self.probe_s}  # fmt: skip
 
-    def schedule(self, slo: SLO, workers: int, hint: float | None = None) -> LoadSchedule:
-        return CapacitySchedule(self, slo, workers, hint)
+    def schedule(
+        self, slo: SLO, workers: int, hint: float | None = None, time_left: TimeLeft | None = None
+    ) -> LoadSchedule:
+        return CapacitySchedule(self, slo, workers, hint, time_left)
 
 
 @dataclass
@@ -115,6 +122,7 @@ class CapacitySchedule:
     slo: SLO
     workers: int
     hint: float | None = None
+    time_left: TimeLeft | None = None  # seconds the study's time budget has left
     probe: StepMeasurement | None = None
     search: CapacitySearch | None = None
     recoveries: list[StepMeasurement] = field(default_factory=list)
@@ -135,10 +143,24 @@ class CapacitySchedule:
             growth=REPEAT_GROWTH if self.hint else None,
         )
         while (step := search.next_step()) is not None:
+            if self._out_of_time(search, step):
+                break
             if search.last_shed and rules.recovery_s > 0:
                 self._unscored = True
                 yield search.recovery_step(step)
             yield step
+
+    def _out_of_time(self, search: CapacitySearch, step: LoadStep) -> bool:
+        """The budget cannot fit `step`: end the search on what it has (once a level passed)."""
+        if self.time_left is None or search.lo is None:
+            return False
+        left = self.time_left()
+        if left >= step.duration_s + (self.plan.rules.recovery_s if search.last_shed else 0.0):
+            return False
+        search.stop(
+            "budget", f"time budget: stopped with the bracket at {search.lo:.4g}-{search.hi or 0:.4g}"
+        )
+        return True
 
     def tell(self, measured: StepMeasurement) -> bool:
         if self._unscored:
@@ -210,6 +232,7 @@ class TrialRunner:
         deployer: Deployer | None = None,
         plan: Plan | None = None,
         hint: float | None = None,
+        time_left: TimeLeft | None = None,
     ) -> Measurement:
         """Deploy `config`, load `endpoint` (default: the service's batchable one), measure.
 
@@ -223,7 +246,7 @@ class TrialRunner:
                     self.first_contact(deployment.url)  # raises: not a trial failure, a stop
                     self.contacted = True
                 try:
-                    schedule = (plan or self.plan).schedule(self.slo, config.workers, hint)
+                    schedule = (plan or self.plan).schedule(self.slo, config.workers, hint, time_left)
                     result.steps = self._load(deployment.url, endpoint, config.workers, schedule, on_step)
                     result.capacity = schedule.finding()
                     result.ok = deployment.alive()

@@ -297,3 +297,24 @@ def test_an_aborted_step_is_a_breach_even_when_its_short_window_met_the_slo() ->
     assert not SLO_200.violations(measured)
     search.tell(measured)
     assert search.passed == [] and search.hi == step.rate
+
+
+def test_a_search_ends_on_what_it_has_when_the_time_budget_runs_out() -> None:
+    """Fewer steps rather than an overrun: once a level passed, a step the budget cannot fit ends
+    the search (limited by "budget"), with the passing level as its finding."""
+    respond, knee = knee_curve(100.0)
+    seconds = [1000.0]
+    schedule = CapacityPlan(CapacityRules(resolution=0.02), probe_s=2.0).schedule(
+        SLO_200, workers=1, time_left=lambda: seconds[0]
+    )
+    told = 0
+    for step in schedule.steps():
+        measured = respond(step)
+        schedule.tell(measured)
+        told += 1
+        if schedule.scored() and not SLO_200.violations(schedule.scored()[-1]):
+            seconds[0] = 0.5  # the budget is spent right after the first level that passed
+    finding = schedule.finding()
+    assert finding is not None and finding.limited_by == "budget" and "time budget" in finding.note
+    assert finding.knee is not None and finding.knee < knee and not finding.converged
+    assert told <= 4  # probe, the levels up to the first pass, nothing after
