@@ -47,6 +47,7 @@ class ServiceSpec:
     requests_file: str | None = None  # JSON Lines of request bodies to load it with (user traffic)
     synthetic_load: bool = False  # request bodies were made up from its OpenAPI schema
     service_args: tuple[tuple[str, str], ...] = ()  # extra `bentoml serve --arg name=value` pairs
+    variant_args: tuple[str, ...] = ()  # a user's alternatives, each a `name=value` --arg (variants)
 
     @property
     def route(self) -> str:

@@ -22,8 +22,8 @@ from services.knobs import (
     GpuCount,
     MaxBatchSize,
     MaxLatencyMs,
+    ServedVariant,
     ThreadCount,
-    Variant,
     WorkerCount,
 )
 
@@ -47,7 +47,7 @@ class Config(BaseModel):
     workers: WorkerCount = 1
     threads: ThreadCount | None = Field(None, description="per worker; None = cores // workers")
     gpus: GpuCount = 0
-    variant: Variant = "fp32"
+    variant: ServedVariant = "fp32"
 
     def __init__(self, *values: Any, **fields: Any) -> None:
         """Knobs by name, or positionally in DIMENSIONS order (`Config(16, 200, 2, 1)`)."""

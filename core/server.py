@@ -75,6 +75,10 @@ class ServerSpec:
             if self.service.reads_knob_args
             else []
         )
+        variant = str(self.args.get("variant") or "")
+        if not self.service.reads_knob_args and "=" in variant:  # a user's alternative
+            name, _, value = variant.partition("=")
+            pairs.append((name, value))
         return pairs + list(self.service.service_args)
 
     def config_overrides(self) -> dict[str, Any]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from core.registry import ServiceSpec, register, service_keys, service_spec
 from services.describe import ApiInfo, ServiceInfo
+from services.knobs import USER_VARIANT_PATTERN
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # where servetune's own packages live
 DESCRIBE_TIMEOUT_S = 300.0  # importing a user's service may load a large model
@@ -98,6 +100,7 @@ def spec_from_info(
     api: ApiInfo,
     requests_file: Path | None = None,
     service_args: tuple[tuple[str, str], ...] = (),
+    variant_args: tuple[str, ...] = (),
 ) -> ServiceSpec:
     """The registry entry of a described user service, loading `api`."""
     workers = info.workers if isinstance(info.workers, int) and info.workers > 0 else 1
@@ -116,6 +119,7 @@ def spec_from_info(
         requests_file=str(requests_file.resolve()) if requests_file is not None else None,
         synthetic_load=requests_file is None,
         service_args=service_args,
+        variant_args=variant_args,
     )
 
 
@@ -125,10 +129,13 @@ def resolve_target(
     endpoint: str | None = None,
     requests_file: Path | None = None,
     service_args: tuple[tuple[str, str], ...] = (),
+    variant_args: tuple[str, ...] = (),
 ) -> tuple[ServiceSpec, ServiceInfo | None]:
     """A built-in service by key, or a user's service by import path (described and registered,
     returned with its description)."""
     if not looks_like_import_path(target):
+        if variant_args:
+            raise TargetError(f"--variant-arg is for your own services; {target} has its model variants")
         if target in service_keys():
             return service_spec(target), None
         raise TargetError(
@@ -142,4 +149,8 @@ def resolve_target(
     api = choose_endpoint(info, endpoint)
     if info.name in service_keys() and not service_spec(info.name).external:
         raise TargetError(f"{target}: the service name {info.name!r} is a built-in servetune service")
-    return register(spec_from_info(info, api, requests_file, service_args)), info
+    for label in variant_args:
+        if not re.match(USER_VARIANT_PATTERN, label):
+            raise TargetError(f"--variant-arg {label!r}: expected name=value (an argument of the service)")
+    unique = tuple(dict.fromkeys(variant_args))
+    return register(spec_from_info(info, api, requests_file, service_args, unique)), info

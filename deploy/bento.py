@@ -165,8 +165,13 @@ def user_bentofile(context: RenderContext, user: dict[str, Any]) -> dict[str, An
     if user.get("include"):
         document["include"] = [*user["include"], *ADAPTER_FILES]
     reference = context.winner.target_ref()
-    if reference is not None and reference.service_args:
-        document["args"] = {**(user.get("args") or {}), **reference.service_args}
+    args = {**(user.get("args") or {}), **(reference.service_args if reference is not None else {})}
+    variant = context.winner.config.variant
+    if "=" in variant:  # the winner is one of the user's alternatives: its --arg pair
+        name, _, value = variant.partition("=")
+        args[name] = value
+    if args:
+        document["args"] = args
     return document
 
 

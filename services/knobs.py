@@ -11,6 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 DEFAULT_MAX_BATCH_SIZE = 32
 DEFAULT_MAX_LATENCY_MS = 1000
 Variant = Literal["fp32", "int8", "pruned", "bf16", "fp16"]
+# A config's variant: a built-in model variant, or one of a user's alternatives given as the
+# `bentoml serve --arg name=value` pair that selects it (`servetune tune ... --variant-arg`).
+USER_VARIANT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}=[A-Za-z0-9_.,:+@%-]{0,200}$"  # no / in a key
+ServedVariant = Annotated[
+    str,
+    Field(
+        pattern=r"^(fp32|int8|pruned|bf16|fp16)$|" + USER_VARIANT_PATTERN,
+        description="fp32, int8, pruned, bf16, fp16, or a user's variant name=value",
+    ),
+]
 # The bounds of every knob, declared once: the services' `--arg` parser below and the serving
 # config the tuner, launcher and deploy use (core/serveconfig.py) are built from these.
 MaxBatchSize = Annotated[int, Field(gt=1, le=4096, description="adaptive batching cap (BentoML needs > 1)")]

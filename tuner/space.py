@@ -15,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from core.errors import format_validation_error
 from core.registry import service_spec
 from core.serveconfig import DIMENSIONS, Config
-from services.knobs import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LATENCY_MS, MaxLatencyMs, Variant, WorkerCount
+from services.knobs import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_LATENCY_MS,
+    MaxLatencyMs,
+    ServedVariant,
+    Variant,
+    WorkerCount,
+)  # fmt: skip
 
 __all__ = ["DIMENSIONS", "Config", "Dimension", "Machine", "SearchSpace", "SpaceError"]
 
@@ -80,8 +87,10 @@ class SpaceFile(BaseModel):
     workers: list[WorkerCount] = Field(default_factory=lambda: [1, 2], min_length=1)
     threads: Literal["auto"] | list[int] = Field("auto", description="'auto' = cores // workers")
     gpus: Literal["auto"] | list[int] = Field("auto", description="'auto' = [0] without GPUs")
-    variant: Literal["auto"] | list[Variant] = Field(
-        "auto", description="'auto' = fp32 + variants in the store that passed the accuracy guard"
+    variant: Literal["auto"] | list[ServedVariant] = Field(
+        "auto",
+        description="'auto' = fp32 + variants in the store that passed the accuracy guard; a user's "
+        "service: its alternatives as name=value --arg pairs",
     )
     max_total_threads: int | None = Field(None, ge=1, description="cap on workers x threads; default cores")
     max_workers: int | None = Field(None, ge=1, description="cap on workers; default cores")
@@ -101,6 +110,14 @@ class SpaceFile(BaseModel):
     def _registered(cls, value: str) -> str:
         service_spec(value)  # ValueError names the registered services
         return value
+
+    @model_validator(mode="after")
+    def _variants_fit_the_service(self) -> SpaceFile:
+        if isinstance(self.variant, list) and not service_spec(self.service).external:
+            labels = [v for v in self.variant if "=" in v]
+            if labels:
+                raise ValueError(f"variant: {labels[0]!r}: name=value variants are for your own services")
+        return self
 
     @field_validator("threads", "gpus")
     @classmethod
@@ -338,11 +355,14 @@ def default_space(service: str, machine: Machine | None = None) -> SearchSpace:
 def derived_space(service: str, machine: Machine | None = None) -> SearchSpace:
     """A space from what the service has: batching dimensions only for a batchable endpoint
     (otherwise its decorator's values, which nothing changes), workers in powers of two up to the
-    cores, threads cores // workers, GPUs where there are any, variants from the store."""
+    cores, threads cores // workers, GPUs where there are any, variants from the store or the
+    user's `--variant-arg` alternatives."""
     machine = machine or Machine.detect()
     spec = service_spec(service)
     document: dict[str, Any] = {"service": service, "workers": list(pow2(1, max(1, machine.cores)))}
     if not spec.batchable:
         batch, latency = spec.written_batching or (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LATENCY_MS)
         document.update(max_batch_size=[batch], max_latency_ms=[latency])
+    if spec.variant_args:
+        document["variant"] = list(spec.variant_args)
     return parse_space(document, f"<derived space of {service}>", machine)

@@ -370,3 +370,42 @@ def test_a_user_service_is_started_with_servetunes_fine_latency_buckets() -> Non
     overrides = ServerSpec(spec, workers=2).config_overrides()["services"]["Buckets"]
     assert overrides["workers"] == 2
     assert overrides["metrics"]["duration"]["buckets"] == DURATION_BUCKETS
+
+
+def test_variant_args_become_the_variant_dimension_and_reach_bentoml_serve() -> None:
+    """A user's alternatives (--variant-arg name=value) are searched like model variants; each
+    config's variant is passed to its server as that --arg."""
+    from core.serveconfig import Config
+    from core.server import BentoServer, ServerSpec
+
+    service = info(api("encode", True), name="Variants")
+    register(spec_from_info(service, service.apis[0], variant_args=("model=small", "model=large")))
+    space = derived_space("Variants", Machine(cores=2, gpus=0))
+    assert space.dim("variant").values == ("model=small", "model=large")
+    config = Config(16, 200, 1, 2, 0, "model=large")
+    server = BentoServer(ServerSpec(service_spec("Variants"), args=config.knob_args()))
+    try:
+        command = server.command()
+    finally:
+        server.stop()
+    assert command[command.index("--arg") + 1] == "model=large"
+    assert "variant=model=large" not in " ".join(command)
+
+
+@pytest.mark.parametrize("label", ["model", "=x", "a=b/c", "a=b c"])
+def test_a_malformed_variant_arg_is_refused(label: str) -> None:
+    from pydantic import ValidationError
+
+    from core.serveconfig import Config
+
+    with pytest.raises(ValidationError):
+        Config(variant=label)
+
+
+def test_name_value_variants_are_refused_for_a_built_in_service() -> None:
+    from tuner.space import SpaceError, parse_space
+
+    with pytest.raises(SpaceError, match="name=value variants are for your own services"):
+        parse_space({"service": "digits", "variant": ["model=small"]}, machine=Machine(2, 0))
+    with pytest.raises(TargetError, match="--variant-arg is for your own services"):
+        resolve_target("digits", variant_args=("model=small",))

@@ -46,7 +46,9 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="worker processes")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads per worker")] = None,
     gpus: Annotated[int | None, typer.Option(help="GPUs for the service")] = None,
-    variant: Annotated[str | None, typer.Option(help="model variant: fp32, int8, pruned")] = None,
+    variant: Annotated[
+        str | None, typer.Option(help="model variant: fp32, int8, pruned; your own service: name=value")
+    ] = None,
     auth_token_file: Annotated[
         Path | None,
         typer.Option(help="file holding a bearer token the inference endpoints then require"),
@@ -149,8 +151,11 @@ def check_user_knobs(chosen: ServeConfig, overrides: dict[str, int | str | None]
     spec = service_spec(chosen.service)
     if not spec.external:
         return
-    if chosen.variant != "fp32":
-        fail(f"--variant: {spec.key} is your own service; servetune has no model variants of it")
+    if chosen.variant != "fp32" and "=" not in chosen.variant:
+        fail(
+            f"--variant: {spec.key} is your own service; its variants are name=value --arg pairs "
+            f"(e.g. --variant model=small), got {chosen.variant!r}"
+        )
     for knob in ("max_batch_size", "max_latency_ms"):
         if overrides.get(knob) is not None and not spec.batchable:
             fail(f"--{knob.replace('_', '-')}: /{spec.endpoint} of {spec.key} is not batchable")

@@ -42,6 +42,14 @@ RequestsFile = Annotated[
 ShuffleSeed = Annotated[
     int | None, typer.Option(help="replay --requests shuffled with this seed (default: in file order)")
 ]
+VariantArgs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--variant-arg",
+        help="an alternative to search over: name=value passed to the service (bentoml --arg); "
+        "repeat it for each (e.g. --variant-arg model=small --variant-arg model=large)",
+    ),
+]
 ServiceArgs = Annotated[
     list[str] | None, typer.Option("--service-arg", help="name=value passed to the service (bentoml --arg)")
 ]
@@ -73,13 +81,21 @@ def resolve_cli_target(
     shuffle_seed: int | None = None,
     service_args: list[str] | None = None,
     pool_dir: Path | None = None,
+    variant_args: list[str] | None = None,
 ) -> ServiceSpec:
     """The registry entry for `target`; exits with a one-line error naming what is wrong."""
     from core.target import TargetError, resolve_target
     from loadtests.requests import RequestsFileError, SchemaError, ordered, read_requests_file
 
     try:
-        spec, info = resolve_target(target, working_dir, endpoint, requests, parse_service_args(service_args))
+        spec, info = resolve_target(
+            target,
+            working_dir,
+            endpoint,
+            requests,
+            parse_service_args(service_args),
+            tuple(variant_args or ()),
+        )
     except TargetError as exc:
         fail(str(exc))
     if not spec.external:

@@ -21,6 +21,7 @@ from tuner.commands.target import (
     RequestsFile,
     ServiceArgs,
     ShuffleSeed,
+    VariantArgs,
     WorkingDir,
     resolve_cli_target,
 )  # fmt: skip
@@ -302,6 +303,7 @@ def tune(
         Path | None, typer.Option(help="your own Locust file: its User classes, driven by servetune's steps")
     ] = None,
     service_arg: ServiceArgs = None,
+    variant_arg: VariantArgs = None,
     space: Annotated[
         Path | None, typer.Option(help="search-space YAML (default: tuner/spaces/<service>.yaml)")
     ] = None,
@@ -369,7 +371,9 @@ def tune(
     if locustfile is not None and not locustfile.is_file():
         fail(f"--locustfile {locustfile}: no such file")
     study_dir = out or Path("reports") / _folder_name(service)
-    spec = resolve_cli_target(service, working_dir, endpoint, requests, shuffle_seed, service_arg, study_dir)
+    spec = resolve_cli_target(
+        service, working_dir, endpoint, requests, shuffle_seed, service_arg, study_dir, variant_arg
+    )
     service = spec.key
     options = TuneOptions(
         service=service, space=space, strategy=strategy, trials=trials, slo_ms=slo_p95_ms,
