@@ -99,10 +99,15 @@ def apply_threads(threads: int | None) -> int | None:
 
 
 def write_evidence(path: str | None, record: dict[str, Any]) -> None:
+    """Append `record` to `path`; a file that cannot be written (a read-only root) is skipped:
+    the evidence is for tests and reports, never a reason for a worker not to start."""
     if not path:
         return
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+    except OSError:
+        return
 
 
 def defaults_path(module_file: str = __file__) -> str:

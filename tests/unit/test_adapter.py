@@ -96,3 +96,10 @@ def test_evidence_is_one_json_line_per_call(tmp_path: Path) -> None:
     adapter.write_evidence(str(path), {"worker_index": 2})
     adapter.write_evidence(None, {"worker_index": 3})
     assert [json.loads(line)["worker_index"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+def test_evidence_that_cannot_be_written_does_not_stop_a_worker(tmp_path: Path) -> None:
+    """A read-only root (the pod's) or a missing folder: the worker starts without evidence."""
+    adapter.write_evidence(str(tmp_path), {"worker_index": 1})  # a directory: IsADirectoryError
+    adapter.write_evidence(str(tmp_path / "missing" / "evidence.jsonl"), {"worker_index": 1})
+    assert list(tmp_path.iterdir()) == []
