@@ -70,3 +70,14 @@ def minilm_tag() -> str:
 @pytest.fixture(scope="session")
 def models_in_store(digits_tag: str, minilm_tag: str) -> Iterator[dict[str, str]]:
     yield {"digits": digits_tag, "embedding": minilm_tag}
+
+
+@pytest.fixture
+def clean_registry() -> Iterator[None]:
+    """User services register themselves; remove what a test added so others see the built-ins."""
+    from core.registry import service_keys, unregister
+
+    before = set(service_keys())
+    yield
+    for key in set(service_keys()) - before:
+        unregister(key)

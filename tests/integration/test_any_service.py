@@ -25,7 +25,6 @@ import psutil
 import pytest
 
 from core.polling import wait_until
-from core.registry import service_keys, unregister
 from core.server import BentoServer, ServerSpec, port_is_free
 from core.target import resolve_target
 from tests.integration.cli_run import CliRun
@@ -47,11 +46,8 @@ def copy_example(name: str, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def clean_registry() -> Iterator[None]:
-    before = set(service_keys())
-    yield
-    for key in set(service_keys()) - before:
-        unregister(key)
+def _clean_registry(clean_registry: None) -> None:
+    """Every test here starts and ends with the built-in services only (tests/conftest.py)."""
 
 
 @contextlib.contextmanager

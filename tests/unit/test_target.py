@@ -8,14 +8,13 @@ second each), on tiny services written to tmp_path.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
-from core.registry import register, service_keys, service_spec, unregister
+from core.registry import register, service_spec
 from core.target import (
     TargetError,
     absolute_file_target,
@@ -67,12 +66,8 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def clean_registry() -> Iterator[None]:
-    """Targets register themselves; remove whatever a test added so other tests see the built-ins."""
-    before = set(service_keys())
-    yield
-    for key in set(service_keys()) - before:
-        unregister(key)
+def _clean_registry(clean_registry: None) -> None:
+    """Every test here starts and ends with the built-in services only (tests/conftest.py)."""
 
 
 @pytest.fixture
