@@ -11,7 +11,12 @@ imports it (the arbiter and each worker):
   again after the service's `__init__`;
 - writes one JSON line per worker (pid, worker index, threads, batching, devices) to
   SERVETUNE_EVIDENCE when set, once the service's `__init__` has run (torch is often imported
-  there), so a launcher can prove the knobs took effect.
+  there), so a launcher can prove the knobs took effect;
+- trims the per-request path (bench/serving_efficiency.py measures each switch): uvicorn runs on
+  uvloop + httptools when installed (SERVETUNE_UVLOOP=0: asyncio + h11), and BentoML's
+  OpenTelemetry middleware, which creates a span per request even when no exporter is set, is
+  left out unless tracing is configured or SERVETUNE_TRACING=1 (a cheap middleware keeps the
+  X-BentoML-Request-ID header and the log's request id).
 
 Inside a Bento (`servetune deploy`) this file is copied as `servetune_adapter.py` next to a
 `servetune_adapter.env.json` holding the tuned environment; it fills in every variable the
@@ -25,6 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import random
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +41,9 @@ ENV_BATCHING = "SERVETUNE_BATCHING"  # JSON {"api name": {"max_batch_size": n, "
 ENV_THREADS = "SERVETUNE_THREADS"  # torch threads per worker
 ENV_GPUS = "SERVETUNE_GPUS"  # GPUs handed to the service; workers are placed round-robin on them
 ENV_EVIDENCE = "SERVETUNE_EVIDENCE"  # file each worker appends one JSON line to
+ENV_UVLOOP = "SERVETUNE_UVLOOP"  # 0: uvicorn on asyncio + h11 even where uvloop/httptools exist
+ENV_TRACING = "SERVETUNE_TRACING"  # 1: keep the OpenTelemetry middleware without an exporter
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 DEFAULTS_SUFFIX = ".env.json"  # next to this file: environment defaults (a built Bento's knobs)
 
@@ -160,6 +169,66 @@ def _record_worker(service: Any, worker_index: int, threads: int | None) -> None
     )
 
 
+def switched_off(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in FALSE_WORDS
+
+
+def use_plain_protocols() -> None:
+    """Make uvicorn's "auto" choices fall back to asyncio and h11: it picks uvloop and httptools
+    by importing them when it starts, after the service module is imported."""
+    sys.modules["uvloop"] = None  # type: ignore[assignment]
+    sys.modules["httptools"] = None  # type: ignore[assignment]
+
+
+class RequestIdMiddleware:
+    """Gives each HTTP request the random request id BentoML's tracing hook would have set."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            from bentoml._internal.context import trace_context
+
+            trace_context.request_id = random.getrandbits(63) or 1
+        await self.app(scope, receive, send)
+
+
+def tracing_configured() -> bool:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return bool(BentoMLContainer.config.tracing.exporter_type.get())
+
+
+def drop_idle_tracing() -> bool:
+    """Leave BentoML's OpenTelemetry middleware out of every service app built in this process
+    when no tracing exporter is configured; whether it was left out."""
+    if tracing_configured() or os.environ.get(ENV_TRACING, "").strip() == "1":
+        return False
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from starlette.middleware import Middleware
+
+    built = ServiceAppFactory.middlewares
+    if not isinstance(built, property) or built.fget is None:
+        return False  # BentoML changed: keep its middlewares as they are
+    original = built.fget
+
+    def middlewares(self: Any) -> list[Any]:
+        kept = [m for m in original(self) if m.cls is not OpenTelemetryMiddleware]
+        return [Middleware(RequestIdMiddleware), *kept]
+
+    ServiceAppFactory.middlewares = property(middlewares)
+    return True
+
+
+def trim_serving_path() -> None:
+    """The per-request savings above, in this process (before uvicorn and the app start)."""
+    if switched_off(ENV_UVLOOP):
+        use_plain_protocols()
+    drop_idle_tracing()
+
+
 def load_target() -> Any:
     """Import the target service as `bentoml serve` would and apply the knobs; returns it."""
     from _bentoml_impl.loader import import_service
@@ -186,4 +255,6 @@ def load_target() -> Any:
 
 
 apply_defaults(defaults_path())
+if os.environ.get(ENV_TARGET):
+    trim_serving_path()
 service = load_target() if os.environ.get(ENV_TARGET) else None

@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import numpy as np
+
+from services.wire import BINARY_DTYPE, BINARY_MEDIA_TYPE, SHAPE_HEADER
 
 DEFAULT_URL = "http://127.0.0.1:3000"
 
@@ -71,6 +74,22 @@ class ServetuneClient:
         """Unit-length embedding vectors, one per sentence."""
         return list(self._post("/encode", {"sentences": list(sentences)}))
 
+    def embed_array(self, sentences: Sequence[str]) -> np.ndarray:
+        """The same vectors as a float32 array of shape (sentences, dimensions), fetched in the
+        compact binary form (`Accept: application/octet-stream`): 4 bytes per number instead of
+        JSON text."""
+        return self.call_array("/encode", {"sentences": list(sentences)})
+
+    def call_array(self, endpoint: str, body: Any) -> np.ndarray:
+        """POST `body` as JSON to an endpoint that can answer in binary; its float32 array.
+        ServiceError on a 4xx/5xx answer or an answer that is not the binary form."""
+        response = self._http.post(
+            "/" + endpoint.strip("/"), json=body, headers={"accept": BINARY_MEDIA_TYPE}
+        )
+        if response.status_code >= 400:
+            raise ServiceError(response.status_code, _error_text(response))
+        return decode_array(response)
+
     def info(self) -> dict[str, Any]:
         """What the answering worker runs: model tag, knobs, device, threads."""
         return dict(self._post("/info", {}))
@@ -80,6 +99,22 @@ class ServetuneClient:
             return self._http.get("/readyz").status_code == 200
         except httpx.HTTPError:
             return False
+
+
+def decode_array(response: httpx.Response) -> np.ndarray:
+    """The float32 array of a binary answer (its shape from the X-Array-Shape header)."""
+    media_type = response.headers.get("content-type", "").split(";")[0].strip()
+    shape_text = response.headers.get(SHAPE_HEADER)
+    if media_type != BINARY_MEDIA_TYPE or shape_text is None:
+        raise ServiceError(
+            response.status_code,
+            f"expected a {BINARY_MEDIA_TYPE} answer with {SHAPE_HEADER}, got {media_type or 'no type'}",
+        )
+    try:
+        shape = tuple(int(n) for n in shape_text.split(",") if n.strip())
+        return np.frombuffer(response.content, dtype=BINARY_DTYPE).reshape(shape)
+    except ValueError as exc:
+        raise ServiceError(response.status_code, f"malformed binary answer: {exc}") from exc
 
 
 def _plain(image: Any) -> Any:

@@ -8,11 +8,12 @@ import bentoml
 import numpy as np
 from pydantic import Field, StringConstraints
 
-from services.config import JSON_RESPONSE, service_config
+from services.config import service_config
 from services.gcpolicy import tune_gc
 from services.guards import install_guards
 from services.knobs import apply_placement, read_knobs
 from services.models.variants import load_minilm_variant
+from services.responses import VectorRows
 from services.reuseport import spread_connections_over_workers
 
 SERVICE_NAME = "TextEmbedding"
@@ -43,17 +44,19 @@ class TextEmbedding:
         batchable=True,
         max_batch_size=KNOBS.max_batch_size,
         max_latency_ms=KNOBS.max_latency_ms,
+        output_spec=VectorRows,
     )
-    def encode(self, sentences: Sentences) -> Annotated[list[list[float]], JSON_RESPONSE]:
-        """One unit-length 384-float vector per sentence."""
+    def encode(self, sentences: Sentences) -> np.ndarray:
+        """One unit-length 384-float vector per sentence (JSON, or float32 bytes when asked with
+        `Accept: application/octet-stream`)."""
         return self._embed(sentences)
 
-    @bentoml.api
-    def encode_unbatched(self, sentences: Sentences) -> Annotated[list[list[float]], JSON_RESPONSE]:
+    @bentoml.api(output_spec=VectorRows)
+    def encode_unbatched(self, sentences: Sentences) -> np.ndarray:
         """Same as /encode without adaptive batching: the naive baseline the tuner compares with."""
         return self._embed(sentences)
 
-    def _embed(self, sentences: list[str]) -> list[list[float]]:
+    def _embed(self, sentences: list[str]) -> np.ndarray:
         vectors = self.model.encode(
             list(sentences),
             batch_size=len(sentences),
@@ -61,7 +64,7 @@ class TextEmbedding:
             normalize_embeddings=True,
             show_progress_bar=False,
         )
-        return np.asarray(vectors, dtype=np.float32).tolist()
+        return np.asarray(vectors, dtype=np.float32)
 
     @bentoml.api
     def info(self) -> dict[str, object]:

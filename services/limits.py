@@ -8,9 +8,10 @@ parses anything: BentoML's own parsing picks a decoder by Content-Type and answe
 from __future__ import annotations
 
 from services.asgi import App, Message, Receive, Scope, Send, header, send_error
+from services.wire import JSON_MEDIA_TYPE
 
 MAX_BODY_BYTES = 1_000_000
-JSON_MEDIA_TYPE = "application/json"
+
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 

@@ -7,10 +7,11 @@ from typing import Annotated
 import bentoml
 from pydantic import Field
 
-from services.config import JSON_RESPONSE, service_config
+from services.config import service_config
 from services.gcpolicy import tune_gc
 from services.guards import install_guards
 from services.knobs import read_knobs
+from services.responses import FloatRows
 from services.reuseport import spread_connections_over_workers
 
 SERVICE_NAME = "NoOp"
@@ -33,13 +34,14 @@ class NoOp:
         batchable=True,
         max_batch_size=KNOBS.max_batch_size,
         max_latency_ms=KNOBS.max_latency_ms,
+        output_spec=FloatRows,
     )
-    def echo(self, items: Items) -> Annotated[list[float], JSON_RESPONSE]:
+    def echo(self, items: Items) -> list[float]:
         """Returns the items unchanged: one output row per input row."""
         return list(items)
 
-    @bentoml.api
-    def echo_unbatched(self, items: Items) -> Annotated[list[float], JSON_RESPONSE]:
+    @bentoml.api(output_spec=FloatRows)
+    def echo_unbatched(self, items: Items) -> list[float]:
         """Same as /echo without adaptive batching."""
         return list(items)
 

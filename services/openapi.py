@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from services.asgi import App, Message, Receive, Scope, Send
 from services.limits import JSON_MEDIA_TYPE
+from services.wire import BINARY_MEDIA_TYPE, DTYPE_HEADER, DTYPE_NAME, SHAPE_HEADER
 
 DOCS_PATH = "/docs.json"
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -66,8 +68,39 @@ def error_responses(auth: bool, max_body_bytes: int) -> dict[str, dict[str, Any]
     }
 
 
-def patch_openapi(spec: dict[str, Any], *, auth: bool, max_body_bytes: int) -> dict[str, Any]:
-    """A copy of BentoML's OpenAPI document with the real error bodies, statuses and body rules."""
+BINARY_RESPONSE: dict[str, Any] = {
+    "schema": {"type": "string", "format": "binary"},
+    "x-description": "with `Accept: application/octet-stream`: the same numbers as float32, "
+    "little-endian, row-major; the shape is in the X-Array-Shape header",
+}
+BINARY_HEADERS: dict[str, Any] = {
+    SHAPE_HEADER.title(): {
+        "description": "binary answers only: the array's shape, comma-separated (e.g. 3,384)",
+        "schema": {"type": "string", "pattern": r"^\d+(,\d+)*$"},
+    },
+    DTYPE_HEADER.title(): {
+        "description": "binary answers only: the element type, always float32-le",
+        "schema": {"type": "string", "enum": [DTYPE_NAME]},
+    },
+}
+
+
+def declare_binary_answer(operation: dict[str, Any]) -> None:
+    """Add the optional float32 answer to an operation's 200 response."""
+    ok = operation.setdefault("responses", {}).setdefault("200", {"description": "Successful Response"})
+    ok.setdefault("content", {})[BINARY_MEDIA_TYPE] = copy.deepcopy(BINARY_RESPONSE)
+    ok["headers"] = copy.deepcopy(BINARY_HEADERS)
+    ok["description"] = (
+        f"{ok.get('description', 'Successful Response')}: JSON by default; float32 bytes when the "
+        f"request's Accept header prefers {BINARY_MEDIA_TYPE}"
+    )
+
+
+def patch_openapi(
+    spec: dict[str, Any], *, auth: bool, max_body_bytes: int, binary_routes: Sequence[str] = ()
+) -> dict[str, Any]:
+    """A copy of BentoML's OpenAPI document with the real error bodies, statuses and body rules,
+    and the binary answer of the `binary_routes`."""
     patched = copy.deepcopy(spec)
     components = patched.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
@@ -83,10 +116,12 @@ def patch_openapi(spec: dict[str, Any], *, auth: bool, max_body_bytes: int) -> d
                 "description": "the token in the file SERVETUNE_AUTH_TOKEN_FILE names",
             }
         }
-    for item in patched.get("paths", {}).values():
+    for path, item in patched.get("paths", {}).items():
         operation = item.get("post")
         if not isinstance(operation, dict) or "x-bentoml-name" not in operation:
             continue  # BentoML's infrastructure endpoints (GET, always open)
+        if path in binary_routes:
+            declare_binary_answer(operation)
         responses = operation.setdefault("responses", {})
         for code in [c for c in responses if str(c)[:1] in {"4", "5"}]:
             del responses[code]
@@ -119,10 +154,11 @@ def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 class OpenApiMiddleware:
     """ASGI middleware: serves `/docs.json` through `patch_openapi` (other paths untouched)."""
 
-    def __init__(self, app: App, auth: bool, max_body_bytes: int) -> None:
+    def __init__(self, app: App, auth: bool, max_body_bytes: int, binary_routes: Sequence[str] = ()) -> None:
         self.app = app
         self.auth = auth
         self.max_body_bytes = max_body_bytes
+        self.binary_routes = list(binary_routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path") != DOCS_PATH:
@@ -147,7 +183,12 @@ class OpenApiMiddleware:
             except ValueError:
                 document = None
             if isinstance(document, dict):
-                patched = patch_openapi(document, auth=self.auth, max_body_bytes=self.max_body_bytes)
+                patched = patch_openapi(
+                    document,
+                    auth=self.auth,
+                    max_body_bytes=self.max_body_bytes,
+                    binary_routes=self.binary_routes,
+                )
                 body = json.dumps(patched).encode()
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))

@@ -103,3 +103,62 @@ def test_evidence_that_cannot_be_written_does_not_stop_a_worker(tmp_path: Path) 
     adapter.write_evidence(str(tmp_path), {"worker_index": 1})  # a directory: IsADirectoryError
     adapter.write_evidence(str(tmp_path / "missing" / "evidence.jsonl"), {"worker_index": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+TRIM_CHECK = """
+import json, os, sys
+from starlette.testclient import TestClient
+from services import adapter
+from services.noop import NoOp
+adapter.trim_serving_path()
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+app = NoOp.to_asgi()
+kinds = [m.cls for m in app.user_middleware]
+from uvicorn.config import Config
+config = Config(app=None)
+config.load()
+with TestClient(app) as client:
+    answer = client.post("/echo", json={"items": [1.0]})
+print(json.dumps({
+    "otel": OpenTelemetryMiddleware in kinds,
+    "request_id": answer.headers.get("x-bentoml-request-id"),
+    "status": answer.status_code,
+    "http": config.http_protocol_class.__name__,
+    "loop": getattr(config, "loop", None),
+    "uvloop_importable": sys.modules.get("uvloop", "absent") is not None,
+}))
+"""
+
+
+def trimmed(env: dict[str, str]) -> dict[str, object]:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in {adapter.ENV_UVLOOP, adapter.ENV_TRACING}}
+    done = subprocess.run(
+        [sys.executable, "-c", TRIM_CHECK],
+        env={**clean, "BENTOML_DO_NOT_TRACK": "True", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_the_serving_path_is_trimmed_but_keeps_the_request_id() -> None:
+    result = trimmed({})
+    assert result["otel"] is False
+    assert result["status"] == 200
+    assert str(result["request_id"]).strip()
+    assert result["http"] == "HttpToolsProtocol"
+    assert result["uvloop_importable"] is True
+
+
+def test_the_switches_put_bentoml_and_uvicorn_defaults_back() -> None:
+    result = trimmed({adapter.ENV_UVLOOP: "0", adapter.ENV_TRACING: "1"})
+    assert result["otel"] is True
+    assert result["status"] == 200
+    assert result["http"] == "H11Protocol"
+    assert result["uvloop_importable"] is False

@@ -215,6 +215,7 @@ def test_the_middleware_serves_the_patched_document() -> None:
 class FakeService:
     def __init__(self) -> None:
         self.middlewares: list[tuple[type, dict[str, Any]]] = []
+        self.apis: dict[str, Any] = {}
 
     def add_asgi_middleware(self, cls: type, **options: Any) -> None:
         self.middlewares.append((cls, options))
