@@ -1,7 +1,7 @@
 """Serving efficiency of the tuned MiniLM config, in one run on the shipped sentence set.
 
     .venv/bin/python bench/serving_efficiency.py [--winner reports/demo/winner.yaml] [--repeats 2]
-                                                 [--json PATH]
+                                                 [--json PATH] [--ablation]
 
 Measured with real `bentoml serve` + Locust, the configs interleaved (tuned, BentoML default,
 naive, then again) so a slow minute of the machine hits all of them:
@@ -17,12 +17,18 @@ threads each, encoding batches of the mean batch size the server formed at its b
 drifts by up to 1.7x within an hour, so each served figure is divided by the limit measured
 next to it. Ratios: tuned / naive, tuned / BentoML default,
 served at the winner / in-process.
+
+`--ablation` measures instead the tuned config under each serving-path change alone (interleaved,
+`--repeats` times): everything off (BentoML's encoder, asyncio + h11, OpenTelemetry on), each
+change on its own, all on (the default), and all on with clients asking for binary answers;
+each row's goodput over the all-off row's.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import multiprocessing
 import os
@@ -30,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -48,6 +55,33 @@ from tuner.trial import CapacityPlan, TrialRunner
 from tuner.tuning import bentoml_default_config, naive_config, real_load_runner
 
 SERVICE = "embedding"
+ALL_OFF = {"SERVETUNE_UVLOOP": "0", "SERVETUNE_FAST_JSON": "0", "SERVETUNE_TRACING": "1"}
+PATH_VARIANTS: dict[str, dict[str, str]] = {
+    "all off (before)": ALL_OFF,
+    "uvloop + httptools": {**ALL_OFF, "SERVETUNE_UVLOOP": "1"},
+    "orjson answers": {**ALL_OFF, "SERVETUNE_FAST_JSON": "1"},
+    "no OpenTelemetry middleware": {**ALL_OFF, "SERVETUNE_TRACING": "0"},
+    "all on (default)": {},
+    "all on, binary answers": {"SERVETUNE_ACCEPT": "application/octet-stream"},
+}
+SWITCHES = (*ALL_OFF, "SERVETUNE_ACCEPT")
+
+
+@contextlib.contextmanager
+def environment(overrides: dict[str, str]) -> Iterator[None]:
+    """The serving-path switches set as given (the others unset) while a server and its load run."""
+    saved = {name: os.environ.get(name) for name in SWITCHES}
+    for name in SWITCHES:
+        os.environ.pop(name, None)
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class Limit(NamedTuple):
@@ -110,11 +144,63 @@ def winner_step_figures(record: TrialRecord) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def measuring_study(work: Path, slo: SLO) -> Study:
+    """A study that only measures given configs (capacity search on real servers)."""
+    store = StudyStore(work)
+    store.open({}, resume=False)
+    deployer = LocalBentoDeployer(SERVICE, work / "logs")
+    runner = TrialRunner(deployer, real_load_runner(1.0, 0.5), CapacityPlan(), slo, SERVICE)
+    space = default_space(SERVICE)
+    return Study(space, GridSearch(space), Objective(slo), runner, store, n_trials=0)
+
+
+def ablation(tuned: Config, repeats: int, slo: SLO, json_path: Path | None) -> int:
+    """The tuned config's goodput under each serving-path variant, interleaved."""
+    load_before, t0 = os.getloadavg(), time.monotonic()
+    runs: dict[str, list[float]] = {name: [] for name in PATH_VARIANTS}
+    batches: dict[str, list[float]] = {name: [] for name in PATH_VARIANTS}
+    with tempfile.TemporaryDirectory(prefix="servetune-ablation-") as work:
+        study = measuring_study(Path(work), slo)
+        for repeat in range(repeats):
+            for index, (name, overrides) in enumerate(PATH_VARIANTS.items()):
+                with environment(overrides):
+                    record = study.measure(tuned, "baseline", f"path{index}-{repeat}")
+                runs[name].append(record.goodput_rps)
+                batches[name].append(mean_batch(record) or 0.0)
+                print(f"{name} run {repeat + 1}: {record.status} {record.goodput_rps:.1f} RPS", flush=True)
+    base = statistics.fmean(runs["all off (before)"])
+    rows = [
+        {
+            "variant": name,
+            "environment": PATH_VARIANTS[name],
+            "goodput_rps": round(statistics.fmean(values), 1),
+            "runs": [round(v, 1) for v in values],
+            "mean_batch": round(statistics.fmean(batches[name]), 2),
+            "over_all_off": round(statistics.fmean(values) / base, 3) if base > 0 else None,
+        }
+        for name, values in runs.items()
+    ]
+    for row in rows:
+        print(f"{row['variant']:<30} {row['goodput_rps']:>7} RPS  x{row['over_all_off']}  runs {row['runs']}")
+    result = {
+        "tuned_config": tuned.key,
+        "rows": rows,
+        "slo_p95_ms": slo.latency_ms,
+        "wall_seconds": round(time.monotonic() - t0),
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+    }
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--winner", type=Path, default=Path("reports/demo/winner.yaml"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--ablation", action="store_true", help="each serving-path change alone")
     args = parser.parse_args(argv)
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     cores = os.cpu_count() or 1
@@ -127,13 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     load_before, t0 = os.getloadavg(), time.monotonic()
     slo = SLO(latency_ms=DEMO_SLO_MS)
+    if args.ablation:
+        return ablation(tuned, args.repeats, slo, args.json)
     with tempfile.TemporaryDirectory(prefix="servetune-efficiency-") as work:
-        store = StudyStore(Path(work))
-        store.open({}, resume=False)
-        deployer = LocalBentoDeployer(SERVICE, Path(work) / "logs")
-        runner = TrialRunner(deployer, real_load_runner(1.0, 0.5), CapacityPlan(), slo, SERVICE)
-        space = default_space(SERVICE)
-        study = Study(space, GridSearch(space), Objective(slo), runner, store, n_trials=0)
+        study = measuring_study(Path(work), slo)
         records: dict[str, list[TrialRecord]] = {name: [] for name in configs}
         limits: list[Limit] = []  # one per tuned run
         for repeat in range(args.repeats):

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Packages every model service needs in a Bento (pinned to the installed versions at build time).
-COMMON_PACKAGES = ("torch", "bentoml", "numpy", "pydantic", "safetensors", "scikit-learn")
+# The serving path every built-in service runs (services/responses.py, services/adapter.py).
+SERVING_PACKAGES = ("bentoml", "pydantic", "numpy", "orjson", "uvloop", "httptools")
+COMMON_PACKAGES = (*SERVING_PACKAGES, "torch", "safetensors", "scikit-learn")
 Priors = Mapping[str, Mapping[str, float]]  # device ("cpu"/"gpu") -> BatchTime fields
 
 
@@ -162,7 +164,7 @@ register(
         row_field="items",
         rows="core.registry:noop_rows",
         naive_endpoint="echo_unbatched",
-        packages=("bentoml", "pydantic"),
+        packages=SERVING_PACKAGES,
         sample_response=1.0,
         tunable=False,
     )

@@ -8,6 +8,8 @@ Environment:
   SERVETUNE_SERVICE   without SERVETUNE_REQUESTS (e.g. the rendered Kubernetes Locust): a
                       registered service whose rows make the bodies, SERVETUNE_ROWS rows each
                       (default 1) to SERVETUNE_ENDPOINT (default: its batchable endpoint)
+  SERVETUNE_ACCEPT    an Accept header to send (e.g. application/octet-stream for the services'
+                      binary array answers); none by default
   SERVETUNE_EVENTS, SERVETUNE_CONTROL: see loadtests/locust_hooks.py (event log, pacing)
 """
 
@@ -26,7 +28,8 @@ from loadtests.locust_hooks import process_rate, user_count
 from loadtests.requests import Request, read_pool
 from loadtests.shapes import per_user_interval
 
-HEADERS = {"Content-Type": "application/json"}
+ACCEPT = os.environ.get("SERVETUNE_ACCEPT", "").strip()
+HEADERS = {"Content-Type": "application/json", **({"Accept": ACCEPT} if ACCEPT else {})}
 
 
 class _Pool:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import jsonschema
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -95,6 +96,23 @@ def test_embedding_ranks_paraphrases_above_unrelated(embedding_server: BentoServ
     assert len(a) == 384
     assert abs(cos(a, a) - 1.0) < 1e-3
     assert cos(a, b) > cos(a, c) + 0.3
+
+
+def test_embedding_binary_answer_is_the_json_answer_in_float32(embedding_server: BentoServer) -> None:
+    sentences = ["A man is playing a guitar on stage.", "The central bank raised interest rates."]
+    with ServetuneClient(embedding_server.url) as client:
+        as_json = np.asarray(client.embed(sentences), dtype=np.float32)
+        as_binary = client.embed_array(sentences)
+        refused = httpx.post(
+            f"{embedding_server.url}/encode",
+            json={"sentences": []},
+            headers={"accept": "application/octet-stream"},
+        )
+    assert as_binary.shape == (2, 384)
+    assert as_binary.dtype == np.float32
+    np.testing.assert_allclose(as_binary, as_json, rtol=0, atol=1e-6)  # batching may differ
+    assert refused.status_code == 400
+    assert refused.json()["detail"][0]["loc"][-1] == "sentences"
 
 
 BAD_DIGITS = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,3 +49,22 @@ def test_mean_batch_is_requests_over_batches_at_the_best_step() -> None:
     assert mean_batch(record(steps, 0)) == pytest.approx(1.0)
     assert mean_batch(record(steps, None)) is None
     assert winner_step_figures(record(steps, 1))["generator_cpu"] == 0.12
+
+
+def test_each_ablation_variant_sets_only_its_switches_and_restores_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bench.serving_efficiency import PATH_VARIANTS, SWITCHES, environment
+
+    monkeypatch.setenv("SERVETUNE_FAST_JSON", "keep-me")
+    monkeypatch.delenv("SERVETUNE_UVLOOP", raising=False)
+    for overrides in PATH_VARIANTS.values():
+        with environment(overrides):
+            assert {n: os.environ[n] for n in SWITCHES if n in os.environ} == overrides
+        assert os.environ["SERVETUNE_FAST_JSON"] == "keep-me"
+        assert "SERVETUNE_UVLOOP" not in os.environ
+    assert PATH_VARIANTS["all on (default)"] == {}
+    off = PATH_VARIANTS["all off (before)"]
+    for name, overrides in PATH_VARIANTS.items():  # each single change differs from off in one switch
+        if name.startswith(("uvloop", "orjson", "no OpenTelemetry")):
+            assert len({k for k in off if overrides.get(k) != off[k]}) == 1
