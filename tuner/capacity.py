@@ -8,6 +8,16 @@ step breaches the SLO, or shrink until one meets it), then bisects the bracket g
 a heavier one. A converged bracket's breach is measured once more (`rechecks`): a hiccup of a
 shared machine (a stalled second, a garbage collection) fails a short step that the server
 could hold, and a breach that does not repeat is dropped and the search goes on above it.
+Its knee is measured once more too (`confirms`): a lucky step (a quiet spell of a shared
+machine, a few 503s fewer than the bound allows) passes a level the server cannot hold, and a
+level that passed was never measured again, so the search kept it and reported its goodput. A
+knee that fails its confirmation stands as a breach and the search goes on below it. Above a
+breach that did not repeat, the search climbs only from a level that met the SLO twice: that
+breach had converged the bracket, and one re-measurement climbed past it on single passes to
+1.5x the knee that its config's other searches and a reference sweep agreed on. A level's
+verdict is its latest measurement: the knee is the highest level that stands met, the breach
+the lowest that stands breached, and the goodput is the best step that met the SLO at a level
+that still stands.
 Each step lasts long enough to hold the requests its quantile needs (`min_requests`), within
 `[min_step_s, max_step_s]`.
 
@@ -46,6 +56,7 @@ class CapacityRules:
     horizon_factor: float = 2.0  # paced users = rate x this x the SLO latency
     min_rate: float = 0.2  # requests/s below which a config is infeasible
     rechecks: int = 1  # times a converged bracket's breach is measured again
+    confirms: int = 1  # times a converged bracket's knee is measured again (0: no confirmations)
     # After a breach with shed requests (503), the next level is first run unscored for this
     # long: BentoML's batching dispatcher fits its latency model on its last 50 batches,
     # refreshed at most every 5 s, and an overload leaves it shedding at loads it can hold.
@@ -62,6 +73,8 @@ class CapacityRules:
             raise ValueError("need 0 < min_step_s <= max_step_s")
         if self.max_steps < 1 or self.max_users < 1:
             raise ValueError("max_steps and max_users must be >= 1")
+        if self.rechecks < 0 or self.confirms < 0:
+            raise ValueError("rechecks and confirms must be >= 0")
 
     def min_requests(self, quantile: str) -> int:
         """Requests one step needs so that ~10 of them lie above the quantile (p95: 200, p99: 1000)."""
@@ -72,9 +85,9 @@ class CapacityFinding(BaseModel):
     """What a capacity search found (stored with the trial record)."""
 
     mode: LoadMode
-    knee: float | None  # highest level that met the SLO (requests/s or users)
-    breach: float | None  # lowest level that did not
-    goodput_rps: float  # successful requests/s of the best step that met the SLO
+    knee: float | None  # highest level that stands met (requests/s or users)
+    breach: float | None  # lowest level that stands breached
+    goodput_rps: float  # successful requests/s of the best step that met the SLO (at a level that stands)
     converged: bool  # the bracket is within the resolution
     limited_by: Limit
     steps: int
@@ -95,6 +108,8 @@ class CapacitySearch:
     hi: float | None = None
     breaches: list[float] = field(default_factory=list)  # levels that breached (and stand)
     rechecked: int = 0
+    confirmed: int = 0
+    verdicts: dict[float, list[bool]] = field(default_factory=dict)  # per level: met, in order
     passed: list[StepMeasurement] = field(default_factory=list)
     told: list[tuple[float, StepMeasurement]] = field(default_factory=list)
     limited_by: Limit | None = None
@@ -132,18 +147,25 @@ class CapacitySearch:
         """The next level to measure, or None (and `limited_by` set) when the search is over."""
         if self.done:
             return None
-        if len(self.told) >= self.rules.max_steps:
+        level = self._propose()
+        if level is not None and len(self.told) >= self.rules.max_steps:
             self.limited_by = "step_cap"
             self.note = f"stopped after {self.rules.max_steps} steps"
             return None
+        return level
+
+    def _propose(self) -> float | None:
+        """The level the rules ask for next (None, with `limited_by` set, when they ask none)."""
         if not self.told:
             return min(self.start, self.max_level())
-        if self.hi is None:  # every step met the SLO so far: grow
+        if self.hi is None:  # no breach stands: grow
             assert self.lo is not None
             if self.lo >= self.max_level():
                 self.limited_by = "max_load"
                 self.note = f"met the SLO at the generator's largest load ({self.lo:.4g})"
                 return None
+            if self.rules.confirms and self._dropped_a_breach() and self._passes(self.lo) < 2:
+                return self.lo  # above a breach that did not repeat, climb on confirmed levels only
             return min(self._level(self.lo * self.factor), self.max_level())
         if self.lo is None:  # nothing met the SLO yet: shrink
             level = self._level(self.hi / self.factor)
@@ -153,16 +175,30 @@ class CapacitySearch:
                 return None
             return level
         if self._converged():
-            if self.rechecked < self.rules.rechecks:
-                self.rechecked += 1
-                return self.hi
-            self.limited_by = "slo"
-            return None
+            return self._settle()
         level = self._level(math.sqrt(self.lo * self.hi))
         if not self.lo < level < self.hi:  # users: the bracket is one user wide
-            self.limited_by = "slo"
-            return None
+            return self._settle()
         return level
+
+    def _settle(self) -> float | None:
+        """A converged bracket: recheck its breach, then confirm its knee, then stop."""
+        assert self.lo is not None and self.hi is not None
+        if self.rechecked < self.rules.rechecks:
+            self.rechecked += 1
+            return self.hi
+        if self.confirmed < self.rules.confirms and self._passes(self.lo) < 2:
+            self.confirmed += 1
+            return self.lo
+        self.limited_by = "slo"
+        return None
+
+    def _passes(self, level: float) -> int:
+        return self.verdicts.get(level, []).count(True)
+
+    def _dropped_a_breach(self) -> bool:
+        """A level breached once, then met the SLO on a recheck."""
+        return any(False in seen and seen[-1] for seen in self.verdicts.values())
 
     def _floor(self) -> float:
         return 1.0 if self.rules.mode == "users" else self.rules.min_rate
@@ -200,22 +236,33 @@ class CapacitySearch:
         self.told.append((level, measured))
         if self.rules.mode == "users" and measured.successes > 0 and measured.step.users > 0:
             self.per_user_rps = measured.goodput_rps / measured.step.users
-        # An aborted step was cut short as overloaded: a breach, whatever its short window says.
-        met = not self.slo.violations(measured) and not measured.aborted
+        met = self._met(measured)
         if met:
             self.passed.append(measured)
         if self._generator_limited(measured):
             self.limited_by = "generator"
             self.note = _generator_note(measured)
-        elif met:
-            self.lo = level if self.lo is None else max(self.lo, level)
-            if level in self.breaches:  # a breach that did not repeat
-                self.breaches.remove(level)
-                self.note = f"a breach at {level:.4g} did not repeat on a recheck"
-            self.hi = min((b for b in self.breaches if b > self.lo), default=None)
         else:
-            self.breaches.append(level)
-            self.hi = level if self.hi is None else min(self.hi, level)
+            before = self.verdicts.setdefault(level, [])
+            if before and before[-1] != met:
+                self.note = (
+                    f"a breach at {level:.4g} did not repeat on a recheck"
+                    if met
+                    else f"a pass at {level:.4g} did not hold on a confirmation"
+                )
+            before.append(met)
+            self._rebracket()
+
+    def _rebracket(self) -> None:
+        """The bracket from each level's latest verdict."""
+        standing = {level: seen[-1] for level, seen in self.verdicts.items()}
+        self.breaches = sorted(level for level, met in standing.items() if not met)
+        self.lo = max((level for level, met in standing.items() if met), default=None)
+        self.hi = min((b for b in self.breaches if self.lo is None or b > self.lo), default=None)
+
+    def _met(self, measured: StepMeasurement) -> bool:
+        # An aborted step was cut short as overloaded: a breach, whatever its short window says.
+        return not self.slo.violations(measured) and not measured.aborted
 
     def _level_of(self, measured: StepMeasurement) -> float:
         rate = measured.step.rate
@@ -246,7 +293,11 @@ class CapacitySearch:
         return LoadStep(users=before.users, duration_s=self.rules.recovery_s, rate=before.rate)
 
     def finding(self) -> CapacityFinding:
-        best = max(self.passed, key=lambda m: m.goodput_rps, default=None)
+        # A step that met the SLO at a level that stands breached (a pass that did not hold on
+        # a confirmation) is no capacity; a generator-limited last step that met it still is.
+        fallen = set(self.breaches)
+        held = [m for level, m in self.told if level not in fallen and self._met(m)]
+        best = max(held, key=lambda m: m.goodput_rps, default=None)
         converged = self.lo is not None and self.hi is not None and self._converged()
         return CapacityFinding(
             mode=self.rules.mode,
