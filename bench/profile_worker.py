@@ -705,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rate",
         type=float,
         default=None,
-        help=f"offered req/s (default with --winner: {WINNER_LOAD:.0%} of its goodput_rps)",
+        help=f"offered req/s (default with --winner: {WINNER_LOAD * 100:.0f}%% of its goodput_rps)",
     )
     parser.add_argument(
         "--slo-ms", type=float, default=None, help="sizes the paced users (default: winner's or 200)"
