@@ -7,7 +7,9 @@ Per config, in ONE server lifetime (`bentoml serve` started once; the capacity o
 drifts by 10-20% within minutes on these shared VMs, so the search runs `--searches` times (3)
 interleaved with the reference passes: search, pass 1, search, pass 2, search; the searched knee
 is the mean of the searches, what the tuner reports for a finalist (its trial's search and its
-re-measurements, which re-bracket around the first knee); each single search's error is kept too):
+re-measurements, which re-bracket around the first knee); each single search's error is kept too;
+a search after a pass starts after an unscored recovery step at half the lowest swept rate, as
+each pass does, since the tuner never searches right after an overload):
 1. the search, exactly as the tuner runs it: `TrialRunner.measure` with `TuneOptions.plan()` (a
    3 s closed-loop probe, then the capacity search over paced arrival rates, resolution 5%) and
    `real_load_runner` with the tuner's defaults; searched knee = `CapacityFinding.goodput_rps`
@@ -321,6 +323,20 @@ def sweep(
     return points
 
 
+def recover(url: str, case: Case, slo: SLO, rate: float) -> None:
+    """An unscored `recovery_s` step at `rate`: a pass ends in an overload, and the tuner never
+    searches right after one (each of its searches starts on a fresh server)."""
+    from loadtests.runner import LocustRunner
+
+    step = sweep_step(rate, slo, 1)
+    LocustRunner(max_extend=1.0, settle_s=1.0).run_steps(
+        url,
+        case.service,
+        [LoadStep(users=step.users, duration_s=CapacityRules().recovery_s, rate=rate)],
+        expected_workers=case.config.workers,
+    )
+
+
 def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Start the server once; search, then sweep around the searched knee."""
     options = TuneOptions(service=case.service, slo_ms=case.slo_ms)
@@ -357,6 +373,7 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
             points += sweep(deployment.url, case, slo, rates, 1, args.requests, first_pass=index)
             sweep_s += time.monotonic() - t1
             if len(searches) < args.searches:
+                recover(deployment.url, case, slo, min(rates) / 2)
                 searches.append(search(finding.knee)[0])
         knee = reference_knee(points, args.passes)
         widened: list[str] = []
