@@ -28,6 +28,7 @@ answers within `horizon_factor` x the SLO) or, with `mode="users"`, closed-loop 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -295,8 +296,8 @@ class CapacitySearch:
     def finding(self) -> CapacityFinding:
         # A step that met the SLO at a level that stands breached (a pass that did not hold on
         # a confirmation) is no capacity; a generator-limited last step that met it still is.
-        fallen = set(self.breaches)
-        held = [m for level, m in self.told if level not in fallen and self._met(m)]
+        counted = counted_steps([level for level, _ in self.told], [self._met(m) for _, m in self.told])
+        held = [m for (_, m), ok in zip(self.told, counted, strict=True) if ok]
         best = max(held, key=lambda m: m.goodput_rps, default=None)
         converged = self.lo is not None and self.hi is not None and self._converged()
         return CapacityFinding(
@@ -310,6 +311,23 @@ class CapacitySearch:
             resolution=self.rules.resolution,
             note=self.note,
         )
+
+
+def counted_steps(levels: Sequence[float], met: Sequence[bool]) -> list[bool]:
+    """Which steps of a search count as capacity: each one that met the SLO at a level whose
+    latest step met it too (a later breach at the same level overturns an earlier pass)."""
+    latest = dict(zip(levels, met, strict=True))
+    return [ok and latest[level] for level, ok in zip(levels, met, strict=True)]
+
+
+def counted_mask(steps: Sequence[StepMeasurement], slo: SLO, mode: LoadMode) -> list[bool]:
+    """`counted_steps` for a search's recorded steps (an aborted step is a breach)."""
+    levels = [
+        float(s.step.rate) if mode == "rate" and s.step.rate is not None else float(s.step.users)
+        for s in steps
+    ]
+    met = [not slo.violations(s) and not s.aborted for s in steps]
+    return counted_steps(levels, met)
 
 
 def _clamp(value: float, low: float, high: float) -> float:

@@ -102,9 +102,14 @@ class Objective:
     kind: ObjectiveKind = "goodput"
     prices: Prices = Prices()
 
-    def evaluate(self, config: Config, steps: Sequence[StepMeasurement]) -> Outcome:
-        """Goodput = the best step that meets the SLO; infeasible (with why) when none does."""
-        good = [(i, s) for i, s in enumerate(steps) if not self.slo.violations(s)]
+    def evaluate(
+        self, config: Config, steps: Sequence[StepMeasurement], counted: Sequence[bool] | None = None
+    ) -> Outcome:
+        """Goodput = the best step that meets the SLO; infeasible (with why) when none does.
+        `counted`: per step, whether it may count at all (a capacity search's passes at levels
+        that later failed may not; tuner/capacity.py counted_mask)."""
+        allowed = list(counted) if counted is not None else [True] * len(steps)
+        good = [(i, s) for i, s in enumerate(steps) if allowed[i] and not self.slo.violations(s)]
         if not good:
             why = "no load step was measured"
             if steps:

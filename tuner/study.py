@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from core.measurement import StepMeasurement
 from tuner.budget import REPEAT_SHARE, TimeBudget
+from tuner.capacity import counted_mask
 from tuner.finalists import Choice, Finalist, choose
 from tuner.history import TrialHistory
 from tuner.objective import Objective
@@ -121,7 +122,10 @@ class Study:
         }  # fmt: skip
         if not measured.ok:
             return TrialRecord(status="failed", reason=measured.reason, **common)
-        outcome = self.objective.evaluate(config, measured.steps)
+        counted = None
+        if measured.capacity is not None:
+            counted = counted_mask(measured.steps, self.objective.slo, measured.capacity.mode)
+        outcome = self.objective.evaluate(config, measured.steps, counted)
         return TrialRecord(
             status="ok" if outcome.feasible else "infeasible",
             score=outcome.score,

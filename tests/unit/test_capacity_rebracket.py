@@ -15,13 +15,22 @@ import math
 import random
 import statistics
 from collections.abc import Callable
+from dataclasses import replace as replaced
 
 import pytest
 
 from core.measurement import LoadStep, StepMeasurement
 from tests.fakes import make_step
-from tuner.capacity import CapacityFinding, CapacityRules, CapacitySearch, start_level
-from tuner.objective import SLO
+from tuner.capacity import (
+    CapacityFinding,
+    CapacityRules,
+    CapacitySearch,
+    counted_mask,
+    counted_steps,
+    start_level,
+)
+from tuner.objective import SLO, Objective
+from tuner.space import Config
 from tuner.trial import REPEAT_GROWTH
 
 SLO_200 = SLO(latency_ms=200.0)
@@ -172,3 +181,28 @@ def test_with_seeded_noise_re_measurements_rarely_land_above_the_knee() -> None:
 def test_confirmations_cannot_be_negative() -> None:
     with pytest.raises(ValueError):
         CapacityRules(confirms=-1)
+
+
+def test_the_recorded_goodput_counts_only_levels_that_stand_met() -> None:
+    """The study scores a record with the same rule as the search's finding: a pass at a level
+    whose later confirmation failed, or an aborted step, is not capacity."""
+    slo = SLO(latency_ms=200.0)
+
+    def step(rate: float, p95: float) -> StepMeasurement:
+        return make_step(LoadStep(users=10, duration_s=2.0, rate=rate), rate, p95, 0.0)
+
+    lucky, fell, low = step(120.0, 150.0), step(120.0, 260.0), step(100.0, 120.0)
+    cut = replaced(step(110.0, 150.0), aborted=True)
+    steps = [low, lucky, cut, fell]
+    assert counted_steps([100.0, 120.0, 110.0, 120.0], [True, True, False, False]) == [
+        True,
+        False,
+        False,
+        False,
+    ]
+    mask = counted_mask(steps, slo, "rate")
+    assert mask == [True, False, False, False]
+    objective = Objective(slo)
+    assert objective.evaluate(Config(8, 100, 1, 1), steps).goodput_rps == lucky.goodput_rps  # unmasked
+    outcome = objective.evaluate(Config(8, 100, 1, 1), steps, mask)
+    assert outcome.goodput_rps == low.goodput_rps and outcome.best_step == 0
