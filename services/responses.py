@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 from _bentoml_sdk.io_models import IORootModel
+from bentoml._internal.context import _request_var
 from starlette.responses import Response
 
 from services.config import env_flag
@@ -63,8 +64,6 @@ def array_response(value: Any, accept: str | None) -> Response:
 
 def request_accept() -> str | None:
     """The Accept header of the request being answered (BentoML keeps it in a context variable)."""
-    from bentoml._internal.context import _request_var
-
     request = _request_var.get(None)
     return None if request is None else request.headers.get("accept")
 
