@@ -17,9 +17,10 @@ each pass does, since the tuner never searches right after an overload):
 2. the reference sweep on the same (warm) server: offered rates 2.5% apart
    (geometric) from `--low` to `--high` x the searched knee rate, ascending, `--passes` passes,
    fixed windows (no stretching, no abort) long enough for `--requests` requests, users = rate x
-   2 x the SLO (as `LoadPlan.rates`), each step judged by `SLO`; each pass starts with 5 s
-   unscored at its lowest rate (recovery from the previous overload) and stops at its first
-   step that misses the SLO.
+   2 x the SLO (as `LoadPlan.rates`), each step judged by `SLO` after `adapt_s` (5 s) at its
+   rate (BentoML's dispatcher sheds for seconds after a rise, until it refits: `bench/transient.py`);
+   each pass starts with 5 s unscored at its lowest rate (recovery from the previous overload)
+   and stops at its first step that misses the SLO.
    Reference knee: the highest swept rate at which every pass met the SLO and so did every lower
    swept rate (one failing pass anywhere below ends it); its figure is the mean goodput of the
    passes at that rate. When every rate passed, or the lowest failed, the sweep is widened by
@@ -303,19 +304,20 @@ def sweep(
     url: str, case: Case, slo: SLO, rates: Sequence[float], passes: int, requests: int, first_pass: int = 0
 ) -> list[SweepPoint]:
     """`passes` ascending passes over `rates`, fixed windows, one Locust process each. A pass
-    starts with an unscored `recovery_s` step at its lowest rate (the previous pass ended in an
-    overload, and BentoML's dispatcher keeps shedding for a while after one) and ends at its
-    first step that misses the SLO (the reference rule needs nothing above it)."""
+    starts with an unscored `adapt_s` step at its lowest rate (the previous pass ended in an
+    overload, and BentoML's dispatcher keeps shedding for a while after one), each rate runs
+    `adapt_s` before its window (the dispatcher sheds after a rise until it refits), and a pass
+    ends at its first step that misses the SLO (the reference rule needs nothing above it)."""
     from loadtests.runner import LocustRunner
 
     ordered = sorted(rates)
-    recovery = CapacityRules().recovery_s
+    recovery = adapt = CapacityRules().adapt_s
     points: list[SweepPoint] = []
     for index in range(first_pass, first_pass + passes):
         warm = sweep_step(ordered[0], slo, requests)
         steps = [LoadStep(users=warm.users, duration_s=recovery, rate=warm.rate)]
         steps += [sweep_step(rate, slo, requests) for rate in ordered]
-        measured = LocustRunner(max_extend=1.0, settle_s=1.0).run_steps(
+        measured = LocustRunner(max_extend=1.0, settle_s=adapt).run_steps(
             url, case.service, steps, stop_after=lambda m: m.step.duration_s != recovery
             and bool(slo.violations(m)), expected_workers=case.config.workers,
         )  # fmt: skip
@@ -324,7 +326,7 @@ def sweep(
 
 
 def recover(url: str, case: Case, slo: SLO, rate: float) -> None:
-    """An unscored `recovery_s` step at `rate`: a pass ends in an overload, and the tuner never
+    """An unscored `adapt_s` step at `rate`: a pass ends in an overload, and the tuner never
     searches right after one (each of its searches starts on a fresh server)."""
     from loadtests.runner import LocustRunner
 
@@ -332,7 +334,7 @@ def recover(url: str, case: Case, slo: SLO, rate: float) -> None:
     LocustRunner(max_extend=1.0, settle_s=1.0).run_steps(
         url,
         case.service,
-        [LoadStep(users=step.users, duration_s=CapacityRules().recovery_s, rate=rate)],
+        [LoadStep(users=step.users, duration_s=CapacityRules().adapt_s, rate=rate)],
         expected_workers=case.config.workers,
     )
 
@@ -510,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
             "reference": "same server lifetime, passes interleaved with the searches; "
             f"rates {RATIO - 1:.1%} apart from "
             f"{args.low}x to {args.high}x the searched knee rate, {args.passes} ascending passes, "
-            f">= {args.requests} requests per step, fixed windows, settle 1 s",
+            f">= {args.requests} requests per step, fixed windows, each after "
+            f"{CapacityRules().adapt_s:g} s at its rate",
             "reference_knee": "highest rate met by every pass, every lower rate met by every pass; "
             "mean goodput of its passes",
             "rel_error": "searched_rps / reference_rps - 1; median/max over |rel_error|",

@@ -19,7 +19,10 @@ verdict is its latest measurement: the knee is the highest level that stands met
 the lowest that stands breached, and the goodput is the best step that met the SLO at a level
 that still stands.
 Each step lasts long enough to hold the requests its quantile needs (`min_requests`), within
-`[min_step_s, max_step_s]`.
+`[min_step_s, max_step_s]`. A level is judged after the server has adapted to it: when the
+load rises, or after a step that shed requests, it first runs unscored for `adapt_s` (BentoML's
+dispatcher sheds for seconds after a rise, until it refits its latency model, at loads it then
+holds; judged in that transient, a short step's verdict depended on where the refit fell).
 
 The load level is an arrival rate (requests/s, paced users: open loop as long as the server
 answers within `horizon_factor` x the SLO) or, with `mode="users"`, closed-loop users.
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from pydantic import BaseModel
@@ -58,10 +61,12 @@ class CapacityRules:
     min_rate: float = 0.2  # requests/s below which a config is infeasible
     rechecks: int = 1  # times a converged bracket's breach is measured again
     confirms: int = 1  # times a converged bracket's knee is measured again (0: no confirmations)
-    # After a breach with shed requests (503), the next level is first run unscored for this
-    # long: BentoML's batching dispatcher fits its latency model on its last 50 batches,
-    # refreshed at most every 5 s, and an overload leaves it shedding at loads it can hold.
-    recovery_s: float = 5.0
+    # A level is run unscored for this long before it is judged when the load rises to it, or
+    # after a step that shed requests (503): BentoML's batching dispatcher fits its latency
+    # model on its last 50 batches, refreshed every 5 s, and until it refits at the new load it
+    # sheds requests the server can serve (a rise: 3-4% of the first 3 s at loads it then holds
+    # for 30 s with none; an overload: it keeps shedding at loads it can hold).
+    adapt_s: float = 5.0
     generator_busy: float = 0.5  # cores of Locust that make a missed rate the generator's fault
     max_users: int = 2000  # the load generator's bound on concurrent requests
 
@@ -266,8 +271,7 @@ class CapacitySearch:
         return not self.slo.violations(measured) and not measured.aborted
 
     def _level_of(self, measured: StepMeasurement) -> float:
-        rate = measured.step.rate
-        return float(rate) if self.rules.mode == "rate" and rate is not None else float(measured.step.users)
+        return _level_of_step(measured.step, self.rules.mode)
 
     def _generator_limited(self, measured: StepMeasurement) -> bool:
         """The generator, not the server, held the load back: saturated, or busy and short of
@@ -289,9 +293,25 @@ class CapacitySearch:
         last = self.told[-1][1]
         return bool(self.slo.violations(last)) and last.failures_by_status.get("503", 0) > 0
 
-    def recovery_step(self, before: LoadStep) -> LoadStep:
-        """`before` (the next scored step), unscored and `recovery_s` long, without an abort."""
-        return LoadStep(users=before.users, duration_s=self.rules.recovery_s, rate=before.rate)
+    def adapts_before(self, step: LoadStep) -> bool:
+        """Whether `step` is preceded by an unscored `adapt_s` step at its level: after a step
+        that shed requests, and when the load rises from the last step's level."""
+        if self.rules.adapt_s <= 0 or not self.told:
+            return False
+        return self.last_shed or _level_of_step(step, self.rules.mode) > self.told[-1][0]
+
+    def adapt_step(self, before: LoadStep) -> LoadStep:
+        """`before` (the next scored step), unscored and `adapt_s` long, with its abort rule: a
+        level that overloads the server while it adapts is a breach without more ado."""
+        return replace(before, duration_s=self.rules.adapt_s)
+
+    def tell_adapt(self, measured: StepMeasurement) -> bool:
+        """Record an adapt step; True when it was cut short as overloaded, which is then the
+        verdict of the level it adapted to (a breach), and the scored step is not run."""
+        if not measured.aborted or self._pending is None:
+            return False
+        self.tell(measured)
+        return True
 
     def finding(self) -> CapacityFinding:
         # A step that met the SLO at a level that stands breached (a pass that did not hold on
@@ -322,12 +342,13 @@ def counted_steps(levels: Sequence[float], met: Sequence[bool]) -> list[bool]:
 
 def counted_mask(steps: Sequence[StepMeasurement], slo: SLO, mode: LoadMode) -> list[bool]:
     """`counted_steps` for a search's recorded steps (an aborted step is a breach)."""
-    levels = [
-        float(s.step.rate) if mode == "rate" and s.step.rate is not None else float(s.step.users)
-        for s in steps
-    ]
+    levels = [_level_of_step(s.step, mode) for s in steps]
     met = [not slo.violations(s) and not s.aborted for s in steps]
     return counted_steps(levels, met)
+
+
+def _level_of_step(step: LoadStep, mode: LoadMode) -> float:
+    return float(step.rate) if mode == "rate" and step.rate is not None else float(step.users)
 
 
 def _clamp(value: float, low: float, high: float) -> float:

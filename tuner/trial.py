@@ -98,8 +98,8 @@ class FixedSchedule:
 @dataclass(frozen=True)
 class CapacityPlan:
     """A probe (closed loop, 2 users per worker: it also warms the model up), then a capacity
-    search from what the probe served; after a breach that shed requests (503), the next level
-    runs unscored for `rules.recovery_s` before it is measured."""
+    search from what the probe served; a level the load rises to, or the one after a breach that
+    shed requests (503), runs unscored for `rules.adapt_s` before it is measured."""
 
     rules: CapacityRules = field(default_factory=CapacityRules)
     probe_s: float = 3.0
@@ -125,8 +125,9 @@ class CapacitySchedule:
     time_left: TimeLeft | None = None  # seconds the study's time budget has left
     probe: StepMeasurement | None = None
     search: CapacitySearch | None = None
-    recoveries: list[StepMeasurement] = field(default_factory=list)
+    adapts: list[StepMeasurement] = field(default_factory=list)  # unscored: the load adapting
     _unscored: bool = True  # the probe comes first
+    _adapt_breached: bool = False  # the last adapt step was cut short: its level breached
 
     def steps(self) -> Iterator[LoadStep]:
         probe_users = max(2, 2 * self.workers)
@@ -145,9 +146,12 @@ class CapacitySchedule:
         while (step := search.next_step()) is not None:
             if self._out_of_time(search, step):
                 break
-            if search.last_shed and rules.recovery_s > 0:
+            if search.adapts_before(step):
                 self._unscored = True
-                yield search.recovery_step(step)
+                yield search.adapt_step(step)
+                if self._adapt_breached:
+                    self._adapt_breached = False
+                    continue
             yield step
 
     def _out_of_time(self, search: CapacitySearch, step: LoadStep) -> bool:
@@ -155,7 +159,7 @@ class CapacitySchedule:
         if self.time_left is None or search.lo is None:
             return False
         left = self.time_left()
-        if left >= step.duration_s + (self.plan.rules.recovery_s if search.last_shed else 0.0):
+        if left >= step.duration_s + (self.plan.rules.adapt_s if search.adapts_before(step) else 0.0):
             return False
         search.stop(
             "budget", f"time budget: stopped with the bracket at {search.lo:.4g}-{search.hi or 0:.4g}"
@@ -167,8 +171,11 @@ class CapacitySchedule:
             self._unscored = False
             if self.search is None:
                 self.probe = measured
-            else:
-                self.recoveries.append(measured)
+                return False
+            self.adapts.append(measured)
+            if self.search.tell_adapt(measured):
+                self._adapt_breached = True
+                return self.search.done
             return False
         assert self.search is not None
         self.search.tell(measured)

@@ -14,7 +14,7 @@ from tests.fakes import FakeDeployer, FakeLoadRunner, make_step
 from tuner.capacity import CapacityRules, CapacitySearch, start_level
 from tuner.objective import SLO
 from tuner.space import Config
-from tuner.trial import CapacityPlan, TrialRunner
+from tuner.trial import CapacityPlan, CapacitySchedule, TrialRunner
 
 SLO_200 = SLO(latency_ms=200.0)
 Respond = Callable[[LoadStep], StepMeasurement]
@@ -260,30 +260,64 @@ def sent_steps(runner: TrialRunner, loads: FakeLoadRunner, config: Config) -> tu
     return sent, list(runner.measure(config).steps)
 
 
-def test_after_a_shedding_breach_the_next_level_runs_unscored_first() -> None:
-    """BentoML's dispatcher keeps shedding for a while after an overload: the level after a
-    breach with 503s is run `recovery_s` unscored, then measured; a breach on latency alone
-    (no dispatcher to forget) gets no recovery step."""
-    plan = CapacityPlan(CapacityRules(recovery_s=4.0), probe_s=2.0)
-    deployer = FakeDeployer()
-    loads = FakeLoadRunner(deployer, shedding_surface)
-    sent, scored = sent_steps(
-        TrialRunner(deployer, loads, plan, SLO_200, "embedding"), loads, Config(16, 200, 2, 1)
-    )
-    recoveries = [s for s in sent[1:] if s.duration_s == 4.0 and s.abort_above_ms is None]
-    shed = [m for m in scored[:-1] if SLO_200.violations(m) and m.failures_by_status.get("503")]
-    assert shed and len(recoveries) == len(shed)
-    assert len(sent) == 1 + len(scored) + len(recoveries)
+def test_a_level_is_judged_after_the_server_adapted_to_it() -> None:
+    """BentoML's dispatcher sheds for seconds after the load rises, and keeps shedding after an
+    overload: a scored step is preceded by an unscored `adapt_s` step at its own level (same
+    users, rate and abort rule) exactly when its level is above the last one, or the last step
+    shed requests; the first scored step (at the probe's load) and falls without 503s are not."""
+    plan = CapacityPlan(CapacityRules(adapt_s=4.0), probe_s=2.0)
+    for surface, sheds in ((shedding_surface, True), (None, False)):
+        deployer = FakeDeployer()
+        loads = FakeLoadRunner(deployer, surface) if surface else FakeLoadRunner(deployer)
+        sent, scored = sent_steps(
+            TrialRunner(deployer, loads, plan, SLO_200, "embedding"), loads, Config(16, 200, 2, 1)
+        )
+        adapts = [step for step in sent[1:] if step.duration_s == 4.0]
+        assert len(sent) == 1 + len(scored) + len(adapts)
+        queue = iter(sent[1:])
+        previous: StepMeasurement | None = None
+        for measured in scored:
+            first = next(queue)
+            rose = previous is not None and (measured.step.rate or 0.0) > (previous.step.rate or 0.0)
+            shed = (
+                previous is not None
+                and bool(SLO_200.violations(previous))
+                and bool(previous.failures_by_status.get("503"))
+            )
+            if rose or shed:
+                assert first == replace(measured.step, duration_s=4.0), "adapt at the level judged next"
+                first = next(queue)
+            assert first == measured.step
+            previous = measured
+        assert any(SLO_200.violations(m) and m.failures_by_status.get("503") for m in scored[:-1]) == sheds
+
+
+def test_an_adapt_step_cut_short_is_the_breach_of_its_level() -> None:
+    """An adapt step the runner aborts as overloaded is that level's verdict: no scored step
+    follows it at that level, and it stands as a breach."""
+    respond, knee = knee_curve(100.0)
+    schedule = CapacitySchedule(CapacityPlan(CapacityRules(adapt_s=4.0), probe_s=2.0), SLO_200, workers=1)
+    steps = schedule.steps()
+    schedule.tell(make_step(next(steps), 40.0, 60.0, 0.0))  # the probe: 40 RPS
+    sent: list[LoadStep] = []
+    aborted_levels: list[float] = []
+    for step in steps:
+        sent.append(step)
+        measured = respond(step)
+        if step.duration_s == 4.0 and step.rate is not None and step.rate > knee:
+            measured = replace(measured, aborted=True)
+            aborted_levels.append(step.rate)
+        if schedule.tell(measured):
+            break
+    assert aborted_levels, "the search rose above the knee"
     for index, step in enumerate(sent[:-1]):
-        if step in recoveries:
-            assert sent[index + 1].rate == step.rate, "the recovery runs at the level measured next"
-    deployer = FakeDeployer()
-    loads = FakeLoadRunner(deployer)  # smooth_surface: breaches on latency, nothing shed
-    sent, scored = sent_steps(
-        TrialRunner(deployer, loads, plan, SLO_200, "embedding"), loads, Config(16, 200, 2, 1)
-    )
-    assert any(SLO_200.violations(m) for m in scored)
-    assert len(sent) == 1 + len(scored)
+        if step.rate in aborted_levels and step.duration_s == 4.0:
+            assert sent[index + 1].rate != step.rate, "no scored step after an aborted adapt step"
+    search = schedule.search
+    assert search is not None
+    assert all(level in search.breaches or level >= (search.hi or 0) for level in aborted_levels)
+    found = schedule.finding()
+    assert found is not None and found.knee is not None and found.knee <= knee
 
 
 def test_an_aborted_step_is_a_breach_even_when_its_short_window_met_the_slo() -> None:
