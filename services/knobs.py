@@ -21,6 +21,23 @@ ServedVariant = Annotated[
         description="fp32, int8, pruned, bf16, fp16, or a user's variant name=value",
     ),
 ]
+DeviceKind = Literal["cpu", "cuda"]
+# Where each built-in variant can run: int8 is torch's dynamic quantization (CPU kernels only);
+# fp16 and bf16 are half-precision weights for GPUs (CPU kernels for them are slow or missing).
+VARIANT_DEVICES: dict[str, frozenset[DeviceKind]] = {
+    "fp32": frozenset({"cpu", "cuda"}),
+    "pruned": frozenset({"cpu", "cuda"}),
+    "int8": frozenset({"cpu"}),
+    "fp16": frozenset({"cuda"}),
+    "bf16": frozenset({"cuda"}),
+}
+
+
+def variant_runs_on(variant: str, device: DeviceKind) -> bool:
+    """Whether a config's variant can be served on `device` (a user's name=value variant: yes)."""
+    return device in VARIANT_DEVICES.get(variant, frozenset({"cpu", "cuda"}))
+
+
 # The bounds of every knob, declared once: the services' `--arg` parser below and the serving
 # config the tuner, launcher and deploy use (core/serveconfig.py) are built from these.
 MaxBatchSize = Annotated[int, Field(gt=1, le=4096, description="adaptive batching cap (BentoML needs > 1)")]
