@@ -25,6 +25,7 @@ from core.registry import service_spec
 from core.serveconfig import FinalistSummary, TargetRef, WinnerFile
 from tuner.capacity import CapacityFinding, LoadMode
 from tuner.finalists import Choice
+from tuner.gpureport import GpuFigures, gpu_section, measured_on_gpu
 from tuner.objective import SLO, Quantile, load_text
 from tuner.store import TrialRecord
 from tuner.study import Finalist, StudyResult
@@ -130,8 +131,10 @@ def comparisons(winner: Finalist | None, baselines: Sequence[TrialRecord]) -> li
 
 # -- files ---------------------------------------------------------------------------------------
 def step_rows(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:
-    """One flat row per measured load step of every record."""
+    """One flat row per measured load step of every record (with GPU columns when any step
+    carries a GPU figure)."""
     rows = []
+    gpu = measured_on_gpu(records)
     for record in records:
         for index, step in enumerate(record.steps):
             rows.append({
@@ -145,6 +148,8 @@ def step_rows(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:
                 "server_source": step.server_source, "valid": step.valid,
                 "failures_by_status": json.dumps(step.failures_by_status),
             })  # fmt: skip
+            if gpu:
+                rows[-1].update(GpuFigures.of(step).columns())
     return rows
 
 
@@ -614,6 +619,7 @@ def render_html(result: StudyResult, inputs: ReportInputs) -> str:
         finalist_rows=finalist_rows(result),
         strategy_rows=[(k, v, _fmt(best_by_strategy[k])) for k, v in by_strategy.items()],
         trial_rows=trial_rows,
+        gpu=gpu_section(drawn, winner.config if winner is not None else None, winner_record),
         space_json=json.dumps(inputs.space, indent=2),
     )
 

@@ -25,6 +25,7 @@ from tuner.commands.target import (
     WorkingDir,
     resolve_cli_target,
 )  # fmt: skip
+from tuner.gpureport import gpu_text
 from tuner.objective import SLO, ObjectiveKind, Quantile, load_text
 from tuner.report import capacity_text, comparisons
 from tuner.space import Config
@@ -97,13 +98,15 @@ def step_text(index: int, step: StepMeasurement, slo: SLO) -> str:
 
 def record_line(record: TrialRecord, quantile: str) -> str:
     """One finished measurement on one plain line: number, kind, config, status, good RPS, the
-    knee and its bracket, latency, seconds (and why, when it did not meet the SLO)."""
+    knee and its bracket, latency, GPU utilisation when measured, seconds (and why, when it did
+    not meet the SLO)."""
     latency = "-" if record.latency_ms is None else f"{record.latency_ms:.0f}"
     parts = [f"{record.status}", f"{record.goodput_rps:.1f} good RPS"]
     found = capacity_text(record.capacity)
     if found:
         parts.append(found)
-    parts += [f"{quantile} {latency} ms", f"{record.wall_s:.0f} s"]
+    gpu = gpu_text(record)  # "" without GPU figures
+    parts += [f"{quantile} {latency} ms", *([gpu] if gpu else []), f"{record.wall_s:.0f} s"]
     line = f"#{record.number} {record.label or record.kind} {record.key}: " + ", ".join(parts)
     if record.status != "ok" and record.reason:
         line += " - " + record.reason.splitlines()[0][:200]
