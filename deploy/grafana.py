@@ -1,4 +1,5 @@
-"""A Grafana dashboard for the tuned service: traffic, latency vs SLO, errors, batching, pod resources.
+"""A Grafana dashboard for the tuned service: traffic, latency vs SLO, errors, batching, pod resources
+(and, for a GPU winner, a GPU row: utilisation per GPU, memory per worker against the GPU's).
 
 Queries use the Grafana variables `$namespace` and `$__rate_interval`; `dashboard_queries()`
 lists every expression so the tests can parse each one with promtool.
@@ -7,11 +8,21 @@ lists every expression so the tests can parse each one with promtool.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from deploy.context import CONTAINER_NAME, RenderContext
 from deploy.k8s import monitoring_metadata
-from deploy.prometheus import DURATION, REQUESTS
+from deploy.prometheus import (
+    DURATION,
+    GPU_BUSY_ALERT_RATIO,
+    GPU_MEMORY_ALERT_RATIO,
+    GPU_MEMORY_TOTAL,
+    GPU_MEMORY_USED,
+    REQUESTS,
+    gpu_selector,
+    gpu_utilization,
+)
 
 Obj = dict[str, Any]
 
@@ -146,8 +157,45 @@ def panels(context: RenderContext) -> list[Obj]:
     ]
 
 
+def gpu_panels(context: RenderContext, above: list[Obj]) -> list[Obj]:
+    """A GPU row below the panels `above`: utilisation per GPU, each worker's GPU memory against
+    the GPU's; none for a CPU winner."""
+    config = context.winner.config
+    if config.gpus == 0:
+        return []
+    top = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in above)
+    first = max(p["id"] for p in above) + 1
+    sel = gpu_selector(context, "$namespace")
+    per_gpu = math.ceil(config.workers / config.gpus)
+    row = {"id": first, "type": "row", "title": f"GPU ({config.gpus} per pod, variant {config.variant})",
+           "collapsed": False, "gridPos": {"x": 0, "y": top, "w": 24, "h": 1}, "panels": []}  # fmt: skip
+    utilization = _panel(
+        first + 1,
+        f"GPU utilisation per GPU (alert above {GPU_BUSY_ALERT_RATIO:.0%} for 10m)",
+        [(gpu_utilization(sel, by="pod, gpu"), "{{pod}} gpu {{gpu}}")],
+        "percentunit",
+        (0, top + 1),
+        threshold=GPU_BUSY_ALERT_RATIO,
+    )
+    utilization["fieldConfig"]["defaults"].update({"min": 0, "max": 1})
+    memory = _panel(
+        first + 2,
+        f"GPU memory per worker vs total ({per_gpu} worker(s) per GPU; alert above "
+        f"{GPU_MEMORY_ALERT_RATIO:.0%} of total for 5m)",
+        [
+            (f"max by (pod, gpu, pid) ({GPU_MEMORY_USED}{{{sel}}})", "{{pod}} gpu {{gpu}} worker {{pid}}"),
+            (f"sum by (pod, gpu) ({GPU_MEMORY_USED}{{{sel}}})", "{{pod}} gpu {{gpu}} all workers"),
+            (f"max by (pod, gpu) ({GPU_MEMORY_TOTAL}{{{sel}}})", "{{pod}} gpu {{gpu}} total"),
+        ],
+        "bytes",
+        (12, top + 1),
+    )
+    return [row, utilization, memory]
+
+
 def dashboard(context: RenderContext) -> Obj:
     """The dashboard JSON model (import it in Grafana or provision it from a ConfigMap)."""
+    base = panels(context)
     return {
         "uid": f"{context.name}"[:40],
         "title": f"servetune / {context.name}",
@@ -172,7 +220,7 @@ def dashboard(context: RenderContext) -> Obj:
             ]
         },
         "annotations": {"list": []},
-        "panels": panels(context),
+        "panels": [*base, *gpu_panels(context, base)],
     }
 
 

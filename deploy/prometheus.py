@@ -18,6 +18,13 @@ Obj = dict[str, Any]
 REQUESTS = "bentoml_service_request_total"
 DURATION = "bentoml_service_request_duration_seconds_bucket"
 WINDOW = "5m"
+# Gauges every service worker exports when it has a GPU, labelled `gpu` (the device index);
+# memory used is per worker process (a `pid` label: prometheus multiprocess mode "liveall").
+GPU_UTILIZATION = "servetune_gpu_utilization_ratio"
+GPU_MEMORY_USED = "servetune_gpu_memory_used_bytes"
+GPU_MEMORY_TOTAL = "servetune_gpu_memory_total_bytes"
+GPU_MEMORY_ALERT_RATIO = 0.9  # the pod's workers' memory on one GPU / that GPU's memory, for 5m
+GPU_BUSY_ALERT_RATIO = 0.95  # utilisation pinned above this for 10m
 
 
 def record_names(context: RenderContext) -> dict[str, str]:
@@ -102,11 +109,69 @@ def alert_rules(context: RenderContext) -> list[Obj]:
     ]
 
 
-def rule_groups(context: RenderContext) -> list[Obj]:
+def gpu_selector(context: RenderContext, namespace: str | None = None) -> str:
+    """PromQL label matchers for the service's pods (the GPU gauges carry no BentoML labels)."""
+    return f'namespace="{namespace or context.namespace}", pod=~"{context.name}-.*"'
+
+
+def gpu_memory_ratio(selector: str) -> str:
+    """Per pod and GPU: the memory all its workers use on that GPU / the GPU's memory."""
+    by = "namespace, pod, gpu"
+    return (
+        f"sum by ({by}) ({GPU_MEMORY_USED}{{{selector}}})\n"
+        f"/\nmax by ({by}) ({GPU_MEMORY_TOTAL}{{{selector}}})"
+    )
+
+
+def gpu_utilization(selector: str, by: str = "namespace, pod, gpu") -> str:
+    """Per pod and GPU: the device's utilisation (max: every worker on a GPU reports the same)."""
+    return f"max by ({by}) ({GPU_UTILIZATION}{{{selector}}})"
+
+
+def gpu_alert_rules(context: RenderContext) -> list[Obj]:
+    """GPU memory near full (CUDA out of memory next) and GPU pinned busy (the GPU is the
+    bottleneck); none for a CPU winner."""
+    if context.winner.config.gpus == 0:
+        return []
+    sel = gpu_selector(context)
+    labels = {"service": context.name, "severity": "warning"}
     return [
+        {
+            "alert": "ServetuneGpuMemoryHigh",
+            "expr": f"{gpu_memory_ratio(sel)}\n> {GPU_MEMORY_ALERT_RATIO:g}",
+            "for": "5m",
+            "labels": labels,
+            "annotations": {
+                "summary": f"{context.name}: GPU memory above {GPU_MEMORY_ALERT_RATIO:.0%} of the device",
+                "description": "The workers of pod {{ $labels.pod }} use {{ $value | humanizePercentage }} "
+                "of GPU {{ $labels.gpu }}'s memory: a larger batch or another worker may fail with "
+                "CUDA out of memory.",
+            },
+        },
+        {
+            "alert": "ServetuneGpuSaturated",
+            "expr": f"{gpu_utilization(sel)} > {GPU_BUSY_ALERT_RATIO:g}",
+            "for": "10m",
+            "labels": labels,
+            "annotations": {
+                "summary": f"{context.name}: a GPU busy above {GPU_BUSY_ALERT_RATIO:.0%} for 10 minutes",
+                "description": "GPU {{ $labels.gpu }} of pod {{ $labels.pod }} is "
+                "{{ $value | humanizePercentage }} busy: the GPU is the bottleneck; check that the HPA "
+                "can add pods (maxReplicas).",
+            },
+        },
+    ]
+
+
+def rule_groups(context: RenderContext) -> list[Obj]:
+    groups = [
         {"name": f"{context.name}.recording", "interval": "30s", "rules": recording_rules(context)},
         {"name": f"{context.name}.slo", "rules": alert_rules(context)},
     ]
+    gpu = gpu_alert_rules(context)
+    if gpu:
+        groups.append({"name": f"{context.name}.gpu", "rules": gpu})
+    return groups
 
 
 def rules_file(context: RenderContext) -> Obj:
