@@ -9,9 +9,12 @@ imports it (the arbiter and each worker):
   (BentoML hands every worker the same list);
 - sets torch's thread count when the service uses torch (BentoML sets none), at import and
   again after the service's `__init__`;
-- writes one JSON line per worker (pid, worker index, threads, batching, devices) to
-  SERVETUNE_EVIDENCE when set, once the service's `__init__` has run (torch is often imported
-  there), so a launcher can prove the knobs took effect;
+- starts the GPU metrics sampler (services/gpumetrics.py: utilisation and memory gauges, read in
+  a background thread) in every worker placed on a GPU, once the service's `__init__` has run
+  (SERVETUNE_GPU_METRICS=0: not started);
+- writes one JSON line per worker (pid, worker index, threads, batching, devices, whether GPU
+  metrics run) to SERVETUNE_EVIDENCE when set, once the service's `__init__` has run (torch is
+  often imported there), so a launcher can prove the knobs took effect;
 - trims the per-request path (bench/serving_efficiency.py measures each switch): uvicorn runs on
   uvloop + httptools when installed (SERVETUNE_UVLOOP=0: asyncio + h11), and BentoML's
   OpenTelemetry middleware, which creates a span per request even when no exporter is set, is
@@ -22,12 +25,15 @@ Inside a Bento (`servetune deploy`) this file is copied as `servetune_adapter.py
 `servetune_adapter.env.json` holding the tuned environment; it fills in every variable the
 environment does not set, so `bentoml serve <bento>` runs the knobs without any `--arg` or
 exported variable (the container gets the same values as ENV). The working dir is then the
-Bento's source folder: BentoML imports the service with that as the current folder.
+Bento's source folder: BentoML imports the service with that as the current folder. Its GPU
+metrics need services/gpumetrics.py next to it as `servetune_gpumetrics.py` (without it the
+Bento's workers export none).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import random
@@ -43,6 +49,8 @@ ENV_GPUS = "SERVETUNE_GPUS"  # GPUs handed to the service; workers are placed ro
 ENV_EVIDENCE = "SERVETUNE_EVIDENCE"  # file each worker appends one JSON line to
 ENV_UVLOOP = "SERVETUNE_UVLOOP"  # 0: uvicorn on asyncio + h11 even where uvloop/httptools exist
 ENV_TRACING = "SERVETUNE_TRACING"  # 1: keep the OpenTelemetry middleware without an exporter
+ENV_GPU_METRICS = "SERVETUNE_GPU_METRICS"  # 0: no GPU metrics sampler in the workers
+GPU_METRICS_MODULES = ("servetune_gpumetrics", "services.gpumetrics")  # a Bento's copy, the repo's
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 DEFAULTS_SUFFIX = ".env.json"  # next to this file: environment defaults (a built Bento's knobs)
@@ -151,7 +159,26 @@ def after_init(service: Any, callback: Callable[[], None]) -> None:
     inner.__init__ = init
 
 
-def _record_worker(service: Any, worker_index: int, threads: int | None) -> None:
+def start_gpu_metrics(gpus: int) -> Any:
+    """This worker's GPU metrics sampler (services/gpumetrics.py, or the copy a Bento carries);
+    None when the worker has no GPU, the switch is off, or the sampler does not start."""
+    if gpus <= 0 or switched_off(ENV_GPU_METRICS):
+        return None
+    for name in GPU_METRICS_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        return module.start_sampler()
+    return None
+
+
+def _start_worker(service: Any, worker_index: int, threads: int | None, gpus: int) -> None:
+    sampler = start_gpu_metrics(gpus)
+    _record_worker(service, worker_index, threads, gpu_metrics=sampler is not None)
+
+
+def _record_worker(service: Any, worker_index: int, threads: int | None, gpu_metrics: bool = False) -> None:
     write_evidence(
         os.environ.get(ENV_EVIDENCE),
         {
@@ -165,6 +192,7 @@ def _record_worker(service: Any, worker_index: int, threads: int | None) -> None
                 if m.batchable
             },
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "gpu_metrics": gpu_metrics,
         },
     )
 
@@ -249,8 +277,8 @@ def load_target() -> Any:
     apply_threads(threads)  # torch imported at module level: set before the model loads
     if worker_index is not None:
         # Most services import torch in __init__ (it reads OMP_NUM_THREADS then): set the count
-        # again once the instance exists, and record what the worker really runs with.
-        after_init(service, lambda: _record_worker(service, worker_index, threads))
+        # again once the instance exists, start its GPU metrics, and record what it runs with.
+        after_init(service, lambda: _start_worker(service, worker_index, threads, gpus))
     return service
 
 
