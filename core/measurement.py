@@ -68,6 +68,11 @@ class StepMeasurement:
     invalid: tuple[Invalidity, ...] = ()
     server_source: str | None = None  # the MetricsReader that produced the server figures
     aborted: bool = False  # the step ended early on its abort rule (LoadStep.abort_above_ms)
+    # GPU figures from the workers' gauges (services/gpumetrics.py); None when not measured.
+    gpu_utilization: float | None = None  # mean over the step and its GPUs, 0..1
+    gpu_memory_peak_bytes: int | None = None  # the most one worker held
+    gpu_memory_device_peak_bytes: int | None = None  # the most the workers sharing a device held
+    gpu_memory_total_bytes: int | None = None  # the smallest device's memory
 
     @property
     def offered_rps(self) -> float | None:

@@ -7,7 +7,9 @@ implement it: `ScrapeReader` here (scrapes /metrics at every mark; exact counter
 only times). A runner takes a `ReaderFactory` (base URL -> reader) so either one plugs in.
 
 BentoML counters and histograms grow from server start and are summed over workers, so every
-figure here is a difference between two scrapes. Parsing uses `prometheus_client.parser`.
+figure here is a difference between two scrapes. The GPU gauges of services/gpumetrics.py
+(present only on GPU workers) are read per scrape instead: utilisation is averaged over the
+window's scrapes, memory is its peak. Parsing uses `prometheus_client.parser`.
 Quantiles follow Prometheus' `histogram_quantile` (linear interpolation inside a bucket).
 """
 
@@ -22,6 +24,8 @@ from typing import Any, Protocol
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from services.gpumetrics import GPU_LABEL, MEMORY_TOTAL, MEMORY_USED, UTILIZATION
 
 REQUEST_TOTAL = "bentoml_service_request_total"
 DURATION = "bentoml_service_request_duration_seconds"
@@ -42,6 +46,9 @@ class Snapshot:
     batch: dict[tuple[str, str], Buckets] = field(default_factory=dict)  # (method, worker) -> le
     batch_sum: dict[tuple[str, str], float] = field(default_factory=dict)  # requests per worker
     batch_count: dict[tuple[str, str], float] = field(default_factory=dict)  # batches per worker
+    gpu_utilization: dict[str, float] = field(default_factory=dict)  # gpu -> 0..1
+    gpu_memory_used: dict[tuple[str, str], float] = field(default_factory=dict)  # (gpu, pid) -> bytes
+    gpu_memory_total: dict[str, float] = field(default_factory=dict)  # gpu -> bytes
 
 
 def parse_metrics(text: str, taken_at: float | None = None) -> Snapshot:
@@ -68,7 +75,23 @@ def parse_metrics(text: str, taken_at: float | None = None) -> Snapshot:
                     snap.batch_sum[key] = snap.batch_sum.get(key, 0.0) + value
                 elif sample.name == BATCH_SIZE + "_count":
                     snap.batch_count[key] = snap.batch_count.get(key, 0.0) + value
+            elif sample.name in GPU_GAUGES:
+                _add_gpu_sample(snap, sample.name, labels, value)
     return snap
+
+
+GPU_GAUGES = frozenset({UTILIZATION, MEMORY_USED, MEMORY_TOTAL})
+
+
+def _add_gpu_sample(snap: Snapshot, name: str, labels: Mapping[str, str], value: float) -> None:
+    """One GPU gauge sample; a device gauge repeated per worker (pid label) keeps its maximum."""
+    gpu = labels.get(GPU_LABEL, "")
+    if name == MEMORY_USED:
+        key = (gpu, labels.get("pid", ""))
+        snap.gpu_memory_used[key] = snap.gpu_memory_used.get(key, 0.0) + value
+        return
+    per_device = snap.gpu_utilization if name == UTILIZATION else snap.gpu_memory_total
+    per_device[gpu] = max(value, per_device.get(gpu, value))
 
 
 def _add_bucket(buckets: Buckets, le: str, value: float) -> None:
@@ -152,6 +175,10 @@ class WindowFigures:
     requests_per_worker: dict[str, float]
     batches_per_worker: dict[str, float]
     source: str = "scrape"  # which MetricsReader measured it
+    gpu_utilization: float | None = None  # mean over the window's scrapes of the mean over GPUs
+    gpu_memory_peak_bytes: int | None = None  # the most one worker process held
+    gpu_memory_device_peak_bytes: int | None = None  # the most the workers on one device held together
+    gpu_memory_total_bytes: int | None = None  # the smallest device's memory
 
     @classmethod
     def from_counts(cls, seconds: float, by_status: dict[str, float], **figures: Any) -> WindowFigures:
@@ -205,7 +232,8 @@ def window_figures(
         value = histogram_quantile(q, ok_buckets)
         return None if value is None else value * 1000.0
 
-    gauges = [s.in_progress.get(path) for s in [*in_progress_samples, after]]
+    later = [*in_progress_samples, after]
+    gauges = [s.in_progress.get(path) for s in later]
     seen = [g for g in gauges if g is not None]
     batch_keys = [key for key in after.batch if key[0] == method]
     hist = merge_buckets(bucket_delta(after.batch[k], before.batch.get(k)) for k in batch_keys)
@@ -221,7 +249,30 @@ def window_figures(
         batch_size_hist={k: v for k, v in bucket_counts(hist).items() if v > 0},
         requests_per_worker={w: v for w, v in sorted(per_worker.items()) if v > 0},
         batches_per_worker={w: v for w, v in sorted(batches.items()) if v > 0},
+        **gpu_figures(later),
     )
+
+
+def gpu_figures(snapshots: Sequence[Snapshot]) -> dict[str, Any]:
+    """The WindowFigures GPU fields from the scrapes inside a window (all None without GPU gauges)."""
+    means = [sum(s.gpu_utilization.values()) / len(s.gpu_utilization) for s in snapshots if s.gpu_utilization]
+    workers = [v for s in snapshots for v in s.gpu_memory_used.values()]
+    devices = [_per_device_sum(s.gpu_memory_used) for s in snapshots]
+    totals = [v for s in snapshots for v in s.gpu_memory_total.values()]
+    device_peaks = [max(d.values()) for d in devices if d]
+    return {
+        "gpu_utilization": sum(means) / len(means) if means else None,
+        "gpu_memory_peak_bytes": round(max(workers)) if workers else None,
+        "gpu_memory_device_peak_bytes": round(max(device_peaks)) if device_peaks else None,
+        "gpu_memory_total_bytes": round(min(totals)) if totals else None,
+    }
+
+
+def _per_device_sum(used: Mapping[tuple[str, str], float]) -> dict[str, float]:
+    total: dict[str, float] = defaultdict(float)
+    for (gpu, _), value in used.items():
+        total[gpu] += value
+    return dict(total)
 
 
 def workers_seen(snapshot: Snapshot) -> set[str]:

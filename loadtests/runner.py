@@ -584,6 +584,10 @@ def _measurement(
         valid=not reasons,
         invalid=tuple(reasons),
         server_source=server.source if server else None,
+        gpu_utilization=server.gpu_utilization if server else None,
+        gpu_memory_peak_bytes=server.gpu_memory_peak_bytes if server else None,
+        gpu_memory_device_peak_bytes=server.gpu_memory_device_peak_bytes if server else None,
+        gpu_memory_total_bytes=server.gpu_memory_total_bytes if server else None,
     )
 
 
