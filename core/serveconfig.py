@@ -63,6 +63,14 @@ class Config(BaseModel):
             f"-g{self.gpus}-{self.variant}"
         )
 
+    @property
+    def workers_per_gpu(self) -> int | None:
+        """Workers sharing the busiest GPU: ceil(workers / gpus), as workers are placed
+        round-robin by index (each with its own CUDA context); None without GPUs."""
+        if self.gpus == 0:
+            return None
+        return -(-self.workers // self.gpus)
+
     def threads_per_worker(self, cores: int | None = None) -> int:
         """`threads`, or cores // workers (at least 1) when None, as the services decide it."""
         if self.threads is not None:

@@ -38,6 +38,19 @@ def variant_runs_on(variant: str, device: DeviceKind) -> bool:
     return device in VARIANT_DEVICES.get(variant, frozenset({"cpu", "cuda"}))
 
 
+VARIANT_KINDS = {"int8": "dynamic quantization", "fp16": "half precision", "bf16": "bfloat16"}
+
+
+def variant_device_problem(variant: str, device: DeviceKind) -> str | None:
+    """Why `variant` cannot be served on `device` ("int8 (dynamic quantization) runs on CPU
+    only", "fp16 (half precision) needs a GPU"), or None when it can."""
+    if variant_runs_on(variant, device):
+        return None
+    kind = VARIANT_KINDS.get(variant)
+    named = f"{variant} ({kind})" if kind else variant
+    return f"{named} runs on CPU only" if device == "cuda" else f"{named} needs a GPU"
+
+
 # The bounds of every knob, declared once: the services' `--arg` parser below and the serving
 # config the tuner, launcher and deploy use (core/serveconfig.py) are built from these.
 MaxBatchSize = Annotated[int, Field(gt=1, le=4096, description="adaptive batching cap (BentoML needs > 1)")]
