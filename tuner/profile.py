@@ -9,16 +9,21 @@ it: `BatchTime` fits the measured points with a two-part thread-speedup (Amdahl)
 where the cpu terms are the CPU work of a batch (a fixed part and a per-item part, each with its
 own parallel fraction) and the gpu terms the device time that threads do not speed up (zero on a
 CPU). `profile_service` measures it for MiniLM or digits in a few seconds.
+
+On a machine with a GPU the profile also records, once, the GPU memory one serving worker takes
+(`gpu_memory_per_worker_bytes`: its model, the activations of the largest batch and its own CUDA
+context); the search space drops configs whose workers per GPU would not fit in a GPU's memory.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import random
 import statistics
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,8 @@ import numpy as np
 from scipy.optimize import nnls
 
 from core.registry import resolve, service_spec
+from services.devices import process_gpu_memory_bytes
+from services.knobs import variant_runs_on
 from services.models.inprocess import BatchRunner
 
 Device = str  # "cpu" or "gpu"
@@ -150,6 +157,7 @@ class Profile:
     points: dict[str, list[Point]] = field(default_factory=dict)  # profile_key -> points
     request_overhead_s: float = 0.0
     note: str = ""
+    gpu_memory_per_worker_bytes: int | None = None  # None: measured on a CPU (or not at all)
 
     def batch_times(self) -> dict[tuple[str, Device], BatchTime]:
         """A fitted BatchTime per (variant, device)."""
@@ -166,15 +174,18 @@ class Profile:
             "request_overhead_s": self.request_overhead_s,
             "note": self.note,
             "points": {k: [asdict(p) for p in v] for k, v in self.points.items()},
+            "gpu_memory_per_worker_bytes": self.gpu_memory_per_worker_bytes,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Profile:
         try:
             points = {k: [Point(**p) for p in v] for k, v in data["points"].items()}
+            gpu_memory = data.get("gpu_memory_per_worker_bytes")
             return cls(
                 str(data["service"]), int(data["cores"]), points,
                 float(data.get("request_overhead_s", 0.0)), str(data.get("note", "")),
+                None if gpu_memory is None else int(gpu_memory),
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a profile: {exc}") from exc
@@ -197,7 +208,9 @@ def pooled_profile(profiles: Sequence[Profile]) -> Profile:
             points.setdefault(key, []).extend(measured)
     overhead = statistics.median(p.request_overhead_s for p in profiles)
     note = f"{len(profiles)} profiles pooled; {profiles[0].note}"
-    return Profile(profiles[0].service, profiles[0].cores, points, overhead, note)
+    gpu_memory = (p.gpu_memory_per_worker_bytes for p in profiles)
+    most = max((m for m in gpu_memory if m is not None), default=None)
+    return Profile(profiles[0].service, profiles[0].cores, points, overhead, note, most)
 
 
 def synthetic_profile(
@@ -209,6 +222,7 @@ def synthetic_profile(
     noise: float = 0.0,
     request_overhead_s: float = 0.0,
     seed: int = 0,
+    gpu_memory_per_worker_bytes: int | None = None,
 ) -> Profile:
     """The profile an in-process measurement of known batch times would give (with noise)."""
     rng = random.Random(seed)
@@ -221,7 +235,8 @@ def synthetic_profile(
         ]
         for (variant, device), model in batch_times.items()
     }
-    return Profile(service, cores, points, request_overhead_s, note=f"synthetic, noise {noise}")
+    note = f"synthetic, noise {noise}"
+    return Profile(service, cores, points, request_overhead_s, note, gpu_memory_per_worker_bytes)
 
 
 # --- measuring a real model in-process ---------------------------------------------------------
@@ -278,6 +293,59 @@ def measure_request_overhead(service: str, repeats: int = 200) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+# --- the GPU memory of one worker ---------------------------------------------------------------
+
+# Used when NVML cannot tell this process's memory: a CUDA context with cuBLAS/cuDNN handles
+# takes a few hundred MiB on current GPUs.
+DEFAULT_CUDA_CONTEXT_BYTES = 512 * 1024 * 1024
+RunnerFactory = Callable[..., BatchRunner]  # (variant, seed, device=...) -> run(n, repeat)
+ProcessMemory = Callable[[], int | None]  # this process's GPU memory (NVML), None when unknown
+"""(make_runner, variant, batch) -> GPU bytes one worker takes, None when not measurable."""
+GpuMemoryProbe = Callable[[RunnerFactory, str, int], int | None]
+
+
+def gpu_variant(variants: Sequence[str]) -> str | None:
+    """The variant whose worker memory is measured: fp32 (the largest weights) when listed, else
+    the first that runs on a GPU; None when none does."""
+    on_gpu = [v for v in variants if variant_runs_on(v, "cuda")]
+    return "fp32" if "fp32" in on_gpu else next(iter(on_gpu), None)
+
+
+def worker_gpu_memory(
+    make_runner: RunnerFactory,
+    variant: str,
+    batch: int,
+    cuda: Any = None,
+    process_memory: ProcessMemory = process_gpu_memory_bytes,
+) -> int | None:
+    """GPU bytes one serving worker takes: the allocator's peak while the model loads on cuda:0
+    and runs one batch of `batch` items, plus its CUDA context (this process's NVML memory beyond
+    what the allocator holds; DEFAULT_CUDA_CONTEXT_BYTES when NVML cannot tell).
+
+    None without CUDA (at once: a CPU profile is not slowed) or when the runner takes no device.
+    """
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    if not cuda.is_available() or "device" not in inspect.signature(make_runner).parameters:
+        return None
+    device = "cuda:0"
+    cuda.empty_cache()
+    cuda.reset_peak_memory_stats(device)
+    held_before = int(cuda.memory_reserved(device))
+    run = make_runner(variant, 0, device=device)
+    run(batch, 0)
+    cuda.synchronize(device)
+    peak = int(cuda.max_memory_reserved(device)) - held_before
+    process = process_memory()
+    held = int(cuda.memory_reserved(device))
+    context = DEFAULT_CUDA_CONTEXT_BYTES if process is None else max(0, process - held)
+    del run
+    cuda.empty_cache()
+    return peak + context
+
+
 def profile_service(
     service: str,
     variants: Sequence[str] = ("fp32",),
@@ -286,8 +354,12 @@ def profile_service(
     repeats: int = 3,
     budget_s: float = 20.0,
     cores: int | None = None,
+    gpu_batch: int | None = None,
+    gpu_memory: GpuMemoryProbe = worker_gpu_memory,
 ) -> Profile:
-    """Measure batch latency per batch size x threads for each variant, in this process (CPU)."""
+    """Measure batch latency per batch size x threads for each variant, in this process (CPU),
+    and, once, one worker's GPU memory running a batch of `gpu_batch` items (default the largest
+    of `batch_sizes`; pass the space's largest max_batch_size) with `gpu_memory`."""
     import os
 
     spec = service_spec(service)
@@ -304,4 +376,10 @@ def profile_service(
         for variant in variants
     }
     note = f"in-process, best of {repeats}, threads {thread_list}, batch sizes {list(batch_sizes)}"
-    return Profile(service, cores, points, measure_request_overhead(service), note)
+    measured = gpu_variant(variants)
+    memory = None
+    if measured is not None:
+        memory = gpu_memory(make_runner, measured, gpu_batch or max(batch_sizes))
+    if memory is not None:
+        note += f"; GPU memory per worker measured with {measured} at batch {gpu_batch or max(batch_sizes)}"
+    return Profile(service, cores, points, measure_request_overhead(service), note, memory)
