@@ -15,19 +15,27 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from core.errors import format_validation_error
 from core.registry import service_spec
 from core.serveconfig import DIMENSIONS, Config
+from services.devices import GpuDevice, gpu_devices
 from services.knobs import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_LATENCY_MS,
+    DeviceKind,
     MaxLatencyMs,
     ServedVariant,
     Variant,
     WorkerCount,
+    variant_device_problem,
+    variant_runs_on,
 )  # fmt: skip
 
 __all__ = ["DIMENSIONS", "Config", "Dimension", "Machine", "SearchSpace", "SpaceError"]
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 ALL_VARIANTS: tuple[Variant, ...] = ("fp32", "int8", "pruned", "bf16", "fp16")
+DEFAULT_GPU_MEMORY_HEADROOM = 0.9
+# Workers per GPU the shipped and derived spaces offer on a machine with GPUs.
+DEFAULT_WORKERS_PER_GPU = (1, 2, 4)
+MIB = 1024 * 1024
 
 
 class SpaceError(ValueError):
@@ -92,6 +100,15 @@ class SpaceFile(BaseModel):
         description="'auto' = fp32 + variants in the store that passed the accuracy guard; a user's "
         "service: its alternatives as name=value --arg pairs",
     )
+    workers_per_gpu: Literal["auto"] | list[int] = Field(
+        "auto",
+        description="'auto' = any; a list keeps only GPU configs with ceil(workers / gpus) in it and "
+        "adds the workers counts gpus x each value (up to max_workers, default cores)",
+    )
+    gpu_memory_headroom: float = Field(
+        DEFAULT_GPU_MEMORY_HEADROOM, gt=0, le=1,
+        description="share of the smallest used GPU's memory the workers on it may take",
+    )  # fmt: skip
     max_total_threads: int | None = Field(None, ge=1, description="cap on workers x threads; default cores")
     max_workers: int | None = Field(None, ge=1, description="cap on workers; default cores")
 
@@ -119,6 +136,16 @@ class SpaceFile(BaseModel):
                 raise ValueError(f"variant: {labels[0]!r}: name=value variants are for your own services")
         return self
 
+    @field_validator("workers_per_gpu")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("give at least one value or 'auto'")
+            if any(v < 1 for v in value):
+                raise ValueError("values must be >= 1 (workers sharing one GPU)")
+        return value
+
     @field_validator("threads", "gpus")
     @classmethod
     def _non_negative(cls, value: Any) -> Any:
@@ -131,43 +158,55 @@ class SpaceFile(BaseModel):
 
 
 def detected_gpus() -> int:
-    """CUDA devices torch can see (0 on a machine without GPUs)."""
-    try:
-        import torch
-
-        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
-    except Exception:  # torch missing or broken CUDA: treat as no GPU
-        return 0
+    """GPUs this process can use (0 on a machine without GPUs)."""
+    return len(gpu_devices())
 
 
-def eligible_variants(service: str) -> list[str]:
-    """fp32 plus every other variant in the store whose metadata says eligible=True."""
+def eligible_variants(service: str, gpus: bool = False) -> list[str]:
+    """fp32 plus every other variant in the store whose metadata says eligible=True and that can
+    run on this machine: GPU-only variants (fp16, bf16) only when `gpus` (see VARIANT_DEVICES)."""
     from services.models.store import ModelNotFound, get_model
 
     found = ["fp32"]
     base = service_spec(service).model_base
     if base is None:
         return found
+    devices: tuple[DeviceKind, ...] = ("cpu", "cuda") if gpus else ("cpu",)
     for variant in ALL_VARIANTS[1:]:
+        if not any(variant_runs_on(variant, device) for device in devices):
+            continue
         try:
             model = get_model(base, variant)
         except (ModelNotFound, Exception):
             continue
-        if model.info.metadata.get("eligible") is True:
+        metadata = model.info.metadata
+        if metadata.get("eligible") is True and metadata.get("device", "cpu") in (*devices, None):
             found.append(variant)
     return found
 
 
 @dataclass(frozen=True)
 class Machine:
-    """What the legality rules need to know about the machine trials run on."""
+    """What the legality rules need to know about the machine trials run on: its cores, its
+    GPU count and, when known, each GPU's memory (empty without GPUs or when not measured)."""
 
     cores: int
     gpus: int
+    gpu_memory_bytes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.gpu_memory_bytes and len(self.gpu_memory_bytes) != self.gpus:
+            raise ValueError(
+                f"gpu_memory_bytes lists {len(self.gpu_memory_bytes)} devices for gpus={self.gpus}"
+            )
+
+    @classmethod
+    def with_devices(cls, cores: int, devices: Sequence[GpuDevice]) -> Machine:
+        return cls(cores, len(devices), tuple(d.memory_total_bytes for d in devices))
 
     @classmethod
     def detect(cls) -> Machine:
-        return cls(cores=os.cpu_count() or 1, gpus=detected_gpus())
+        return cls.with_devices(os.cpu_count() or 1, gpu_devices())
 
 
 class SearchSpace:
@@ -181,22 +220,36 @@ class SearchSpace:
         max_total_threads: int | None = None,
         max_workers: int | None = None,
         auto_threads: bool = False,
+        workers_per_gpu: Sequence[int] | None = None,
+        gpu_memory_per_worker: int | None = None,
+        gpu_memory_headroom: float = DEFAULT_GPU_MEMORY_HEADROOM,
     ) -> None:
+        """`workers_per_gpu`: the ratios GPU configs may have (None: any); `gpu_memory_per_worker`:
+        the GPU memory one worker takes (the profile's figure; None: not measured, no filter)."""
         self.service = service
         self.dimensions = tuple(dimensions)
         self.machine = machine
         self.max_total_threads = max_total_threads or machine.cores
         self.max_workers = max_workers or max(machine.cores, max(self.dim("workers").values))
         self.auto_threads = auto_threads
+        self.workers_per_gpu = tuple(sorted(set(workers_per_gpu))) if workers_per_gpu else None
+        self.gpu_memory_per_worker = gpu_memory_per_worker
+        self.gpu_memory_headroom = gpu_memory_headroom
+        self._settings = (max_total_threads, max_workers, auto_threads)
         names = tuple(d.name for d in self.dimensions)
         if names != DIMENSIONS:
             raise SpaceError(f"dimensions must be {DIMENSIONS}, got {names}")
         # with threads "auto", every listed threads value maps a product row to the same config
         self._legal = tuple(dict.fromkeys(c for c in self._product() if not self.why_illegal(c)))
         if not self._legal:
+            memory = (
+                ""
+                if gpu_memory_per_worker is None
+                else f", {gpu_memory_per_worker / MIB:.0f} MiB per GPU worker"
+            )
             raise SpaceError(
                 f"no legal config in the space (cap workers x threads <= {self.max_total_threads}, "
-                f"gpus <= {machine.gpus})"
+                f"gpus <= {machine.gpus}{memory})"
             )
 
     def dim(self, name: str) -> Dimension:
@@ -225,9 +278,45 @@ class SearchSpace:
             return f"workers x threads = {total} > cap {self.max_total_threads}"
         if config.gpus > self.machine.gpus:
             return f"gpus={config.gpus} > available {self.machine.gpus}"
+        problem = variant_device_problem(config.variant, "cuda" if config.gpus else "cpu")
+        if problem:
+            return f"{problem} (gpus={config.gpus})"
+        gpu_problem = self._gpu_sharing_problem(config)
+        if gpu_problem:
+            return gpu_problem
         if self.auto_threads and config.threads != max(1, self.machine.cores // config.workers):
             return "threads is 'auto' (cores // workers)"
         return None
+
+    def _gpu_sharing_problem(self, config: Config) -> str | None:
+        """Workers per GPU outside the listed ratios, or more worker memory than the GPU holds."""
+        per_gpu = config.workers_per_gpu
+        if per_gpu is None:
+            return None
+        if self.workers_per_gpu is not None and per_gpu not in self.workers_per_gpu:
+            return (
+                f"workers per GPU = {per_gpu} (workers={config.workers}, gpus={config.gpus}) is not in "
+                f"workers_per_gpu {list(self.workers_per_gpu)}"
+            )
+        memory = self.machine.gpu_memory_bytes[: config.gpus]
+        if self.gpu_memory_per_worker is None or not memory:
+            return None
+        need = per_gpu * self.gpu_memory_per_worker
+        smallest = min(memory)
+        if need > self.gpu_memory_headroom * smallest:
+            return (
+                f"{per_gpu} workers per GPU x {self.gpu_memory_per_worker / MIB:.0f} MiB = "
+                f"{need / MIB:.0f} MiB > {self.gpu_memory_headroom:.0%} of {smallest / MIB:.0f} MiB "
+                f"(the smallest of gpus={config.gpus})"
+            )
+        return None
+
+    def with_gpu_memory_per_worker(self, gpu_memory_per_worker: int | None) -> SearchSpace:
+        """This space with the profile's per-worker GPU memory, so configs that would not fit go."""
+        return SearchSpace(
+            self.service, self.dimensions, self.machine, *self._settings, self.workers_per_gpu,
+            gpu_memory_per_worker, self.gpu_memory_headroom,
+        )  # fmt: skip
 
     @property
     def configs(self) -> tuple[Config, ...]:
@@ -294,25 +383,35 @@ class SearchSpace:
             "max_total_threads": self.max_total_threads,
             "cores": self.machine.cores,
             "gpus_available": self.machine.gpus,
+            "gpu_memory_bytes": list(self.machine.gpu_memory_bytes),
+            "workers_per_gpu": list(self.workers_per_gpu) if self.workers_per_gpu else "auto",
+            "gpu_memory_per_worker_bytes": self.gpu_memory_per_worker,
+            "gpu_memory_headroom": self.gpu_memory_headroom,
             "legal_configs": len(self),
         }
 
     @classmethod
-    def from_file_model(cls, spec: SpaceFile, machine: Machine | None = None) -> SearchSpace:
+    def from_file_model(
+        cls, spec: SpaceFile, machine: Machine | None = None, gpu_memory_per_worker: int | None = None
+    ) -> SearchSpace:
         machine = machine or Machine.detect()
         batch = spec.max_batch_size
         batch_values = pow2(*batch.pow2) if isinstance(batch, Pow2Range) else tuple(batch)
-        workers = tuple(sorted(set(spec.workers)))
+        if spec.gpus == "auto":
+            gpus: tuple[int, ...] = tuple(range(machine.gpus + 1))
+        else:
+            gpus = tuple(sorted(set(spec.gpus)))
+        ratios = None if spec.workers_per_gpu == "auto" else tuple(spec.workers_per_gpu)
+        workers = gpu_workers(spec.workers, gpus, ratios, spec.max_workers or machine.cores)
         auto_threads = spec.threads == "auto"
         if auto_threads:
             threads: tuple[int, ...] = tuple(sorted({max(1, machine.cores // w) for w in workers}))
         else:
             threads = tuple(sorted(set(spec.threads)))  # type: ignore[arg-type]
-        if spec.gpus == "auto":
-            gpus: tuple[int, ...] = tuple(range(machine.gpus + 1))
+        if spec.variant == "auto":
+            variants = eligible_variants(spec.service, gpus=max(gpus) > 0)
         else:
-            gpus = tuple(sorted(set(spec.gpus)))
-        variants = eligible_variants(spec.service) if spec.variant == "auto" else list(spec.variant)
+            variants = list(spec.variant)
         dims = [
             Dimension("max_batch_size", tuple(sorted(set(batch_values)))),
             Dimension("max_latency_ms", tuple(sorted(set(spec.max_latency_ms)))),
@@ -321,7 +420,19 @@ class SearchSpace:
             Dimension("gpus", gpus),
             Dimension("variant", tuple(dict.fromkeys(variants))),
         ]
-        return cls(spec.service, dims, machine, spec.max_total_threads, spec.max_workers, auto_threads)
+        return cls(
+            spec.service, dims, machine, spec.max_total_threads, spec.max_workers, auto_threads,
+            ratios, gpu_memory_per_worker, spec.gpu_memory_headroom,
+        )  # fmt: skip
+
+
+def gpu_workers(
+    listed: Sequence[int], gpus: Sequence[int], ratios: Sequence[int] | None, cap: int
+) -> tuple[int, ...]:
+    """The listed workers counts plus, for each GPU count g > 0 and workers-per-GPU ratio k,
+    g x k when it is at most `cap` (so every ratio is offered on every GPU count that allows it)."""
+    added = {g * k for g in gpus if g > 0 for k in ratios or () if g * k <= cap}
+    return tuple(sorted(set(listed) | added))
 
 
 def parse_space(document: Any, origin: str = "<space>", machine: Machine | None = None) -> SearchSpace:
@@ -345,7 +456,10 @@ def load_space(path: Path, machine: Machine | None = None) -> SearchSpace:
 
 
 def default_space(service: str, machine: Machine | None = None) -> SearchSpace:
-    """The shipped space for a service (tuner/spaces/<service>.yaml), else one derived from it."""
+    """The shipped space for a service (tuner/spaces/<service>.yaml), else one derived from it.
+
+    Both offer, on a machine with N GPUs, gpus 0..N and 1, 2 or 4 workers per GPU (the shipped
+    files list `workers_per_gpu: [1, 2, 4]`; without GPUs that list changes nothing)."""
     path = SPACES_DIR / f"{service}.yaml"
     if not path.exists():
         return derived_space(service, machine)
@@ -356,10 +470,15 @@ def derived_space(service: str, machine: Machine | None = None) -> SearchSpace:
     """A space from what the service has: batching dimensions only for a batchable endpoint
     (otherwise its decorator's values, which nothing changes), workers in powers of two up to the
     cores, threads cores // workers, GPUs where there are any, variants from the store or the
-    user's `--variant-arg` alternatives."""
+    user's `--variant-arg` alternatives.
+
+    On a machine with N GPUs, gpus is 0..N and workers also gets every count that puts 1, 2 or 4
+    workers on each GPU (up to the cores); GPU configs keep only those workers-per-GPU ratios."""
     machine = machine or Machine.detect()
     spec = service_spec(service)
     document: dict[str, Any] = {"service": service, "workers": list(pow2(1, max(1, machine.cores)))}
+    if machine.gpus:
+        document["workers_per_gpu"] = list(DEFAULT_WORKERS_PER_GPU)
     if not spec.batchable:
         batch, latency = spec.written_batching or (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LATENCY_MS)
         document.update(max_batch_size=[batch], max_latency_ms=[latency])
