@@ -11,11 +11,13 @@ from tuner.space import Config
 
 ObjectiveKind = Literal["goodput", "cost"]
 Quantile = Literal["p95", "p99"]
+GIB = 1024**3
 
 
 @dataclass(frozen=True)
 class SLO:
-    """Latency bound (on the server-side quantile when measured, else the client's) and failure bound."""
+    """Latency bound (on the server-side quantile when measured, else the client's), failure
+    bound, and GPU memory headroom (where the workers' GPU memory was measured)."""
 
     latency_ms: float = 200.0
     quantile: Quantile = "p95"
@@ -25,6 +27,14 @@ class SLO:
     # keep-alive connections is often accepted by one worker): count the step, note it in the
     # reason. Set False to discard such steps instead.
     accept_uneven_workers: bool = True
+    # The workers on one GPU may hold at most this share of its memory (None: no bound); a step
+    # without GPU figures never breaks it.
+    max_gpu_memory_share: float | None = 0.9
+
+    def __post_init__(self) -> None:
+        share = self.max_gpu_memory_share
+        if share is not None and not 0.0 < share <= 1.0:
+            raise ValueError(f"max_gpu_memory_share: must be in (0, 1], got {share}")
 
     def latency_of(self, step: StepMeasurement) -> float:
         if self.quantile == "p99":
@@ -33,8 +43,9 @@ class SLO:
             server, client = step.server_p95_ms, step.client_p95_ms
         return float(server) if server is not None else float(client)
 
-    def violations(self, step: StepMeasurement) -> list[str]:
-        """Why a step does not meet the SLO (empty when it does)."""
+    def violations(self, step: StepMeasurement, workers_per_gpu: int = 1) -> list[str]:
+        """Why a step does not meet the SLO (empty when it does). `workers_per_gpu` sizes the
+        device's memory use when only one worker's was measured."""
         why = []
         latency = self.latency_of(step)
         if latency > self.latency_ms:
@@ -47,11 +58,29 @@ class SLO:
             )
         if step.successes <= 0:
             why.append("no successful request")
+        why += self.gpu_memory_violations(step, workers_per_gpu)
         tolerated = {InvalidReason.UNEVEN_WORKERS} if self.accept_uneven_workers else set()
         reasons = [i.detail for i in step.invalid if i.reason not in tolerated]
         if not step.valid and (reasons or not step.invalid):
             why.append("invalid measurement: " + "; ".join(reasons or ["flagged by the load runner"]))
         return why
+
+    def gpu_memory_violations(self, step: StepMeasurement, workers_per_gpu: int = 1) -> list[str]:
+        """The headroom rule: the memory the workers sharing a GPU held together (measured, else
+        the peak worker's times `workers_per_gpu`) above `max_gpu_memory_share` of the device."""
+        share, total = self.max_gpu_memory_share, step.gpu_memory_total_bytes
+        if share is None or not total:
+            return []
+        if step.gpu_memory_device_peak_bytes is not None:
+            used, how = step.gpu_memory_device_peak_bytes, "the workers on one GPU"
+        elif step.gpu_memory_peak_bytes is not None:
+            used = step.gpu_memory_peak_bytes * workers_per_gpu
+            how = f"{workers_per_gpu} worker(s) x {step.gpu_memory_peak_bytes / GIB:.2f} GiB"
+        else:
+            return []
+        if used <= share * total:
+            return []
+        return [f"GPU memory {used / GIB:.2f} GiB ({how}) > {share:.0%} of the GPU's {total / GIB:.2f} GiB"]
 
     def clearly_breached(self, step: StepMeasurement) -> bool:
         """Stop stepping: latency well above the bound, or failures well above theirs."""
@@ -109,11 +138,12 @@ class Objective:
         `counted`: per step, whether it may count at all (a capacity search's passes at levels
         that later failed may not; tuner/capacity.py counted_mask)."""
         allowed = list(counted) if counted is not None else [True] * len(steps)
-        good = [(i, s) for i, s in enumerate(steps) if allowed[i] and not self.slo.violations(s)]
+        per_gpu = config.workers_per_gpu or 1
+        good = [(i, s) for i, s in enumerate(steps) if allowed[i] and not self.slo.violations(s, per_gpu)]
         if not good:
             why = "no load step was measured"
             if steps:
-                why = "no step met the SLO; lowest load: " + "; ".join(self.slo.violations(steps[0]))
+                why = "no step met the SLO; lowest load: " + "; ".join(self.slo.violations(steps[0], per_gpu))
             return Outcome(False, None, 0.0, None, None, None, None, why)
         index, best = max(good, key=lambda pair: pair[1].goodput_rps)
         cost = self.cost_per_million(config, best.goodput_rps)

@@ -48,6 +48,7 @@ class TuneOptions:
     slo_ms: float = 200.0
     quantile: Quantile = "p95"
     max_failure_ratio: float = 0.01
+    max_gpu_memory_share: float | None = 0.9  # GPU memory headroom (SLO.max_gpu_memory_share)
     objective: ObjectiveKind = "goodput"
     price_core_hour: float = 0.0
     price_gpu_hour: float = 0.0
@@ -92,7 +93,12 @@ class TuneOptions:
         }  # fmt: skip
 
     def slo(self) -> SLO:
-        return SLO(latency_ms=self.slo_ms, quantile=self.quantile, max_failure_ratio=self.max_failure_ratio)
+        return SLO(
+            latency_ms=self.slo_ms,
+            quantile=self.quantile,
+            max_failure_ratio=self.max_failure_ratio,
+            max_gpu_memory_share=self.max_gpu_memory_share,
+        )
 
     def plan(self, users: tuple[int, ...] | None = None) -> Plan:
         """Explicit users or rates as given; otherwise a capacity search."""
