@@ -30,11 +30,12 @@ import yaml
 from core.registry import service_spec
 from core.server import REPO_ROOT, BentoServer, ServerSpec, main_bentoml_home
 from deploy.context import RenderContext, dns_name
-from services import adapter
+from services import adapter, gpumetrics
 
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 ADAPTER_MODULE = "servetune_adapter"  # services/adapter.py as the Bento carries it
-ADAPTER_FILES = (f"{ADAPTER_MODULE}.py", f"{ADAPTER_MODULE}{adapter.DEFAULTS_SUFFIX}")
+GPU_METRICS_FILE = "servetune_gpumetrics.py"  # services/gpumetrics.py: the adapter imports it by this name
+ADAPTER_FILES = (f"{ADAPTER_MODULE}.py", f"{ADAPTER_MODULE}{adapter.DEFAULTS_SUFFIX}", GPU_METRICS_FILE)
 USER_BENTOFILES = ("bentofile.yaml", "bentofile.yml")
 # Never copied from a user's working dir into the build folder (caches, VCS, environments).
 SKIPPED = (".git", ".hg", ".venv", "venv", "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache",
@@ -192,6 +193,7 @@ def prepare_build_dir(working_dir: Path, dest: Path, env: dict[str, str]) -> Pat
     shutil.copytree(working_dir, dest, ignore=shutil.ignore_patterns(*SKIPPED), symlinks=True)
     shutil.copyfile(adapter.__file__, dest / ADAPTER_FILES[0])
     (dest / ADAPTER_FILES[1]).write_text(json.dumps(env, indent=2) + "\n")
+    shutil.copyfile(gpumetrics.__file__, dest / GPU_METRICS_FILE)
     return dest
 
 

@@ -28,7 +28,7 @@ from core.server import REPO_ROOT
 from deploy import bento, prometheus
 from deploy.context import RenderContext, dns_name
 from deploy.plan import DeployOptions, size
-from services import adapter
+from services import adapter, gpumetrics
 from tuner.cli import app
 
 EXAMPLES = REPO_ROOT / "examples"
@@ -153,6 +153,7 @@ def test_build_folder_is_a_copy_with_the_adapter_and_its_defaults(project: Path,
     )
     assert (src / "servetune_adapter.py").read_text() == Path(adapter.__file__).read_text()
     assert json.loads((src / "servetune_adapter.env.json").read_text()) == env
+    assert (src / "servetune_gpumetrics.py").read_text() == Path(gpumetrics.__file__).read_text()
     assert adapter.defaults_path(str(src / "servetune_adapter.py")) == str(src / "servetune_adapter.env.json")
     assert not Path(adapter.defaults_path()).exists(), "servetune's own adapter has no defaults file"
 

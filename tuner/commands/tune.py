@@ -171,7 +171,7 @@ def trial_table(records: list[TrialRecord], title: str | None = None) -> Table:
 
 def progress_view(options: TuneOptions) -> LiveView | PlainProgress:
     """The live panel on a terminal, plain lines anywhere else (pipes, CI logs)."""
-    slo = SLO(options.slo_ms, options.quantile, options.max_failure_ratio)
+    slo = options.slo()
     return LiveView(options.trials, slo) if console.is_terminal else PlainProgress(options.trials, slo)
 
 
@@ -317,6 +317,10 @@ def tune(
     max_failure_ratio: Annotated[
         float, typer.Option(min=0, max=1, help="bound on failures (503 incl.)")
     ] = 0.01,
+    max_gpu_memory_share: Annotated[
+        float,
+        typer.Option(min=0.01, max=1.0, help="max share of a GPU's memory its workers may hold"),
+    ] = 0.9,
     objective: Annotated[str, typer.Option(help="goodput or cost")] = "goodput",
     price_core_hour: Annotated[float, typer.Option(min=0, help="price per core-hour (cost objective)")] = 0.0,
     price_gpu_hour: Annotated[float, typer.Option(min=0, help="price per GPU-hour (cost objective)")] = 0.0,
@@ -381,7 +385,7 @@ def tune(
     options = TuneOptions(
         service=service, space=space, strategy=strategy, trials=trials, slo_ms=slo_p95_ms,
         quantile=cast(Quantile, slo_quantile), max_failure_ratio=max_failure_ratio,
-        objective=cast(ObjectiveKind, objective),
+        max_gpu_memory_share=max_gpu_memory_share, objective=cast(ObjectiveKind, objective),
         price_core_hour=price_core_hour, price_gpu_hour=price_gpu_hour, seed=seed,
         out=study_dir, resume=resume, finalists=finalists, repeats=repeats,
         users=_users(users) if users else (), rates=_rates(rates) if rates else (),
