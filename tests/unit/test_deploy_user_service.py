@@ -112,7 +112,8 @@ def test_user_bentofile_keeps_the_users_sections_and_bakes_in_the_knobs(spec: Se
     doc = bento.bentofile(context)
     assert doc["service"] == "servetune_adapter:service"
     assert doc["name"] == "servetune-userembedding"
-    assert doc["include"] == ["*.py", "servetune_adapter.py", "servetune_adapter.env.json"]
+    assert doc["include"] == ["*.py", *bento.ADAPTER_FILES]
+    assert "servetune_gpumetrics.py" in bento.ADAPTER_FILES
     assert "sentence-transformers>=3.0" in doc["python"]["packages"]
     assert doc["python"]["lock_packages"] is False
     assert doc["labels"]["owner"] == "servetune-examples"
