@@ -14,7 +14,7 @@ from services.gcpolicy import tune_gc
 from services.guards import install_guards
 from services.knobs import apply_placement, read_knobs
 from services.models.data import CLASS_LABELS, PIXEL_MAX, normalise
-from services.models.variants import load_digits_variant
+from services.models.variants import load_digits_variant, model_dtype
 from services.reuseport import spread_connections_over_workers
 
 SERVICE_NAME = "DigitsClassifier"
@@ -42,7 +42,9 @@ class DigitsClassifier:
 
     def __init__(self) -> None:
         self.device, self.threads = apply_placement(KNOBS, SERVICE_NAME)
-        # Refuses a missing variant or one below its quality floor (VariantNotEligibleError).
+        # Refuses a missing variant, one below its quality floor (VariantNotEligibleError) or one
+        # this worker's device cannot run (VariantDeviceError: int8 on a GPU, fp16/bf16 on a CPU).
+        # An fp16/bf16 net casts its inputs to its dtype and returns float32 logits.
         self.model_tag, self.net = load_digits_variant(KNOBS.variant, KNOBS.model_tag, self.device)
         tune_gc()  # no 100-250 ms full GC pauses under load (services/gcpolicy.py)
 
@@ -70,6 +72,7 @@ class DigitsClassifier:
             "labels": CLASS_LABELS,
             "knobs": KNOBS.model_dump(),
             "device": self.device,
+            "dtype": model_dtype(self.net),
             "threads": self.threads,
             "worker_index": bentoml.server_context.worker_index,
         }

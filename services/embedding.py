@@ -12,7 +12,7 @@ from services.config import service_config
 from services.gcpolicy import tune_gc
 from services.guards import install_guards
 from services.knobs import apply_placement, read_knobs
-from services.models.variants import load_minilm_variant
+from services.models.variants import load_minilm_variant, model_dtype
 from services.responses import VectorRows
 from services.reuseport import spread_connections_over_workers
 
@@ -36,7 +36,8 @@ class TextEmbedding:
 
     def __init__(self) -> None:
         self.device, self.threads = apply_placement(KNOBS, SERVICE_NAME)
-        # Refuses a missing variant or one below its quality floor (VariantNotEligibleError).
+        # Refuses a missing variant, one below its quality floor (VariantNotEligibleError) or one
+        # this worker's device cannot run (VariantDeviceError: int8 on a GPU, fp16/bf16 on a CPU).
         self.model_tag, self.model = load_minilm_variant(KNOBS.variant, KNOBS.model_tag, self.device)
         tune_gc()  # no 100-250 ms full GC pauses under load (services/gcpolicy.py)
 
@@ -73,6 +74,7 @@ class TextEmbedding:
             "model_tag": self.model_tag,
             "knobs": KNOBS.model_dump(),
             "device": self.device,
+            "dtype": model_dtype(self.model),
             "threads": self.threads,
             "worker_index": bentoml.server_context.worker_index,
             "max_seq_length": self.model.max_seq_length,

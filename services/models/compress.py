@@ -1,9 +1,11 @@
-"""Compression: int8 dynamic quantization of Linear layers and permanent magnitude pruning.
+"""Compression: int8 dynamic quantization of Linear layers, permanent magnitude pruning, and
+fp16 / bf16 casts (half precision, for GPUs).
 
 Eager-mode `torch.ao.quantization.quantize_dynamic` still works in torch 2.13 but warns that
 it is deprecated (torchao is its successor); the warnings are silenced here, in one place.
 A quantized model is never saved: its recipe (layer names, per-channel or not) is, and the
-model is re-quantized deterministically from the fp32 weights at load time.
+model is re-quantized deterministically from the fp32 weights at load time. A half-precision
+variant is a recipe too (the dtype), cast from the fp32 weights at load time.
 """
 
 from __future__ import annotations
@@ -102,3 +104,48 @@ def pruned_copy(model: M, sparsity: float, include_conv: bool = False) -> tuple[
     names = prune_linear(clone, sparsity, include_conv=include_conv)
     make_permanent(clone)
     return clone, names
+
+
+# The half-precision variants and their dtypes (the recipe stores the dtype's name).
+HALF_DTYPES: dict[str, torch.dtype] = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_DTYPE_NAMES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def cast_recipe(variant: str) -> dict[str, Any]:
+    """A JSON-serialisable fp16 / bf16 recipe: cast every floating tensor to the dtype."""
+    if variant not in HALF_DTYPES:
+        raise ValueError(f"variant: {variant!r} is not a half-precision variant ({sorted(HALF_DTYPES)})")
+    return {"method": "torch.nn.Module.to", "dtype": str(HALF_DTYPES[variant]).removeprefix("torch.")}
+
+
+def recipe_dtype(recipe: dict[str, Any]) -> torch.dtype:
+    """The dtype a cast recipe names, or ValueError naming the bad `dtype` field."""
+    name = recipe.get("dtype")
+    if not isinstance(name, str) or name not in _DTYPE_NAMES:
+        raise ValueError(f"recipe dtype: {name!r} is not one of {sorted(_DTYPE_NAMES)}")
+    return _DTYPE_NAMES[name]
+
+
+def apply_half(model: M, recipe: dict[str, Any], inplace: bool = False) -> M:
+    """The model with its floating weights cast to the recipe's dtype (a copy unless `inplace`)."""
+    target = model if inplace else copy.deepcopy(model)
+    return target.to(dtype=recipe_dtype(recipe))
+
+
+def fp16_rounded(model: M) -> M:
+    """A copy computing in fp32 from fp16-rounded weights (the weight rounding of fp16, without
+    torch's slow CPU fp16 kernels; activations are not rounded)."""
+    return copy.deepcopy(model).to(dtype=torch.float16).to(dtype=torch.float32)
+
+
+class CastIO(nn.Module):
+    """Runs `inner` in `dtype`: float inputs are cast to it, outputs come back as float32."""
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner = inner
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.inner(x.to(self.dtype))
+        return out.float()

@@ -1,4 +1,12 @@
-"""Build, measure and store the compressed variants of digits and MiniLM."""
+"""Build, measure and store the compressed variants of digits and MiniLM.
+
+fp16 and bf16 are built everywhere (their quality is measured on CPU) but served only on GPUs:
+their rows carry no CPU throughput. Quality on CPU: bf16 runs in bfloat16 (torch has fast CPU
+bf16 matmuls); digits also runs in float16; MiniLM fp16 computes in fp32 from fp16-rounded
+weights (the same weight rounding, activations not rounded), because torch 2.13's CPU fp16
+kernels are slow: MiniLM in real fp16 encoded ~4x slower than fp32 on the 2-core machine (its
+mean cosine to fp32 on 64 shipped sentences was 0.999999, so fp16 activations lose nothing).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +23,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from services.models.compress import (
+    HALF_DTYPES,
+    CastIO,
+    apply_half,
     apply_int8,
+    cast_recipe,
+    fp16_rounded,
     linear_layer_names,
     make_permanent,
     prune_linear,
@@ -25,6 +38,7 @@ from services.models.compress import (
 from services.models.quality import (
     DIGITS_MAX_ACCURACY_DROP,
     MINILM_MIN_COSINE,
+    Runner,
     digits_runner,
     embed,
     embedding_quality,
@@ -33,12 +47,13 @@ from services.models.quality import (
     rounded,
 )
 from services.models.store import DIGITS, MINILM, get_model, load_digits_net, model_name, save_digits
-from services.models.variants import RECIPE_FILE
+from services.models.variants import RECIPE_FILE, entry_device
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-BUILT_VARIANTS = ("int8", "pruned")
+BUILT_VARIANTS = ("int8", "pruned", "fp16", "bf16")
+RECIPE_VARIANTS = ("int8", "fp16", "bf16")  # stored as a recipe applied to the fp32 weights
 DIGITS_SPARSITY = 0.5
 MINILM_SPARSITY = 0.1
 COSINE_TARGET_MARGIN = 0.005
@@ -64,8 +79,30 @@ def _row(variant: str, metric: str, quality: float, floor: float, extra: dict[st
 def _attach_throughput(rows: dict[str, Row], figures: dict[str, dict[int, float]], threads: int) -> None:
     fp32 = rounded(figures["fp32"])
     for name, row in rows.items():
-        row.update(rounded(figures[name]), threads=threads)
-        row.update({f"fp32_{k}": v for k, v in fp32.items()})
+        if name in figures:
+            row.update(rounded(figures[name]), threads=threads)
+            row.update({f"fp32_{k}": v for k, v in fp32.items()})
+
+
+def _cpu_throughput(
+    rows: dict[str, Row],
+    runners: dict[str, Runner],
+    threads: int,
+    repeats: int,
+    progress: Progress,
+    base: str,
+) -> None:
+    """Interleaved CPU throughput of fp32 and the CPU variants, into the rows. fp16 / bf16 run on
+    GPUs only, so they are left out (and nothing is measured when fp32 would be alone)."""
+    cpu = {name: run for name, run in runners.items() if name not in HALF_DTYPES}
+    if len(cpu) < 2:
+        return
+    progress(f"{base}: measuring throughput (interleaved)")
+    _attach_throughput(rows, interleaved_throughput(cpu, repeats=repeats, threads=threads), threads)
+
+
+def _metadata(row: Row, source: bentoml.Model, **extra: Any) -> dict[str, Any]:
+    return {**row, "source_tag": str(source.tag), "device": entry_device(str(row["variant"])), **extra}
 
 
 # ---------------------------------------------------------------- digits
@@ -100,7 +137,8 @@ def build_digits(
     variants: Sequence[str] = BUILT_VARIANTS,
     progress: Progress = _noop,
 ) -> list[Row]:
-    """Build int8 and pruned digits from the latest fp32 entry, measure, store; rows (fp32 first)."""
+    """Build int8, pruned, fp16 and bf16 digits from the latest fp32 entry, measure, store; rows
+    (fp32 first). fp16 / bf16 accuracy is measured running in that dtype on CPU."""
     from services.models.data import load_splits
     from services.models.train import evaluate
 
@@ -113,11 +151,15 @@ def build_digits(
     floor = base.accuracy - DIGITS_MAX_ACCURACY_DROP
     nets: dict[str, nn.Module] = {"fp32": fp32}
     extra: dict[str, dict[str, Any]] = {"fp32": {}}
-    recipe: dict[str, Any] = {}
+    recipes: dict[str, dict[str, Any]] = {}
     if "int8" in variants:
-        recipe = quantize_recipe(linear_layer_names(fp32))
-        nets["int8"] = apply_int8(fp32, recipe)
-        extra["int8"] = {"quantized_layers": len(recipe["layers"])}
+        recipes["int8"] = quantize_recipe(linear_layer_names(fp32))
+        nets["int8"] = apply_int8(fp32, recipes["int8"])
+        extra["int8"] = {"quantized_layers": len(recipes["int8"]["layers"])}
+    for half in (v for v in variants if v in HALF_DTYPES):
+        recipes[half] = cast_recipe(half)
+        nets[half] = CastIO(apply_half(fp32, recipes[half]), HALF_DTYPES[half])
+        extra[half] = {"quality_compute": f"{recipes[half]['dtype']} on CPU"}
     if "pruned" in variants:
         progress(f"digits: pruning {sparsity:.0%} and fine-tuning {finetune_epochs} epochs")
         pruned = copy.deepcopy(fp32)
@@ -138,15 +180,12 @@ def build_digits(
             **extra[name],
         }
         rows[name] = _row(name, "accuracy", report.accuracy, floor if name != "fp32" else 0.0, figures)
-    progress("digits: measuring throughput (interleaved)")
-    figures = interleaved_throughput(
-        {n: digits_runner(net, data.x_test) for n, net in nets.items()}, repeats=repeats, threads=threads
-    )
-    _attach_throughput(rows, figures, threads)
+    runners = {n: digits_runner(net, data.x_test) for n, net in nets.items()}
+    _cpu_throughput(rows, runners, threads, repeats, progress, DIGITS)
     for name in variants:
-        meta = {**rows[name], "source_tag": str(source.tag), "max_accuracy_drop": DIGITS_MAX_ACCURACY_DROP}
-        if name == "int8":
-            rows[name]["tag"] = _save_recipe_entry(DIGITS, "int8", recipe, meta)
+        meta = _metadata(rows[name], source, max_accuracy_drop=DIGITS_MAX_ACCURACY_DROP)
+        if name in RECIPE_VARIANTS:
+            rows[name]["tag"] = _save_recipe_entry(DIGITS, name, recipes[name], meta)
         else:
             arch = json.loads(Path(source.path_of("arch.json")).read_text())
             rows[name]["tag"] = save_digits(nets[name], arch, meta, variant=name)
@@ -239,7 +278,7 @@ def build_minilm(
     pairs: Sequence[tuple[str, str]] | None = None,
     cosine_target: float = MINILM_MIN_COSINE + COSINE_TARGET_MARGIN,
 ) -> list[Row]:
-    """Build int8 (sensitivity-selected layers) and pruned MiniLM, measure, store; rows."""
+    """Build int8 (sensitivity-selected layers), pruned, fp16 and bf16 MiniLM, measure, store; rows."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -270,12 +309,12 @@ def _build_minilm(
     fp32 = load_sentence_model(source.path, "cpu").eval()
     models: dict[str, SentenceTransformer] = {"fp32": fp32}
     extra: dict[str, dict[str, Any]] = {"fp32": {}}
-    recipe: dict[str, Any] = {}
+    recipes: dict[str, dict[str, Any]] = {}
     if "int8" in variants:
         calibration = sentences[::calibration_every]
         layers, calib_cos, damage = select_int8_layers(fp32, calibration, cosine_target, progress)
-        recipe = quantize_recipe(layers)
-        models["int8"] = apply_int8(fp32, recipe)
+        recipes["int8"] = quantize_recipe(layers)
+        models["int8"] = apply_int8(fp32, recipes["int8"])
         all_layers = linear_layer_names(fp32)
         extra["int8"] = {
             "quantized_layers": len(layers),
@@ -290,22 +329,27 @@ def _build_minilm(
         make_permanent(pruned)
         models["pruned"] = pruned
         extra["pruned"] = {"sparsity": round(sparsity_of(pruned, names), 4)}
+    if "bf16" in variants:
+        recipes["bf16"] = cast_recipe("bf16")
+        models["bf16"] = apply_half(fp32, recipes["bf16"])
+        extra["bf16"] = {"quality_compute": "bfloat16 on CPU"}
+    if "fp16" in variants:
+        recipes["fp16"] = cast_recipe("fp16")
+        models["fp16"] = fp16_rounded(fp32)
+        extra["fp16"] = {"quality_compute": "float32 from float16-rounded weights on CPU"}
     rows: dict[str, Row] = {}
     for name, model in models.items():
         progress(f"minilm: quality of {name} on {len(sentences)} sentences, {len(pairs)} pairs")
         q = embedding_quality(fp32, model, sentences, pairs)
         floor = MINILM_MIN_COSINE if name != "fp32" else 0.0
         rows[name] = _row(name, "mean_cosine", q.mean_cosine, floor, {**q.as_metadata(), **extra[name]})
-    progress("minilm: measuring throughput (interleaved)")
     bench = sentences[:128]
-    figures = interleaved_throughput(
-        {n: embedding_runner(m, bench) for n, m in models.items()}, repeats=repeats, threads=threads
-    )
-    _attach_throughput(rows, figures, threads)
+    runners = {n: embedding_runner(m, bench) for n, m in models.items()}
+    _cpu_throughput(rows, runners, threads, repeats, progress, MINILM)
     for name in variants:
-        meta = {**rows[name], "source_tag": str(source.tag), "min_cosine_floor": MINILM_MIN_COSINE}
-        if name == "int8":
-            rows[name]["tag"] = _save_recipe_entry(MINILM, "int8", recipe, meta)
+        meta = _metadata(rows[name], source, min_cosine_floor=MINILM_MIN_COSINE)
+        if name in RECIPE_VARIANTS:
+            rows[name]["tag"] = _save_recipe_entry(MINILM, name, recipes[name], meta)
         else:
             rows[name]["tag"] = _save_pruned_minilm(source, models[name], meta)
     rows["fp32"]["tag"] = str(source.tag)

@@ -46,7 +46,7 @@ def test_retrieval_and_cosine() -> None:
 def test_digits_variants_build_measure_and_guard(digits_tag: str) -> None:
     from services.models.variantbuild import build_digits
 
-    rows = build_digits(threads=1, finetune_epochs=2, repeats=1)
+    rows = build_digits(threads=1, finetune_epochs=2, repeats=1, variants=("int8", "pruned"))
     assert [r["variant"] for r in rows] == ["fp32", "int8", "pruned"]
     fp32, int8, pruned = rows
     for row in (int8, pruned):
