@@ -346,6 +346,16 @@ def worker_gpu_memory(
     return peak + context
 
 
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (False when torch or CUDA is broken)."""
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
 def profile_service(
     service: str,
     variants: Sequence[str] = ("fp32",),
@@ -356,10 +366,13 @@ def profile_service(
     cores: int | None = None,
     gpu_batch: int | None = None,
     gpu_memory: GpuMemoryProbe = worker_gpu_memory,
+    on_gpu: bool | None = None,
 ) -> Profile:
     """Measure batch latency per batch size x threads for each variant, in this process (CPU),
     and, once, one worker's GPU memory running a batch of `gpu_batch` items (default the largest
-    of `batch_sizes`; pass the space's largest max_batch_size) with `gpu_memory`."""
+    of `batch_sizes`; pass the space's largest max_batch_size) with `gpu_memory`. With CUDA
+    (`on_gpu`, default: torch sees a GPU) the variants that run on GPUs are timed on cuda:0 too
+    (one thread), so the guided search predicts GPU configs from measurements, not priors."""
     import os
 
     spec = service_spec(service)
@@ -368,13 +381,20 @@ def profile_service(
     make_runner = resolve(spec.batch_runner)
     cores = cores or os.cpu_count() or 1
     thread_list = list(threads) if threads else sorted({1, cores})
-    per_variant = budget_s / max(1, len(variants))
+    on_cpu = [v for v in variants if variant_runs_on(v, "cpu")]  # fp16/bf16 are served on GPUs only
+    per_variant = budget_s / max(1, len(on_cpu))
     points = {
         profile_key(variant, "cpu"): time_batches(
             make_runner(variant, 0), batch_sizes, thread_list, repeats, per_variant
         )
-        for variant in variants
+        for variant in on_cpu
     }
+    if on_gpu is None:
+        on_gpu = cuda_available()
+    if on_gpu:
+        for variant in (v for v in variants if variant_runs_on(v, "cuda")):
+            run = make_runner(variant, 0, device="cuda:0")
+            points[profile_key(variant, "gpu")] = time_batches(run, batch_sizes, [1], repeats, per_variant)
     note = f"in-process, best of {repeats}, threads {thread_list}, batch sizes {list(batch_sizes)}"
     measured = gpu_variant(variants)
     memory = None

@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.deployer import Deployer
 from core.measurement import LoadRunner
 from core.metrics import ReaderFactory
-from core.registry import service_spec
+from core.registry import resolve, service_spec
 from tuner.capacity import CapacityRules, LoadMode
 from tuner.objective import SLO, Objective, ObjectiveKind, Prices, Quantile
 from tuner.space import Config, SearchSpace
@@ -25,6 +25,9 @@ from tuner.strategies import DEFAULT_STRATEGY
 from tuner.strategies.base import SearchStrategy
 from tuner.study import Study, StudyEvents, StudyResult
 from tuner.trial import CapacityPlan, LoadPlan, Plan
+
+if TYPE_CHECKING:
+    from tuner.profile import Profile
 
 NAIVE_LABEL = "naive"
 DEFAULT_LABEL = "bentoml-default"
@@ -227,7 +230,9 @@ def run_tune(
     store = StudyStore(options.out)
     records = store.open(settings, options.resume)
     stop_leftovers(options.out / RUNNING_FILE, say)  # what a killed run of this study left running
-    strategy = build_strategy(options, space, say)
+    profile = study_profile(options, space, say)
+    space = gpu_fitted(options, space, profile, say)
+    strategy = build_strategy(options, space, say, profile)
     plan = options.plan()
     if deployer is None:
         deployer = LocalBentoDeployer(options.service, options.out / "logs", options.ready_timeout_s)
@@ -267,9 +272,58 @@ def run_tune(
 PROFILE_FILE = "profile.json"
 
 
-def build_strategy(options: TuneOptions, space: SearchSpace, say: Say = _quiet) -> SearchStrategy:
-    """The named strategy; `guided` gets an in-process profile of the model (seconds; saved in
-    the study folder so a resumed study predicts exactly as before)."""
+def study_profile(options: TuneOptions, space: SearchSpace, say: Say = _quiet) -> Profile | None:
+    """The guided search's in-process profile of the model (seconds; saved in the study folder so
+    a resumed study predicts exactly as before; on a machine with GPUs it also holds one worker's
+    GPU memory); None for other strategies or a service without an in-process runner."""
+    from tuner.profile import Profile, profile_service
+
+    if options.strategy != "guided" or service_spec(options.service).batch_runner is None:
+        return None
+    path = options.out / PROFILE_FILE
+    if options.resume and path.exists():
+        return Profile.load(path)
+    gpu_note = " (and one worker's GPU memory)" if space.machine.gpus else ""
+    say(f"profiling {options.service} in-process for the guided search{gpu_note} ...")
+    profile = profile_service(
+        options.service,
+        variants=space.dim("variant").values,
+        budget_s=15.0,
+        gpu_batch=max(space.dim("max_batch_size").values),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile.save(path)
+    return profile
+
+
+def gpu_fitted(
+    options: TuneOptions, space: SearchSpace, profile: Profile | None, say: Say = _quiet
+) -> SearchSpace:
+    """On a machine with GPUs, the space with one worker's GPU memory (the profile's, else
+    measured once in-process), so its memory rule drops configs that would not fit; the space
+    as it is without GPUs, or when the memory cannot be measured (said)."""
+    if not space.machine.gpus:
+        return space
+    from tuner.profile import gpu_variant, worker_gpu_memory
+
+    memory = profile.gpu_memory_per_worker_bytes if profile is not None else None
+    spec = service_spec(options.service)
+    variant = gpu_variant(space.dim("variant").values)
+    if memory is None and spec.batch_runner is not None and variant is not None:
+        memory = worker_gpu_memory(
+            resolve(spec.batch_runner), variant, max(space.dim("max_batch_size").values)
+        )
+    if memory is None:
+        say("one worker's GPU memory is unknown: configs are not filtered by GPU memory")
+        return space
+    say(f"one worker takes {memory / 2**30:.2f} GiB of GPU memory (model, largest batch, CUDA context)")
+    return space.with_gpu_memory_per_worker(memory)
+
+
+def build_strategy(
+    options: TuneOptions, space: SearchSpace, say: Say = _quiet, profile: Profile | None = None
+) -> SearchStrategy:
+    """The named strategy; `guided` gets the in-process profile (`study_profile` when not given)."""
     from tuner.strategies import make_strategy
 
     if options.strategy == "guided" and service_spec(options.service).batch_runner is None:
@@ -277,16 +331,8 @@ def build_strategy(options: TuneOptions, space: SearchSpace, say: Say = _quiet) 
         return make_strategy("quick", space, options.seed)
     if options.strategy != "guided":
         return make_strategy(options.strategy, space, options.seed)
-    from tuner.profile import Profile, profile_service
     from tuner.strategies.guided import GuidedSearch
 
-    path = options.out / PROFILE_FILE
-    if options.resume and path.exists():
-        profile = Profile.load(path)
-    else:
-        gpu_note = " (CPU only: GPU batch times come from priors)" if space.machine.gpus else ""
-        say(f"profiling {options.service} in-process for the guided search{gpu_note} ...")
-        profile = profile_service(options.service, variants=space.dim("variant").values, budget_s=15.0)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        profile.save(path)
+    profile = profile or study_profile(options, space, say)
+    assert profile is not None
     return GuidedSearch(space, options.seed, profile, options.slo_ms, options.max_failure_ratio)

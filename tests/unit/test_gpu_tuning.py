@@ -1,0 +1,72 @@
+"""The tuner's GPU wiring without a GPU: the profile times GPU variants on cuda when told a GPU
+is there, and the study's space is fitted with one worker's GPU memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.devices import GpuDevice
+from tuner.profile import Profile, profile_key, profile_service
+from tuner.space import Machine, SearchSpace, SpaceFile
+from tuner.tuning import TuneOptions, gpu_fitted
+
+GIB = 1 << 30
+
+
+def test_gpu_variants_are_timed_on_cuda_and_cpu_ones_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[tuple[str, str]] = []
+
+    def make_runner(variant: str, seed: int = 0, device: str = "cpu") -> Callable[[int, int], None]:
+        made.append((variant, device))
+        return lambda n, repeat: None
+
+    monkeypatch.setattr("tuner.profile.resolve", lambda reference: make_runner)
+    variants = ("fp32", "int8", "fp16")
+    profile = profile_service(
+        "digits",
+        variants,
+        threads=(1,),
+        batch_sizes=(1, 4),
+        repeats=1,
+        gpu_memory=lambda *a: GIB,
+        on_gpu=True,
+    )
+    expected = [("fp32", "cpu"), ("int8", "cpu"), ("fp32", "gpu"), ("fp16", "gpu")]
+    assert set(profile.points) == {profile_key(variant, device) for variant, device in expected}
+    assert ("fp16", "cpu") not in made and ("int8", "cuda:0") not in made
+    cpu = profile_service("digits", variants, (1,), (1, 4), 1, gpu_memory=lambda *a: None, on_gpu=False)
+    assert all(key.endswith("@cpu") for key in cpu.points)
+
+
+def gpu_space(memory: tuple[int, ...]) -> SearchSpace:
+    document: dict[str, Any] = {
+        "service": "digits", "max_batch_size": [8], "max_latency_ms": [100], "workers": [1, 2, 4],
+        "threads": [1], "gpus": [1], "variant": ["fp32"],
+    }  # fmt: skip
+    devices = [GpuDevice(i, "fake", total) for i, total in enumerate(memory)]
+    return SearchSpace.from_file_model(SpaceFile.model_validate(document), Machine.with_devices(8, devices))
+
+
+def test_the_study_space_drops_configs_whose_workers_do_not_fit_the_gpu(tmp_path: Path) -> None:
+    said: list[str] = []
+    options = TuneOptions(service="digits", out=tmp_path)
+    space = gpu_space((10 * GIB,))
+    assert [c.workers for c in space.configs] == [1, 2, 4]
+    profile = Profile("digits", 8, {}, gpu_memory_per_worker_bytes=3 * GIB)
+    fitted = gpu_fitted(options, space, profile, said.append)
+    assert [c.workers for c in fitted.configs] == [1, 2], "3 workers x 3 GiB > 90% of 10 GiB"
+    assert any("3.00 GiB" in line for line in said)
+
+
+def test_without_a_measured_figure_the_space_is_kept_and_the_user_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    said: list[str] = []
+    monkeypatch.setattr("tuner.profile.worker_gpu_memory", lambda *a, **k: None)
+    space = gpu_space((10 * GIB,))
+    kept = gpu_fitted(TuneOptions(service="digits", out=tmp_path), space, None, said.append)
+    assert kept is space and any("unknown" in line for line in said)
