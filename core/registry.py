@@ -15,7 +15,7 @@ from typing import Any
 
 # Packages every model service needs in a Bento (pinned to the installed versions at build time).
 # The serving path every built-in service runs (services/responses.py, services/adapter.py).
-SERVING_PACKAGES = ("bentoml", "pydantic", "numpy", "orjson", "uvloop", "httptools")
+SERVING_PACKAGES = ("bentoml", "pydantic", "numpy", "orjson", "uvloop", "httptools", "nvidia-ml-py")
 COMMON_PACKAGES = (*SERVING_PACKAGES, "torch", "safetensors", "scikit-learn")
 Priors = Mapping[str, Mapping[str, float]]  # device ("cpu"/"gpu") -> BatchTime fields
 
