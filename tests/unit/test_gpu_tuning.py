@@ -70,3 +70,21 @@ def test_without_a_measured_figure_the_space_is_kept_and_the_user_told(
     space = gpu_space((10 * GIB,))
     kept = gpu_fitted(TuneOptions(service="digits", out=tmp_path), space, None, said.append)
     assert kept is space and any("unknown" in line for line in said)
+
+
+def test_the_variants_table_says_gpu_only_where_there_is_no_cpu_throughput() -> None:
+    from rich.console import Console
+
+    from tuner.commands.variants import variants_table
+
+    rows = [
+        {"variant": "fp32", "quality": 1.0, "floor": 0.98, "throughput_bs1": 60.0, "throughput_bs32": 250.0,
+         "eligible": True},
+        {"variant": "fp16", "quality": 0.9999, "floor": 0.98, "throughput_bs1": None, "throughput_bs32": None,
+         "eligible": True},
+    ]  # fmt: skip
+    console = Console(record=True, width=200)
+    console.print(variants_table("minilm", rows))
+    lines = console.export_text().splitlines()
+    assert any("fp32" in line and "250.0" in line for line in lines)
+    assert any("fp16" in line and line.count("GPU only") == 2 for line in lines)

@@ -26,7 +26,8 @@ def variants(
     repeats: Annotated[int, typer.Option(min=1, max=20, help="interleaved throughput repeats")] = 3,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the rows as a JSON list")] = None,
 ) -> None:
-    """Build int8 and pruned variants next to the fp32 model; print quality, throughput, eligibility."""
+    """Build int8, pruned, fp16 and bf16 variants next to the fp32 model; print quality, CPU
+    throughput (not for fp16/bf16: they are served on GPUs only) and eligibility."""
     from core.registry import by_model_base, resolve, service_keys, service_spec
 
     spec = by_model_base(model) if model not in service_keys() else service_spec(model)
@@ -48,7 +49,7 @@ def variants(
 
             build = resolve(spec.variant_builder)
             options = {"sparsity": sparsity} if sparsity is not None else {}
-            with console.status(f"building {model} variants (int8, pruned)"):
+            with console.status(f"building {model} variants (int8, pruned, fp16, bf16)"):
                 rows = build(threads, repeats=repeats, progress=say, **options)
     except ModelNotFound as exc:
         fail(str(exc))
@@ -89,10 +90,16 @@ def variants_table(model: str, rows: list[dict[str, Any]]) -> Table:
             f"{row['quality']:.4f}",
             f"{row['floor']:.4f}" if row["variant"] != "fp32" else "-",
             detail.strip(", "),
-            f"{row.get('throughput_bs1') or 0:.1f}",
-            f"{row.get('throughput_bs32') or 0:.1f}",
+            _throughput(row, "throughput_bs1"),
+            _throughput(row, "throughput_bs32"),
             _ratio(row, "throughput_bs1"),
             _ratio(row, "throughput_bs32"),
             "[green]yes[/]" if row.get("eligible") else "[red]no[/]",
         )
     return table
+
+
+def _throughput(row: dict[str, Any], key: str) -> str:
+    """Items/s, or "GPU only" for a variant with no CPU throughput (fp16, bf16)."""
+    value = row.get(key)
+    return "GPU only" if not value else f"{value:.1f}"
