@@ -127,16 +127,21 @@ class TuneOutcome:
     baselines: list[TrialRecord] = field(default_factory=list)
 
 
-def naive_config(cores: int | None = None) -> Config:
-    """What a user writes without tuning: 1 worker, torch threads = all cores, no batching."""
-    return Config(max_batch_size=2, max_latency_ms=1000, workers=1, threads=cores or os.cpu_count() or 1)
+def naive_config(cores: int | None = None, gpus: int = 0) -> Config:
+    """What a user writes without tuning: 1 worker, torch threads = all cores, no batching; on a
+    machine with GPUs, that worker on one GPU (`gpus`: the machine's count)."""
+    return Config(
+        max_batch_size=2, max_latency_ms=1000, workers=1, threads=cores or os.cpu_count() or 1,
+        gpus=min(1, gpus),
+    )  # fmt: skip
 
 
-def bentoml_default_config(cores: int | None = None, variant: str = "fp32") -> Config:
-    """The batchable endpoint as BentoML's defaults leave it: 1 worker, all cores, batch 100, 60 s."""
+def bentoml_default_config(cores: int | None = None, variant: str = "fp32", gpus: int = 0) -> Config:
+    """The batchable endpoint as BentoML's defaults leave it: 1 worker, all cores, batch 100, 60 s
+    (on one GPU where the machine has any)."""
     return Config(
         max_batch_size=BENTOML_DEFAULT_BATCH, max_latency_ms=BENTOML_DEFAULT_LATENCY_MS, workers=1,
-        threads=cores or os.cpu_count() or 1, variant=variant,
+        threads=cores or os.cpu_count() or 1, gpus=min(1, gpus), variant=variant,
     )  # fmt: skip
 
 
@@ -252,13 +257,13 @@ def run_tune(
             if naive_endpoint is None:
                 raise ValueError(f"no naive baseline endpoint for service {options.service!r}")
             naive_plan = options.plan(options.naive_users or None)
-            naive = naive_config(space.machine.cores)
+            naive = naive_config(space.machine.cores, space.machine.gpus)
             baselines.append(study.baseline(naive, NAIVE_LABEL, endpoint=naive_endpoint, plan=naive_plan))
         if options.written_baseline:
             written = written_config(options.service, space.machine.cores)
             baselines.append(study.baseline(written, WRITTEN_LABEL))
         if options.default_baseline:
-            default = bentoml_default_config(space.machine.cores)
+            default = bentoml_default_config(space.machine.cores, gpus=space.machine.gpus)
             baselines.append(study.baseline(default, DEFAULT_LABEL))
         result = study.run()
     baseline = next((b for b in baselines if b.label == NAIVE_LABEL), None)

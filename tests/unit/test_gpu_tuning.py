@@ -88,3 +88,11 @@ def test_the_variants_table_says_gpu_only_where_there_is_no_cpu_throughput() -> 
     lines = console.export_text().splitlines()
     assert any("fp32" in line and "250.0" in line for line in lines)
     assert any("fp16" in line and line.count("GPU only") == 2 for line in lines)
+
+
+def test_the_baselines_use_one_gpu_where_the_machine_has_any() -> None:
+    from tuner.tuning import bentoml_default_config, naive_config
+
+    assert naive_config(8).gpus == 0 and bentoml_default_config(8).gpus == 0
+    assert naive_config(8, gpus=4).gpus == 1 and naive_config(8, gpus=4).workers == 1
+    assert bentoml_default_config(8, gpus=2).gpus == 1
