@@ -19,6 +19,9 @@ SUMMARY_KEYS = (
     "tuned_over_naive_gpu", "winner_workers_per_gpu", "winner_variant", "winner_gpu_utilization",
     "winner_gpu_utilization_source",
 )  # fmt: skip
+# Beside them: how the tuned figures came about when the tune did not run as planned (None when it
+# did): a lowered ask (1 trial) and/or "partial: tune cut at N s, best of K trials measured".
+NOTE_KEYS = ("tuned_note",)
 MODEL_NOTE = (
     "randomly initialised MiniLM (all-MiniLM-L6-v2's architecture and tokenizer): its cost, not its "
     "quality; the quality guards run on CPU (`servetune variants embedding`)"
@@ -77,11 +80,12 @@ def summarize(
     rows: Sequence[dict[str, Any]],
     tune: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The README's figures (every SUMMARY_KEYS entry; None when its phase did not measure it).
+    """The README's figures (every SUMMARY_KEYS and NOTE_KEYS entry; None when its phase did not
+    measure it; a tune cut short gives the figures its trials.jsonl held, with `tuned_note`).
     Goodputs are requests/s of the same requests (rows_per_request sentences each); `naive` is the
     tuner's naive baseline (CPU: torch threads = all cores), `naive_gpu` the same unbatched
     endpoint on the GPU."""
-    summary: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS)
+    summary: dict[str, Any] = dict.fromkeys(SUMMARY_KEYS + NOTE_KEYS)
     summary.update(device=env.get("device"), gpu_name=env.get("gpu_name"))
     limits = (inprocess or {}).get("sentences_per_s", {})
     peaks = [v for per in limits.values() for v in per.values()]
@@ -94,6 +98,7 @@ def summarize(
             served_over_inprocess=best.get("served_over_inprocess"),
         )  # fmt: skip
     winner, naive = (tune or {}).get("winner"), (tune or {}).get("naive")
+    summary["tuned_note"] = (tune or {}).get("note")
     if naive:
         summary.update(naive_config=naive["config"], naive_goodput_rps=naive["goodput_rps"])
     if winner:

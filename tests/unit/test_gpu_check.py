@@ -14,24 +14,30 @@ from typing import Any
 import pytest
 
 from bench.gpu_check import (
+    TUNE_SETUP_S,
+    CheckPlan,
     CheckState,
     PhaseRecord,
     Seams,
     Terminated,
+    TuneAsk,
     check_plan,
     knee_index,
     run_phase,
     served_capacities,
     short_tune,
+    size_tune,
+    tune_phase,
     workers_per_gpu,
 )
 from bench.gpu_model import arch_source, build_random_minilm, sentences_per_s
 from bench.gpu_sampler import GpuSample, GpuSampler
-from bench.gpu_summary import SUMMARY_KEYS, summarize
+from bench.gpu_summary import NOTE_KEYS, SUMMARY_KEYS, summarize
 from bench.gpu_wheels import IMAGE_PACKAGES_FILE, NEVER, image_packages, needed_wheels, normalize
 from core.measurement import LoadStep
 from tests.fakes import FakeDeployer, FakeLoadRunner, make_step
 from tuner.space import Config, Machine, parse_space
+from tuner.store import StudyStore, TrialRecord
 
 REPO = Path(__file__).resolve().parents[2]
 OWN_PACKAGES = {"bench", "core", "services", "tuner", "loadtests", "deploy"}
@@ -329,6 +335,7 @@ def test_json_from_fake_phases_has_every_figure_the_readme_needs(tmp_path: Path)
     assert set(SUMMARY_KEYS) <= set(summary)
     missing = [key for key in SUMMARY_KEYS if summary[key] is None]
     assert not missing, f"no figure for {missing}"
+    assert summary["tuned_note"] is None and not state.tune["partial"]  # the tune ran as planned
     assert len(state.served) == len(plan.served) + 1 and all(r["ok"] for r in state.served)
     *batched, naive_gpu = state.served
     assert naive_gpu["endpoint"] == "encode_unbatched" and naive_gpu["gpus"] == 1
@@ -364,4 +371,124 @@ def test_summary_prefers_the_steps_own_gpu_figure_and_leaves_unmeasured_ones_emp
     assert (summary["winner_gpu_utilization"], summary["winner_gpu_utilization_source"]) == (0.8, "step")
     assert summary["served_config"] is None and summary["inprocess_peak_sentences_per_s"] is None
     empty = summarize({"device": "cpu"}, None, [{"config": "x", "ok": False}], None)
-    assert set(empty) == set(SUMMARY_KEYS) and empty["tuned_over_naive"] is None
+    assert set(empty) == set(SUMMARY_KEYS + NOTE_KEYS) and empty["tuned_over_naive"] is None
+    assert empty["tuned_note"] is None
+
+
+# ---- a tune cut short, and its ask sized to the time left ---------------------------------------
+
+
+def stored_record(
+    number: int, config: Config, goodput: float, status: str = "ok", **extra: Any
+) -> TrialRecord:
+    """A record as the study writes it (the shape of a real trials.jsonl line): one scored step."""
+    step = make_step(LoadStep(4, 8.0, goodput), goodput, 130.0, 0.0)
+    return TrialRecord(
+        number=number, key=config.key, config=config.to_dict(), status=status,
+        score=goodput if status == "ok" else None, goodput_rps=goodput, latency_ms=130.0, best_step=0,
+        reason=f"{goodput:.1f} good RPS", wall_s=120.0, steps=[step], **extra,
+    )  # fmt: skip
+
+
+def test_a_tune_that_raises_is_summarised_from_its_trials_file(tmp_path: Path) -> None:
+    plan = check_plan("cpu", quick=True)
+    folder = tmp_path / "tune-quick"
+    folder.mkdir()
+    store = StudyStore(folder)  # the study's own writer, as run_tune leaves it when cut
+    store.append(stored_record(0, Config(2, 1000, 1, 2, 0), 24.26, kind="baseline", label="naive"))
+    store.append(stored_record(1, Config(16, 200, 1, 1, 0), 16.77))
+    store.append(stored_record(2, Config(8, 200, 1, 1, 0), 30.0, status="infeasible"))  # missed the SLO
+    store.append(stored_record(3, Config(8, 200, 1, 2, 0), 18.5))
+    state = CheckState({"device": "cpu"})
+    ask = TuneAsk(1, note="lowered: 1 trial")
+    seams = fake_seams(Machine(cores=2, gpus=0))
+    # the folder is not run_tune's to open again: it raises, as a tune that fails midway does
+    tune_phase(state, plan, tmp_path, 200.0, "quick", 600.0, ask, None, seams)
+    assert not state.phases["tune"].ok and "StoreError" in (state.phases["tune"].error or "")
+    assert state.tune is not None and state.tune["partial"]
+    summary = state.document()["summary"]
+    assert summary["tuned_config"] == Config(8, 200, 1, 2, 0).key  # the best that met the SLO
+    assert summary["tuned_goodput_rps"] == 18.5
+    assert (summary["naive_config"], summary["naive_goodput_rps"]) == (Config(2, 1000, 1, 2, 0).key, 24.26)
+    assert summary["tuned_over_naive"] == pytest.approx(18.5 / 24.26, abs=1e-3)
+    assert summary["winner_variant"] == "fp32" and summary["winner_workers_per_gpu"] is None
+    note = summary["tuned_note"]
+    assert note.startswith("partial: tune cut at ") and "best of 3 trials measured" in note
+    assert note.endswith("; lowered: 1 trial")
+    assert [t["number"] for t in state.tune["trials"]] == [0, 1, 2, 3]
+
+
+def test_a_tune_stopped_by_the_time_limit_keeps_the_naive_baseline_and_trials_measured(
+    tmp_path: Path,
+) -> None:
+    plan = check_plan("cuda")
+    seams, sampler = fake_seams(Machine(cores=16, gpus=1)), FixedSampler()
+    deployer = seams.deployer(tmp_path, None)
+    assert isinstance(deployer, FakeDeployer)
+
+    def stop_at_the_fourth_start(config: Config) -> None:  # naive + 2 trials done, the 3rd in flight
+        if len(deployer.deployed) == 4:
+            raise Terminated()
+
+    deployer.on_deploy = stop_at_the_fourth_start
+    state = CheckState({"device": "cuda"})
+    with pytest.raises(Terminated):
+        tune_phase(state, plan, tmp_path, 200.0, "quick", 600.0, TuneAsk(plan.trials), sampler, seams)
+    assert "time limit" in (state.phases["tune"].error or "")
+    records = StudyStore(tmp_path / "tune-quick").records()
+    assert [r.kind for r in records] == ["baseline", "trial", "trial"]
+    best = max(records[1:], key=lambda r: r.goodput_rps)
+    summary = state.document()["summary"]
+    assert summary["tuned_config"] == best.key and summary["tuned_goodput_rps"] == round(best.goodput_rps, 2)
+    assert summary["naive_goodput_rps"] == round(records[0].goodput_rps, 2)
+    assert summary["tuned_over_naive"] == pytest.approx(best.goodput_rps / records[0].goodput_rps, abs=1e-3)
+    assert summary["winner_workers_per_gpu"] == workers_per_gpu(best.cfg)
+    assert summary["winner_variant"] == best.cfg.variant
+    assert (summary["winner_gpu_utilization"], summary["winner_gpu_utilization_source"]) == (0.55, "nvml")
+    assert "best of 2 trials measured" in summary["tuned_note"]
+
+
+def test_a_lowered_ask_measures_the_naive_baseline_and_one_trial(tmp_path: Path) -> None:
+    plan = check_plan("cuda")
+    ask = TuneAsk(1, note="lowered: 1 trial")
+    tune = short_tune(plan, tmp_path, 200.0, "quick", 600.0, None, fake_seams(Machine(16, 1)), ask=ask)
+    assert [t["kind"] for t in tune["trials"]] == ["baseline", "trial"]
+    assert tune["ask"]["trials"] == 1 and tune["ask"]["repeats"] == 0
+    summary = summarize({"device": "cuda"}, None, [], tune)
+    assert summary["tuned_config"] == tune["trials"][1]["config"] and summary["tuned_note"] == ask.note
+
+
+def served_rows(*walls: float, naive: float | None = None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [{"config": f"c{i}", "ok": True, "wall_s": w} for i, w in enumerate(walls)]
+    rows.append({"config": "skipped", "ok": False, "reason": "skipped: 10 s left"})
+    if naive is not None:
+        rows.append({"config": "naive", "ok": True, "wall_s": naive, "endpoint": "encode_unbatched"})
+    return rows
+
+
+def test_the_tune_ask_fits_the_time_left_as_the_served_searches_took() -> None:
+    plan = check_plan("cuda")
+    rows = served_rows(40.0, 50.0, 60.0, naive=30.0)  # a trial ~50 s (median), the naive one 30 s
+    needed = TUNE_SETUP_S + 30.0 + 2 * 50.0
+    full = size_tune(plan, rows, needed + 1)
+    assert (full.trials, full.repeats, full.note) == (plan.trials, 0, None)
+    assert full.estimate["needed_s"] == round(needed)
+    lowered = size_tune(plan, rows, needed - 1)
+    assert (lowered.trials, lowered.repeats) == (1, 0)
+    assert (
+        lowered.note is not None and lowered.note.startswith("lowered:") and "even that" not in lowered.note
+    )
+    assert lowered.to_dict()["note"] == lowered.note and lowered.estimate["needed_s"] == round(needed - 50)
+    tight = size_tune(plan, rows, needed - 51)
+    assert tight.trials == 1 and "even that needs ~100 s" in (tight.note or "")
+    unknown = size_tune(plan, served_rows(), 10.0)  # nothing served: nothing to estimate from
+    assert (unknown.trials, unknown.note) == (plan.trials, None)
+
+
+def test_the_cpu_dry_runs_timings_lower_the_ask() -> None:
+    """The dry run that was cut: one served search of 133.5 s, 277 s left for the tune (a naive
+    baseline of 56 s and trials of ~130 s then ran past it)."""
+    plan: CheckPlan = check_plan("cpu", quick=True)
+    ask = size_tune(plan, served_rows(133.5), 277.0)
+    assert ask.trials == 1 and ask.note is not None and "2 trials" in ask.note
+    assert ask.estimate["naive_s"] == 133.5  # no naive endpoint served on CPU: a trial's cost
