@@ -18,12 +18,9 @@ breach had converged the bracket, and one re-measurement climbed past it on sing
 verdict is its latest measurement: the knee is the highest level that stands met, the breach
 the lowest that stands breached, and the goodput is the best step that met the SLO at a level
 that still stands.
-Each step lasts long enough to hold the requests its quantile needs (`min_requests`), and once
-the knee is bracketed, also the requests the failure bound needs (`bracket_requests`: ~10
-failures at the bound, 1000 for 1%; near the knee BentoML sheds requests in bursts, and a
-verdict on 400 requests turned on 5-7 of them), within `[min_step_s, max_step_s]`. A level is
-judged after the server has adapted to it: when the load rises, or after a step that shed
-requests, it first runs unscored for `adapt_s` (BentoML's
+Each step lasts long enough to hold the requests its quantile needs (`min_requests`), within
+`[min_step_s, max_step_s]`. A level is judged after the server has adapted to it: when the
+load rises, or after a step that shed requests, it first runs unscored for `adapt_s` (BentoML's
 dispatcher sheds for seconds after a rise, until it refits its latency model, at loads it then
 holds; judged in that transient, a short step's verdict depended on where the refit fell).
 
@@ -88,14 +85,6 @@ class CapacityRules:
     def min_requests(self, quantile: str) -> int:
         """Requests one step needs so that ~10 of them lie above the quantile (p95: 200, p99: 1000)."""
         return math.ceil(TAIL_SAMPLES / (1.0 - QUANTILE_OF.get(quantile, 0.95)) - 1e-9)
-
-    def bracket_requests(self, quantile: str, max_failure_ratio: float) -> int:
-        """Requests a step inside the bracket needs: also ~10 failures at the failure bound (1%:
-        1000), since near the knee the verdict often turns on a few shed requests."""
-        quantile_needs = self.min_requests(quantile)
-        if max_failure_ratio <= 0:
-            return quantile_needs
-        return max(quantile_needs, math.ceil(TAIL_SAMPLES / max_failure_ratio - 1e-9))
 
 
 class CapacityFinding(BaseModel):
@@ -236,8 +225,6 @@ class CapacitySearch:
 
     def step_for(self, level: float) -> LoadStep:
         quantile_requests = self.rules.min_requests(self.slo.quantile)
-        if self.lo is not None and self.hi is not None:  # inside the bracket: near the knee
-            quantile_requests = self.rules.bracket_requests(self.slo.quantile, self.slo.max_failure_ratio)
         abort = self.rules.abort_factor * self.slo.latency_ms
         if self.rules.mode == "users":
             expected = level * (self.per_user_rps or 1.0)
