@@ -78,7 +78,9 @@ def test_bento_carries_the_adapter_and_the_winners_knobs(built: tuple[Path, str]
     stored = bentoml.bentos.get(tag)
     assert stored.info.service == "servetune_adapter:service"
     src = Path(stored.path) / "src"
-    assert sorted(p.name for p in src.glob("*.py")) == sorted(["service.py", "servetune_adapter.py"])
+    assert sorted(p.name for p in src.glob("*.py")) == sorted(
+        ["service.py", "servetune_adapter.py", "servetune_gpumetrics.py"]
+    )  # the adapter starts the GPU metrics sampler from the Bento's copy
     envs = {e.name: e.value for e in stored.info.envs}
     assert envs[adapter.ENV_TARGET] == "service.py:SentenceEmbedding"
     batching = {"encode": {"max_batch_size": MAX_BATCH_SIZE, "max_latency_ms": MAX_LATENCY_MS}}
