@@ -139,22 +139,22 @@ class SpaceFile(BaseModel):
     @field_validator("workers_per_gpu")
     @classmethod
     def _positive(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("give at least one value or 'auto'")
-            if any(v < 1 for v in value):
-                raise ValueError("values must be >= 1 (workers sharing one GPU)")
-        return value
+        return _values_at_least(value, 1, " (workers sharing one GPU)")
 
     @field_validator("threads", "gpus")
     @classmethod
     def _non_negative(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("give at least one value or 'auto'")
-            if any(v < 0 for v in value):
-                raise ValueError("values must be >= 0")
-        return value
+        return _values_at_least(value, 0)
+
+
+def _values_at_least(value: Any, minimum: int, why: str = "") -> Any:
+    """A list field's values: at least one, each >= `minimum` ('auto' passes through)."""
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("give at least one value or 'auto'")
+        if any(v < minimum for v in value):
+            raise ValueError(f"values must be >= {minimum}{why}")
+    return value
 
 
 def detected_gpus() -> int:
