@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.deployer import DeployError
 from core.measurement import LoadStep, StepMeasurement, StopRule
@@ -109,3 +110,18 @@ class FakeLoadRunner:
                 break
         self.calls.append((url, service, len(measured)))
         return measured
+
+
+def fake_model_store(monkeypatch: Any, stored: dict[str, dict[str, Any]]) -> None:
+    """`services.models.store.get_model` answers from `stored` (store name -> entry metadata)."""
+    from types import SimpleNamespace
+
+    from services.models import store
+
+    def fake_get_model(base: str, variant: str = "fp32", tag: str | None = None) -> object:
+        name = store.model_name(base, variant)
+        if name not in stored:
+            raise store.ModelNotFound(name)
+        return SimpleNamespace(info=SimpleNamespace(metadata=stored[name]))
+
+    monkeypatch.setattr(store, "get_model", fake_get_model)

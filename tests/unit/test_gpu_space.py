@@ -16,6 +16,7 @@ import pytest
 
 from services.devices import GpuDevice, gpu_devices, process_gpu_memory_bytes, visible_indices
 from services.knobs import worker_device
+from tests.fakes import fake_model_store
 from tuner.profile import (
     DEFAULT_CUDA_CONTEXT_BYTES,
     Profile,
@@ -261,7 +262,6 @@ def test_a_half_precision_space_on_a_cpu_has_no_legal_config() -> None:
 @pytest.fixture
 def gpu_variants_in_store(monkeypatch: pytest.MonkeyPatch) -> None:
     """A store with an eligible int8 (CPU), eligible fp16/bf16 (GPU) and an ineligible pruned entry."""
-    from services.models import store
 
     stored = {
         "minilm-int8": {"eligible": True},
@@ -270,13 +270,7 @@ def gpu_variants_in_store(monkeypatch: pytest.MonkeyPatch) -> None:
         "minilm-bf16": {"eligible": True, "device": "cuda"},
     }
 
-    def fake_get_model(base: str, variant: str = "fp32", tag: str | None = None) -> object:
-        name = store.model_name(base, variant)
-        if name not in stored:
-            raise store.ModelNotFound(name)
-        return SimpleNamespace(info=SimpleNamespace(metadata=stored[name]))
-
-    monkeypatch.setattr(store, "get_model", fake_get_model)
+    fake_model_store(monkeypatch, stored)
 
 
 @pytest.mark.usefixtures("gpu_variants_in_store", "no_cuda_visible_devices")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import fake_model_store
 from tuner.space import Config, Machine, SpaceError, default_space, load_space, parse_space, pow2
 
 TWO_CORES = Machine(cores=2, gpus=0)
@@ -102,18 +103,9 @@ def test_workers_and_threads_trade_places_in_one_move() -> None:
 
 
 def test_variant_auto_lists_only_eligible_variants_in_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    from types import SimpleNamespace
-
-    from services.models import store
 
     stored = {"minilm-int8": {"eligible": True}, "minilm-pruned": {"eligible": False}}
 
-    def fake_get_model(base: str, variant: str = "fp32", tag: str | None = None) -> object:
-        name = store.model_name(base, variant)
-        if name not in stored:
-            raise store.ModelNotFound(name)
-        return SimpleNamespace(info=SimpleNamespace(metadata=stored[name]))
-
-    monkeypatch.setattr(store, "get_model", fake_get_model)
+    fake_model_store(monkeypatch, stored)
     space = parse_space({"service": "embedding", "variant": "auto"}, machine=TWO_CORES)
     assert space.dim("variant").values == ("fp32", "int8")
