@@ -4,10 +4,11 @@ and Locust, `--repeats` times (each repeat a fresh server), plus in-process prof
     .venv/bin/python bench/record_surface.py [--space bench/surfaces/minilm-2core.space.yaml]
         [--repeats 2] [--out bench/surfaces/minilm-2core.json] [--work reports/surface]
 
-Each repeat is a `servetune tune --strategy grid` study over the whole space with the demo's load
-plan (closed-loop user steps, 3 s windows, p95 <= 200 ms, <= 1% failures); a config's goodput is
-its best step's successful RPS under the SLO, 0 when no step met it. Interrupted? Rerun: the
-studies resume. The result is what `bench.surface.RecordedSurface.load` reads.
+Each repeat is a `servetune tune --strategy grid` study over the whole space with the tuner's own
+load plan: a capacity search per config (paced arrival rates, p95 <= 200 ms, <= 1% failures, 5%
+resolution); a config's goodput is its search's finding (the best step's successful RPS at a
+level that stands met), 0 when no load met the SLO. Interrupted? Rerun: the studies resume (the
+work folder is per repeat). The result is what `bench.surface.RecordedSurface.load` reads.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from tuner.space import load_space
 from tuner.tuning import TuneOptions, run_tune
 
 HERE = Path(__file__).resolve().parent
-USERS = (8, 16, 28, 40)
-STEP_S = 3.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,12 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--space", type=Path, default=HERE / "surfaces" / "minilm-2core.space.yaml")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "surfaces" / "minilm-2core.json")
-    parser.add_argument("--work", type=Path, default=Path("reports/surface"))
+    parser.add_argument("--work", type=Path, default=Path("reports/surface-capacity"))
     args = parser.parse_args(argv)
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     space = load_space(args.space)
     ensure_models()
     t0, load_before = time.monotonic(), os.getloadavg()
+    plan = TuneOptions(service=space.service).plan().describe()
     profiles: list[Profile] = []
     goodput: dict[str, list[float]] = {c.key: [] for c in space.configs}
     for repeat in range(args.repeats):
@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         options = TuneOptions(
             service=space.service, space=args.space, strategy="grid", trials=len(space.configs),
             slo_ms=DEMO_SLO_MS, seed=repeat, out=args.work / f"repeat-{repeat}", resume=True,
-            finalists=0, repeats=0, users=USERS, step_s=STEP_S, warmup_s=0.0, max_extend=1.0,
-            settle_s=0.5,
+            finalists=0, repeats=0,
         )  # fmt: skip
         outcome = run_tune(options)
         for record in outcome.result.trials:
@@ -64,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         "command": "bench/record_surface.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "load": {
-            "users": list(USERS),
-            "step_s": STEP_S,
+            "plan": plan,
             "slo_p95_ms": DEMO_SLO_MS,
             "max_failure_ratio": 0.01,
         },
-        "goodput": "best step's successful RPS with p95 <= SLO and failures <= 1%; 0 if none",
+        "goodput": "the capacity search's finding: the best step's successful RPS with p95 <= SLO "
+        "and failures <= 1% at a level that stands met; 0 if none met it",
         "repeats": args.repeats,
         "profile": "in-process profiles taken before each repeat, their points pooled",
         "profile_batch16_seconds_per_repeat": [
