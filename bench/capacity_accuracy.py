@@ -3,13 +3,14 @@
     .venv/bin/python -m bench.capacity_accuracy [--json PATH] [--only embedding|noop]
         [--requests 400] [--passes 2] [--low 0.8] [--high 1.2] [--noop-slo-ms 15]
 
-Per config, in ONE server lifetime (`bentoml serve` started once; the capacity of one server
-drifts by 10-20% within minutes on these shared VMs, so the search runs `--searches` times (3)
-interleaved with the reference passes: search, pass 1, search, pass 2, search; the searched knee
-is the mean of the searches, what the tuner reports for a finalist (its trial's search and its
-re-measurements, which re-bracket around the first knee); each single search's error is kept too;
-a search after a pass starts after an unscored recovery step at half the lowest swept rate, as
-each pass does, since the tuner never searches right after an overload):
+Per config, the search runs `--searches` times (3) interleaved with the reference passes:
+search, pass 1, search, pass 2, search (the capacity measured on these shared VMs drifts by
+10-20% within minutes, and interleaving lays that drift on both sides). Each search and each pass
+runs on a fresh `bentoml serve`, as every search of the tuner does: one server's capacity depends
+on the load it had before (a one-worker config searched right after a pass that ended in an
+overload served up to twice what its first search found). The searched knee is the mean of the
+searches, what the tuner reports for a finalist (its trial's search and its re-measurements,
+which re-bracket around the first knee); each single search's error is kept too.
 1. the search, exactly as the tuner runs it: `TrialRunner.measure` with `TuneOptions.plan()` (a
    3 s closed-loop probe, then the capacity search over paced arrival rates, resolution 5%) and
    `real_load_runner` with the tuner's defaults; searched knee = `CapacityFinding.goodput_rps`
@@ -19,12 +20,19 @@ each pass does, since the tuner never searches right after an overload):
    fixed windows (no stretching, no abort) long enough for `--requests` requests, users = rate x
    2 x the SLO (as `LoadPlan.rates`), each step judged by `SLO` after `adapt_s` (5 s) at its
    rate (BentoML's dispatcher sheds for seconds after a rise, until it refits: `bench/transient.py`);
-   each pass starts with 5 s unscored at its lowest rate (recovery from the previous overload)
-   and stops at its first step that misses the SLO.
-   Reference knee: the highest swept rate at which every pass met the SLO and so did every lower
-   swept rate (one failing pass anywhere below ends it); its figure is the mean goodput of the
-   passes at that rate. When every rate passed, or the lowest failed, the sweep is widened by
+   each pass starts with 5 s unscored at its lowest rate (warm-up) and stops after two steps in
+   a row that miss the SLO.
+   Reference knee (`reference_knee`): per pass, the highest swept rate at which monotone fits
+   of that pass's windows (isotonic regression of the failure ratio and of the judged latency on
+   the rate, weighted by requests: `fitted_knee`) meet the SLO, with the mean goodput of its
+   windows; the reference is the mean over the passes, as the searched figure is over the
+   searches. When a pass's knee is the highest rate, or one has none, the sweep is widened by
    four more rates on that side (twice at most); a knee still at an edge is reported as such.
+   `pass_spread` and `search_spread` (max / min - 1 of the passes' and the searches' figures)
+   show how far two measurements of one config fall apart on this machine.
+   `strict_reference_rps` keeps the earlier rule as a diagnostic: the highest rate that every
+   pass met with every lower rate met too. Near a shedding knee one window in ~30 misses by a
+   few 503s at rates that the windows above it meet, and that rule stopped there (biased low).
 rel_error = searched / reference - 1 (signed); the summary takes medians/maxima of |rel_error|.
 
 SLOs: MiniLM ("embedding") p95 <= 200 ms and failures (503 included) <= 1%. No-op (b32-l100,
@@ -71,6 +79,7 @@ NOOP_SLO_MS = 25.0
 RATIO = 1.025  # neighbouring swept rates
 WIDEN_BY = 4  # rates added on a side when the knee is at that edge
 MAX_WIDEN = 2
+STOP_AFTER_MISSES = 2  # a sweep pass ends after this many windows in a row missed the SLO
 MIN_STEP_S = 2.0
 REQUEST_MARGIN = 1.1  # step length = margin x requests / rate, so a window holds the requests
 
@@ -183,7 +192,7 @@ class Knee:
     edge: Edge | None  # the knee is at this end of the swept rates (widen there)
 
 
-def reference_knee(points: Sequence[SweepPoint], passes: int | None = None, lenient: bool = False) -> Knee:
+def strict_knee(points: Sequence[SweepPoint], passes: int | None = None, lenient: bool = False) -> Knee:
     """Highest swept rate at which every pass met the SLO, and every pass of every lower rate
     did too; its goodput is the mean over its passes. A rate with fewer than `passes` points
     counts as failed. `edge`: "above" when every rate passed, "below" when the lowest failed.
@@ -209,11 +218,72 @@ def reference_knee(points: Sequence[SweepPoint], passes: int | None = None, leni
     return Knee(knee, goodput, "above" if knee == rates[-1] else None)
 
 
-def pass_knees(points: Sequence[SweepPoint]) -> list[float | None]:
-    """The reference knee rule applied to each pass alone (its goodput; None if none)."""
+def fitted_knee(points: Sequence[SweepPoint], slo: SLO) -> Knee:
+    """The reference knee: the highest swept rate at which monotone fits over every pass's points
+    meet the SLO. The failure ratio and the judged latency are each fitted non-decreasing in the
+    rate (isotonic regression, each point weighted by its requests), so one window's few shed
+    requests are weighed against its neighbours' instead of ending the sweep there (the strict
+    rule's first-miss stop is biased low: over ~30 windows near the knee, one stray miss is
+    likely). A generator-saturated window says nothing about the server: left out, and a rate
+    with no other window is no candidate. Its goodput is the mean over that rate's windows."""
+    from sklearn.isotonic import IsotonicRegression
+
+    valid = [p for p in points if not p.generator_peak]
+    if not valid:
+        return Knee(None, 0.0, "below")
+    rates = [p.rate for p in valid]
+    weights = [max(1, p.requests) for p in valid]
+    cap = 10.0 * slo.latency_ms  # a window with no success has no finite latency
+    latencies = [min(cap, p.latency_ms) if math.isfinite(p.latency_ms) else cap for p in valid]
+    failures = [p.failure_ratio for p in valid]
+    failure = IsotonicRegression(increasing=True).fit(rates, failures, sample_weight=weights)
+    latency = IsotonicRegression(increasing=True).fit(rates, latencies, sample_weight=weights)
+    swept = sorted(set(rates))
+    fitted_failure, fitted_latency = failure.predict(swept), latency.predict(swept)
+    knee: float | None = None
+    for rate, fail, late in zip(swept, fitted_failure, fitted_latency, strict=True):
+        if fail > slo.max_failure_ratio + 1e-12 or late > slo.latency_ms:
+            break
+        knee = rate
+    if knee is None:
+        return Knee(None, 0.0, "below")
+    goodput = statistics.fmean(p.goodput_rps for p in valid if p.rate == knee)
+    return Knee(knee, goodput, "above" if knee == swept[-1] else None)
+
+
+def reference_knee(points: Sequence[SweepPoint], slo: SLO) -> Knee:
+    """The reference: each pass's `fitted_knee`, averaged (rate and goodput), as the searched
+    figure averages the searches; each pass is one measurement of a capacity that drifts between
+    them, and pooling passes let a pass that stopped early leave only the other's windows above
+    it. `edge`: "below" when some pass has no knee, "above" when some pass's knee is the highest
+    swept rate."""
     indices = sorted({p.pass_index for p in points})
-    knees = [reference_knee([p for p in points if p.pass_index == i], passes=1) for i in indices]
+    knees = [fitted_knee([p for p in points if p.pass_index == i], slo) for i in indices]
+    if not knees or any(k.rate is None for k in knees):
+        return Knee(None, 0.0, "below")
+    top = max(p.rate for p in points)
+    edge: Edge | None = "above" if any(k.rate == top for k in knees) else None
+    rate = statistics.fmean(k.rate for k in knees if k.rate is not None)
+    return Knee(rate, statistics.fmean(k.goodput_rps for k in knees), edge)
+
+
+def pass_knees(points: Sequence[SweepPoint], slo: SLO | None = None) -> list[float | None]:
+    """Each pass's knee alone (its goodput; None if none): `fitted_knee` given an SLO, else the
+    strict rule."""
+    indices = sorted({p.pass_index for p in points})
+    passes = [[p for p in points if p.pass_index == i] for i in indices]
+    knees = [fitted_knee(ps, slo) if slo is not None else strict_knee(ps, passes=1) for ps in passes]
     return [k.goodput_rps if k.rate is not None else None for k in knees]
+
+
+def spread(values: Sequence[float | None]) -> float | None:
+    """max / min - 1 of measurements of one figure (None with fewer than two)."""
+    found = [v for v in values if v is not None and v > 0]
+    return max(found) / min(found) - 1.0 if len(found) >= 2 else None
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 4) if value is not None else None
 
 
 def rel_error(searched: float, reference: float) -> float | None:
@@ -222,12 +292,24 @@ def rel_error(searched: float, reference: float) -> float | None:
 
 
 def _single_search_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The same statistics over every single search (what one trial alone reports)."""
+    """The same statistics over every single search (what one trial alone reports), and against
+    the strict reference rule (a diagnostic), and how far repeated measurements of one config
+    fell apart (pass_spread: the reference passes' knees; search_spread: the searches'), the
+    noise any comparison of two measurements on this machine carries."""
     single = [abs(e) for r in rows for e in r.get("single_search_rel_errors", []) if e is not None]
+    strict = [abs(r["strict_rel_error"]) for r in rows if r.get("strict_rel_error") is not None]
     return {
         "single_search_median_rel_error": round(statistics.median(single), 4) if single else None,
         "single_search_max_rel_error": round(max(single), 4) if single else None,
+        "strict_median_rel_error": round(statistics.median(strict), 4) if strict else None,
+        "strict_max_rel_error": round(max(strict), 4) if strict else None,
+        **{f"median_{key}": _median_of(rows, key) for key in ("pass_spread", "search_spread")},
     }
+
+
+def _median_of(rows: Sequence[dict[str, Any]], key: str) -> float | None:
+    found = [r[key] for r in rows if r.get(key) is not None]
+    return round(statistics.median(found), 4) if found else None
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -269,7 +351,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 
 @dataclass
 class Running:
-    """A Deployer over a server that is already up: the search runs in the sweep's lifetime."""
+    """A Deployer over a server that is already up (`bench/transient.py` searches on its own server)."""
 
     deployment: Deployment
 
@@ -300,101 +382,115 @@ def search_steps(steps: Sequence[StepMeasurement], slo: SLO) -> list[dict[str, A
     ]
 
 
+class MissRun:
+    """A sweep pass's stop rule: True once `limit` scored windows in a row missed the SLO (the
+    pass's first step, its unscored warm-up, is never counted)."""
+
+    def __init__(self, slo: SLO, limit: int) -> None:
+        self.slo, self.limit, self.misses, self.seen = slo, limit, 0, 0
+
+    def __call__(self, measured: StepMeasurement) -> bool:
+        self.seen += 1
+        if self.seen == 1:
+            return False
+        self.misses = self.misses + 1 if self.slo.violations(measured) else 0
+        return self.misses >= self.limit
+
+
 def sweep(
-    url: str, case: Case, slo: SLO, rates: Sequence[float], passes: int, requests: int, first_pass: int = 0
-) -> list[SweepPoint]:
+    url: str, case: Case, slo: SLO, rates: Sequence[float], passes: int, requests: int, first_pass: int = 0,
+    stop_after_misses: int = STOP_AFTER_MISSES,
+) -> list[SweepPoint]:  # fmt: skip
     """`passes` ascending passes over `rates`, fixed windows, one Locust process each. A pass
-    starts with an unscored `adapt_s` step at its lowest rate (the previous pass ended in an
-    overload, and BentoML's dispatcher keeps shedding for a while after one), each rate runs
+    starts with an unscored `adapt_s` warm-up at its lowest rate (BentoML's dispatcher trains
+    its latency model on a fresh server's first requests, and sheds after an overload), each rate runs
     `adapt_s` before its window (the dispatcher sheds after a rise until it refits), and a pass
-    ends at its first step that misses the SLO (the reference rule needs nothing above it)."""
+    ends after `stop_after_misses` windows in a row missed the SLO (one stray miss does not end
+    it: the fitted reference weighs it against the windows above)."""
     from loadtests.runner import LocustRunner
 
     ordered = sorted(rates)
-    recovery = adapt = CapacityRules().adapt_s
+    warm_up = adapt = CapacityRules().adapt_s
     points: list[SweepPoint] = []
     for index in range(first_pass, first_pass + passes):
         warm = sweep_step(ordered[0], slo, requests)
-        steps = [LoadStep(users=warm.users, duration_s=recovery, rate=warm.rate)]
+        steps = [LoadStep(users=warm.users, duration_s=warm_up, rate=warm.rate)]
         steps += [sweep_step(rate, slo, requests) for rate in ordered]
         measured = LocustRunner(max_extend=1.0, settle_s=adapt).run_steps(
-            url, case.service, steps, stop_after=lambda m: m.step.duration_s != recovery
-            and bool(slo.violations(m)), expected_workers=case.config.workers,
+            url, case.service, steps, stop_after=MissRun(slo, stop_after_misses),
+            expected_workers=case.config.workers,
         )  # fmt: skip
         points += [sweep_point(rate, index, m, slo) for rate, m in zip(ordered, measured[1:], strict=False)]
     return points
 
 
-def recover(url: str, case: Case, slo: SLO, rate: float) -> None:
-    """An unscored `adapt_s` step at `rate`: a pass ends in an overload, and the tuner never
-    searches right after one (each of its searches starts on a fresh server)."""
-    from loadtests.runner import LocustRunner
-
-    step = sweep_step(rate, slo, 1)
-    LocustRunner(max_extend=1.0, settle_s=1.0).run_steps(
-        url,
-        case.service,
-        [LoadStep(users=step.users, duration_s=CapacityRules().adapt_s, rate=rate)],
-        expected_workers=case.config.workers,
-    )
-
-
 def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Start the server once; search, then sweep around the searched knee."""
+    """Search, then sweep around the searched knee, alternating (search, pass, search, pass,
+    search: the drift of the machine falls on both), each on a fresh server as every search of
+    the tuner is: one server's capacity depends on the load it had before (after an overload
+    the batching dispatcher of a one-worker config served twice the rate it shed at before)."""
     options = TuneOptions(service=case.service, slo_ms=case.slo_ms)
     slo, plan = options.slo(), options.plan()
     load = real_load_runner(options.max_extend, options.settle_s)
     deployer = LocalBentoDeployer(case.service, work / "logs", options.ready_timeout_s)
+    runner = TrialRunner(deployer, load, plan, slo, case.service)
     load_before = os.getloadavg()
-    t_start = time.monotonic()
-    with deployer.deploy(case.config) as deployment:
-        start_s = time.monotonic() - t_start
-        runner = TrialRunner(Running(deployment), load, plan, slo, case.service)
+    starts: list[float] = []
+    alive: list[bool] = []
 
-        def search(hint: float | None) -> tuple[CapacityFinding, Measurement, float]:
-            t0 = time.monotonic()
-            measured = runner.measure(case.config, hint=hint)
-            if not measured.ok or measured.capacity is None:
-                raise RuntimeError(f"{case.name}: the search failed: {measured.reason}")
-            found, took = measured.capacity, time.monotonic() - t0
-            print(
-                f"{case.name}: search {found.goodput_rps:.1f} good RPS (knee rate {found.knee}, breach "
-                f"{found.breach}, {found.limited_by}, {found.steps} steps, {took:.0f} s)",
-                flush=True,
-            )
-            return found, measured, took
+    def search(hint: float | None) -> tuple[CapacityFinding, Measurement, float]:
+        t0 = time.monotonic()
+        measured = runner.measure(case.config, hint=hint)
+        if not measured.ok or measured.capacity is None:
+            raise RuntimeError(f"{case.name}: the search failed: {measured.reason}")
+        found, took = measured.capacity, time.monotonic() - t0
+        alive.append(measured.ok)
+        print(
+            f"{case.name}: search {found.goodput_rps:.1f} good RPS (knee rate {found.knee}, breach "
+            f"{found.breach}, {found.limited_by}, {found.steps} steps, {took:.0f} s with its server's start)",
+            flush=True,
+        )
+        return found, measured, took
 
-        finding, measured, search_s = search(None)
-        searches = [finding]
-        center = finding.knee or max((m.goodput_rps for m in measured.steps), default=1.0)
-        rates = sweep_rates(center, args.low, args.high)
-        points: list[SweepPoint] = []
-        sweep_s = 0.0
-        for index in range(args.passes):  # search, pass, search, pass, ..., search: drift cancels
+    def one_pass(rates: Sequence[float], index: int) -> tuple[list[SweepPoint], float]:
+        """One reference pass on a fresh server; its points and its sweep time."""
+        t0 = time.monotonic()
+        with deployer.deploy(case.config) as deployment:
             t1 = time.monotonic()
-            points += sweep(deployment.url, case, slo, rates, 1, args.requests, first_pass=index)
-            sweep_s += time.monotonic() - t1
-            if len(searches) < args.searches:
-                recover(deployment.url, case, slo, min(rates) / 2)
-                searches.append(search(finding.knee)[0])
-        knee = reference_knee(points, args.passes)
-        widened: list[str] = []
-        while knee.edge is not None and len(widened) < MAX_WIDEN:
-            more = widen([p.rate for p in points], knee.edge)
-            if knee.edge == "below" and more[0] < 0.2:
-                break
-            widened.append(knee.edge)
-            print(f"{case.name}: knee at the {knee.edge} edge; widening", flush=True)
-            t1 = time.monotonic()
-            points += sweep(deployment.url, case, slo, more, args.passes, args.requests)
-            sweep_s += time.monotonic() - t1
-            knee = reference_knee(points, args.passes)
-        reference_s = sweep_s
-        alive = deployment.alive()
+            starts.append(t1 - t0)
+            points = sweep(deployment.url, case, slo, rates, 1, args.requests, first_pass=index)
+            alive.append(deployment.alive())
+            return points, time.monotonic() - t1
+
+    finding, measured, search_s = search(None)
+    searches = [finding]
+    center = finding.knee or max((m.goodput_rps for m in measured.steps), default=1.0)
+    rates = sweep_rates(center, args.low, args.high)
+    points: list[SweepPoint] = []
+    reference_s = 0.0
+    for index in range(args.passes):
+        more, took = one_pass(rates, index)
+        points, reference_s = points + more, reference_s + took
+        if len(searches) < args.searches:
+            searches.append(search(finding.knee)[0])
+    knee = reference_knee(points, slo)
+    widened: list[str] = []
+    while knee.edge is not None and len(widened) < MAX_WIDEN:
+        wider = widen([p.rate for p in points], knee.edge)
+        if knee.edge == "below" and wider[0] < 0.2:
+            break
+        widened.append(knee.edge)
+        print(f"{case.name}: knee at the {knee.edge} edge; widening", flush=True)
+        for index in range(args.passes):
+            more, took = one_pass(wider, index)
+            points, reference_s = points + more, reference_s + took
+        knee = reference_knee(points, slo)
     searched = statistics.fmean(f.goodput_rps for f in searches)
     error = rel_error(searched, knee.goodput_rps)
     single_errors = [rel_error(f.goodput_rps, knee.goodput_rps) for f in searches]
-    lenient = reference_knee(points, args.passes, lenient=True)
+    strict = strict_knee(points, args.passes)
+    strict_error = rel_error(searched, strict.goodput_rps)
+    lenient = strict_knee(points, args.passes, lenient=True)
     lenient_error = rel_error(searched, lenient.goodput_rps)
     print(
         f"{case.name}: reference {knee.goodput_rps:.1f} good RPS at {knee.rate} offered "
@@ -419,8 +515,8 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
             "quantile": slo.quantile,
             "max_failure_ratio": slo.max_failure_ratio,
         },
-        "server_start_s": round(start_s, 1),
-        "server_alive_after": alive,
+        "reference_server_start_s": [round(v, 1) for v in starts],
+        "server_alive_after": all(alive),
         "searched_knee_rate": finding.knee,
         "searched_breach_rate": finding.breach,
         "reference_knee_rate": round(knee.rate, 2) if knee.rate is not None else None,
@@ -430,7 +526,12 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
             if all(f.knee for f in searches) and knee.rate
             else None
         ),
-        "pass_knees_rps": [round(k, 2) if k is not None else None for k in pass_knees(points)],
+        "strict_reference_rps": round(strict.goodput_rps, 2),
+        "strict_rel_error": round(strict_error, 4) if strict_error is not None else None,
+        "pass_knees_rps": [round(k, 2) if k is not None else None for k in pass_knees(points, slo)],
+        "strict_pass_knees_rps": [round(k, 2) if k is not None else None for k in pass_knees(points)],
+        "pass_spread": _rounded(spread(pass_knees(points, slo))),
+        "search_spread": _rounded(spread([f.goodput_rps for f in searches])),
         "lenient_reference_rps": round(lenient.goodput_rps, 2),
         "lenient_rel_error": round(lenient_error, 4) if lenient_error is not None else None,
         "sweep_met_fraction": round(sum(p.met for p in points) / len(points), 3),
@@ -509,13 +610,17 @@ def main(argv: list[str] | None = None) -> int:
             "search": search_method(),
             "searched": f"mean goodput of {args.searches} capacity searches (the first, then re-brackets "
             "around its knee as a finalist's re-measurement does), interleaved with the reference passes",
-            "reference": "same server lifetime, passes interleaved with the searches; "
+            "reference": "each pass and each search on a fresh server, passes interleaved with the searches; "
             f"rates {RATIO - 1:.1%} apart from "
             f"{args.low}x to {args.high}x the searched knee rate, {args.passes} ascending passes, "
             f">= {args.requests} requests per step, fixed windows, each after "
             f"{CapacityRules().adapt_s:g} s at its rate",
-            "reference_knee": "highest rate met by every pass, every lower rate met by every pass; "
-            "mean goodput of its passes",
+            "reference_knee": "per pass, the highest swept rate at which isotonic (non-decreasing, "
+            "request-weighted) fits of the pass's failure ratios and judged latencies meet the SLO, with "
+            "the mean goodput of its windows; mean over the passes (strict_reference_rps, a diagnostic: "
+            "highest rate met by every "
+            f"pass, every lower rate met by every pass); a pass stops after {STOP_AFTER_MISSES} misses "
+            "in a row",
             "rel_error": "searched_rps / reference_rps - 1; median/max over |rel_error|",
         },
     }

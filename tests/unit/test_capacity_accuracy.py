@@ -10,12 +10,16 @@ import pytest
 
 from bench.capacity_accuracy import (
     Knee,
+    MissRun,
     SweepPoint,
     cases,
+    fitted_knee,
     pass_knees,
     reference_knee,
     rel_error,
+    spread,
     step_seconds,
+    strict_knee,
     summarize,
     sweep_point,
     sweep_rates,
@@ -81,21 +85,21 @@ def test_step_long_enough_for_the_requests_and_sized_like_load_plan_rates() -> N
 def test_reference_knee_is_the_highest_rate_below_which_every_pass_met() -> None:
     points = both(80, True, True) + both(90, True, True) + both(100, True, True)
     points += both(110, True, False) + both(120, True, True) + both(130, False, False)
-    knee = reference_knee(points, passes=2)
+    knee = strict_knee(points, passes=2)
     assert knee == Knee(100, 100.0, None)  # 120 met in both passes, but 110 did not
 
 
 def test_reference_knee_edges() -> None:
     all_met = both(80, True, True) + both(90, True, True)
-    assert reference_knee(all_met, 2).edge == "above"
+    assert strict_knee(all_met, 2).edge == "above"
     lowest_failed = both(80, False, True) + both(90, True, True)
-    assert reference_knee(lowest_failed, 2) == Knee(None, 0.0, "below")
-    assert reference_knee([], 2).edge == "below"
+    assert strict_knee(lowest_failed, 2) == Knee(None, 0.0, "below")
+    assert strict_knee([], 2).edge == "below"
 
 
 def test_a_rate_short_of_its_passes_counts_as_failed() -> None:
     points = [*both(80, True, True), point(90, True)]
-    assert reference_knee(points, passes=2).rate == 80
+    assert strict_knee(points, passes=2).rate == 80
 
 
 def test_pass_knees_judge_each_pass_alone() -> None:
@@ -154,6 +158,82 @@ def test_cases_and_table() -> None:
 
 def test_the_lenient_diagnostic_needs_one_pass_per_rate() -> None:
     points = both(80, True, False) + both(90, False, True) + both(100, False, False)
-    assert reference_knee(points, 2).rate is None
-    lenient = reference_knee(points, 2, lenient=True)
+    assert strict_knee(points, 2).rate is None
+    lenient = strict_knee(points, 2, lenient=True)
     assert lenient.rate == 90 and lenient.goodput_rps == 91.0  # the pass that met it
+
+
+def window(rate: float, failure: float, latency: float = 100.0, requests: int = 400, pass_index: int = 0,
+           saturated: bool = False) -> SweepPoint:  # fmt: skip
+    return SweepPoint(
+        rate=rate, pass_index=pass_index, goodput_rps=rate * (1 - failure), latency_ms=latency,
+        client_p95_ms=latency, sent_rps=rate, failure_ratio=failure, requests=requests,
+        met=failure <= 0.01 and latency <= 200.0, generator_peak=saturated, generator_cpu=0.1,
+    )  # fmt: skip
+
+
+def test_fitted_knee_weighs_a_stray_miss_against_the_windows_above_it() -> None:
+    slo = SLO(latency_ms=200.0, max_failure_ratio=0.01)
+    points = [window(r, 0.0) for r in (90, 95, 100, 110, 115)] + [window(105, 0.015), window(120, 0.04)]
+    points += [window(r, 0.0, pass_index=1) for r in (90, 95, 100, 105, 110, 115)]
+    points.append(window(120, 0.03, pass_index=1))
+    assert strict_knee(points, 2).rate == 100  # the strict rule stops at the stray miss
+    knee = fitted_knee(points, slo)
+    assert knee.rate == 115 and knee.edge is None
+    assert knee.goodput_rps == pytest.approx(115.0)
+
+
+def test_fitted_knee_ends_where_the_failure_or_latency_fit_crosses_the_slo() -> None:
+    slo = SLO(latency_ms=200.0, max_failure_ratio=0.01)
+    failing = [window(90, 0.0), window(100, 0.02), window(110, 0.03), window(100, 0.015, pass_index=1)]
+    assert fitted_knee(failing, slo).rate == 90
+    slow = [window(90, 0.0, 150), window(100, 0.0, 250), window(110, 0.0, 190), window(120, 0.0, 400)]
+    assert fitted_knee(slow, slo).rate == 90  # 190 ms above a 250 ms window is pooled with it
+    assert fitted_knee([window(90, 0.05)], slo) == Knee(None, 0.0, "below")
+
+
+def test_fitted_knee_edges_and_generator_limited_windows() -> None:
+    slo = SLO(latency_ms=200.0, max_failure_ratio=0.01)
+    assert fitted_knee([window(r, 0.0) for r in (90, 100)], slo).edge == "above"
+    assert fitted_knee([], slo) == Knee(None, 0.0, "below")
+    saturated = [window(90, 0.0), window(100, 0.0), window(110, 0.5, 900, saturated=True)]
+    knee = fitted_knee(saturated, slo)
+    assert knee.rate == 100 and knee.edge == "above"  # the saturated window says nothing
+    no_success = [window(90, 0.0), window(100, 1.0, float("inf"))]
+    assert fitted_knee(no_success, slo).rate == 90
+
+
+def test_a_sweep_pass_stops_after_misses_in_a_row_not_at_the_first() -> None:
+    slo = SLO(latency_ms=200.0, max_failure_ratio=0.01)
+    stop = MissRun(slo, limit=2)
+
+    def step(latency: float, duration: float = 4.0) -> Any:
+        return make_step(LoadStep(users=10, duration_s=duration, rate=50.0), 50.0, latency, 0.0)
+
+    assert stop(step(900.0)) is False  # the unscored warm-up never counts
+    assert [stop(step(x)) for x in (100.0, 300.0, 100.0, 300.0)] == [False, False, False, False]
+    assert stop(step(300.0)) is True
+
+
+def test_the_reference_averages_each_passs_fitted_knee() -> None:
+    slo = SLO(latency_ms=200.0, max_failure_ratio=0.01)
+    first = [window(r, 0.0) for r in (90, 95, 100, 110)] + [window(105, 0.015), window(115, 0.05)]
+    second = [window(r, 0.0, pass_index=1) for r in (90, 95)] + [
+        window(r, 0.03, pass_index=1) for r in (100, 105)
+    ]  # fmt: skip
+    knee = reference_knee(first + second, slo)
+    assert knee.rate == pytest.approx((110 + 95) / 2) and knee.edge is None
+    assert knee.goodput_rps == pytest.approx((110 + 95) / 2)
+    assert pass_knees(first + second, slo) == [110, 95]
+    assert pass_knees(first + second) == [100, 95]  # the strict rule, pass by pass
+    assert spread(pass_knees(first + second, slo)) == pytest.approx(110 / 95 - 1)
+
+
+def test_reference_edges_ask_for_a_wider_sweep() -> None:
+    slo = SLO(latency_ms=200.0, max_failure_ratio=0.01)
+    top = [window(r, 0.0) for r in (90, 100)] + [window(r, 0.0, pass_index=1) for r in (90,)]
+    top.append(window(100, 0.05, pass_index=1))
+    assert reference_knee(top, slo).edge == "above"  # the first pass met the highest rate
+    none = [window(90, 0.0), window(90, 0.2, pass_index=1)]
+    assert reference_knee(none, slo) == Knee(None, 0.0, "below")
+    assert spread([None, 3.0]) is None
