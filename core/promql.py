@@ -3,7 +3,8 @@
 Its marks are only times; `window(start, end, ...)` evaluates PromQL at the window's end:
 counters become window totals with `increase(...[end - start])` (Prometheus extrapolates to the
 window edges, so totals differ slightly from two exact scrapes) and quantiles come from
-`histogram_quantile` over the 2xx buckets, as the scrape reader's do.
+`histogram_quantile` over the 2xx buckets, as the scrape reader's do; the GPU gauges of
+services/gpumetrics.py are averaged (utilisation) or maximised (memory) over the window.
 
 The series of the server under test are picked by a selector on target labels (default: its
 `instance`, i.e. host:port). `PrometheusReaders` is the ReaderFactory the CLI plugs in: for each
@@ -42,6 +43,7 @@ from core.metrics import (
     bucket_counts,
 )
 from core.polling import wait_until
+from services.gpumetrics import GPU_LABEL, MEMORY_TOTAL, MEMORY_USED, UTILIZATION
 
 
 class PromQLError(MetricsError):
@@ -253,7 +255,29 @@ class PromQLReader:
             requests_per_worker=_per_worker(per_worker),
             batches_per_worker=_per_worker(batches),
             source=self.source,
+            **self._gpu_figures(w, end),
         )
+
+    def _gpu_figures(self, w: str, end: float) -> dict[str, Any]:
+        """The WindowFigures GPU fields (all None when the server exports no GPU gauges). The
+        per-device peak is the sum of its workers' peaks, an upper bound of the scrape reader's
+        peak of sums (PyTorch's caching allocator rarely gives memory back, so they agree)."""
+        selector = self._labels()
+
+        def one(promql: str) -> float | None:
+            found = self.query(promql, end)
+            return found[0][1] if found and not math.isnan(found[0][1]) else None
+
+        util = one(f"avg(max by ({GPU_LABEL}) (avg_over_time({UTILIZATION}{selector}[{w}])))")
+        worker = one(f"max(max_over_time({MEMORY_USED}{selector}[{w}]))")
+        device = one(f"max(sum by ({GPU_LABEL}) (max_over_time({MEMORY_USED}{selector}[{w}])))")
+        total = one(f"min(min_over_time({MEMORY_TOTAL}{selector}[{w}]))")
+        return {
+            "gpu_utilization": util,
+            "gpu_memory_peak_bytes": round(worker) if worker is not None else None,
+            "gpu_memory_device_peak_bytes": round(device) if device is not None else None,
+            "gpu_memory_total_bytes": round(total) if total is not None else None,
+        }
 
     def close(self) -> None:
         """Stop naming the server in the targets file (if this reader wrote it); close the client."""

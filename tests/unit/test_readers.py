@@ -56,6 +56,9 @@ def page_server(pages: list[tuple[float, str]], clock: Clock) -> httpx.MockTrans
     return httpx.MockTransport(handle)
 
 
+AGGREGATE: dict[str, Callable[[list[float]], float]] = {
+    "sum": sum, "max": max, "min": min, "avg": lambda values: sum(values) / len(values),
+}  # fmt: skip
 Labels = dict[str, str]
 Vector = list[tuple[Labels, float]]
 Series = dict[tuple[Any, ...], list[tuple[float, float]]]  # label items -> (time, value) samples
@@ -119,24 +122,25 @@ class FakePrometheus:
         return series
 
     def _vector(self, expr: str, at: float) -> Vector:
-        if m := re.fullmatch(r"sum by \((\w+)\) \((.+)\)", expr):
-            grouped: dict[str, float] = {}
-            for labels, value in self._vector(m[2], at):
-                grouped[labels.get(m[1], "")] = grouped.get(labels.get(m[1], ""), 0.0) + value
-            return [({m[1]: key}, value) for key, value in grouped.items()]
-        if m := re.fullmatch(r"(sum|count)\((.+)\)", expr):
+        if m := re.fullmatch(r"(sum|max) by \((\w+)\) \((.+)\)", expr):
+            grouped: dict[str, list[float]] = {}
+            for labels, value in self._vector(m[3], at):
+                grouped.setdefault(labels.get(m[2], ""), []).append(value)
+            return [({m[2]: key}, AGGREGATE[m[1]](values)) for key, values in grouped.items()]
+        if m := re.fullmatch(r"(sum|count|avg|max|min)\((.+)\)", expr):
             inner = self._vector(m[2], at)
-            value = sum(v for _, v in inner) if m[1] == "sum" else float(len(inner))
-            return [({}, value)] if inner or m[1] == "count" else []
+            if m[1] == "count":
+                return [({}, float(len(inner)))]
+            return [({}, AGGREGATE[m[1]]([v for _, v in inner]))] if inner else []
         if m := re.fullmatch(r"histogram_quantile\(([\d.]+), (.+)\)", expr):
             buckets = {float(labels["le"]): value for labels, value in self._vector(m[2], at)}
             q = histogram_quantile(float(m[1]), buckets) if buckets else None
             return [({}, math.nan if q is None else q)] if buckets else []
-        if m := re.fullmatch(r"(increase|avg_over_time)\((.+)\[(\d+)ms\]\)", expr):
+        if m := re.fullmatch(r"(increase|(?:avg|max|min)_over_time)\((.+)\[(\d+)ms\]\)", expr):
             out = []
             for key, points in self._select(m[2], at - int(m[3]) / 1000, at).items():
-                if m[1] == "avg_over_time":
-                    out.append((dict(key), sum(v for _, v in points) / len(points)))
+                if m[1].endswith("_over_time"):
+                    out.append((dict(key), AGGREGATE[m[1].split("_")[0]]([v for _, v in points])))
                 elif len(points) >= 2:  # samples sit on the window's edges: no extrapolation
                     out.append((dict(key), points[-1][1] - points[0][1]))
             return out
@@ -210,6 +214,45 @@ def test_the_readers_are_drop_ins_for_each_other() -> None:
     scrape, prom = figures
     assert scrape is not None and prom is not None
     assert replace(prom, source="scrape") == scrape
+
+
+GIB = 1024**3
+GPU_GAUGES = "\n".join([
+    "# TYPE servetune_gpu_utilization_ratio gauge",
+    'servetune_gpu_utilization_ratio{gpu="0"} 0.5',
+    'servetune_gpu_utilization_ratio{gpu="1"} 0.7',
+    "# TYPE servetune_gpu_memory_used_bytes gauge",
+    f'servetune_gpu_memory_used_bytes{{gpu="0",pid="11"}} {1 * GIB}',
+    f'servetune_gpu_memory_used_bytes{{gpu="0",pid="12"}} {2.5 * GIB}',
+    f'servetune_gpu_memory_used_bytes{{gpu="1",pid="13"}} {3 * GIB}',
+    "# TYPE servetune_gpu_memory_total_bytes gauge",
+    f'servetune_gpu_memory_total_bytes{{gpu="0"}} {80 * GIB}',
+    f'servetune_gpu_memory_total_bytes{{gpu="1"}} {40 * GIB}',
+])  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+def test_both_readers_give_the_same_gpu_figures(name: str) -> None:
+    clock = Clock()
+    pages = [(at, text + GPU_GAUGES + "\n") for at, text in history()]
+    reader = READERS[name](pages, clock)
+    fig = _window(reader, clock, 10.0, 20.0)
+    reader.close()
+    assert fig is not None
+    assert fig.gpu_utilization == pytest.approx(0.6)  # the mean over the devices
+    assert fig.gpu_memory_peak_bytes == 3 * GIB  # the largest worker
+    assert fig.gpu_memory_device_peak_bytes == round(3.5 * GIB)  # device 0's two workers together
+    assert fig.gpu_memory_total_bytes == 40 * GIB  # the smallest device
+
+
+def test_no_gpu_gauges_no_gpu_figures(
+    reader_case: tuple[str, MetricsReader, Clock],
+) -> None:
+    _, reader, clock = reader_case
+    fig = _window(reader, clock, 10.0, 20.0)
+    assert fig is not None and fig.gpu_utilization is None
+    assert fig.gpu_memory_peak_bytes is None and fig.gpu_memory_device_peak_bytes is None
+    assert fig.gpu_memory_total_bytes is None
 
 
 def test_a_window_without_the_load_has_no_requests(reader_case: tuple[str, MetricsReader, Clock]) -> None:
