@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.capacity_accuracy [--json PATH] [--only embedding|noop]
         [--requests 400] [--passes 2] [--low 0.8] [--high 1.2] [--noop-slo-ms 15]
+    .venv/bin/python -m bench.capacity_accuracy --rescore RUN.json --json PATH
+        (score a recorded run again from its recorded windows and findings; nothing is measured)
 
 Per config, the search runs `--searches` times (3) interleaved with the reference passes:
 search, pass 1, search, pass 2, search (the capacity measured on these shared VMs drifts by
@@ -24,10 +26,11 @@ which re-bracket around the first knee); each single search's error is kept too.
    a row that miss the SLO.
    Reference knee (`reference_knee`): per pass, the highest swept rate at which monotone fits
    of that pass's windows (isotonic regression of the failure ratio and of the judged latency on
-   the rate, weighted by requests: `fitted_knee`) meet the SLO, with the mean goodput of its
-   windows; the reference is the mean over the passes, as the searched figure is over the
-   searches. When a pass's knee is the highest rate, or one has none, the sweep is widened by
-   four more rates on that side (twice at most); a knee still at an edge is reported as such.
+   the rate, weighted by requests: `fitted_knee`) meet the SLO, with the best goodput of its
+   windows at or below that rate; the reference is the mean over the passes, as the searched
+   figure is over the searches. When a pass's knee is the highest rate, or one has none, the
+   sweep is widened by four more rates on that side (twice at most); a knee still at an edge is
+   reported as such.
    `pass_spread` and `search_spread` (max / min - 1 of the passes' and the searches' figures)
    show how far two measurements of one config fall apart on this machine.
    `strict_reference_rps` keeps the earlier rule as a diagnostic: the highest rate that every
@@ -157,6 +160,17 @@ class SweepPoint:
     generator_cpu: float
     why: str = ""
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepPoint:
+        """A window as `to_dict` wrote it (figures rounded)."""
+        return cls(
+            rate=data["rate"], pass_index=data["pass"], goodput_rps=data["goodput_rps"],
+            latency_ms=data["latency_ms"], client_p95_ms=data["client_p95_ms"], sent_rps=data["sent_rps"],
+            failure_ratio=data["failure_ratio"], requests=data["requests"], met=data["met"],
+            generator_peak=data["generator_saturated"], generator_cpu=data["generator_cpu"],
+            why=data.get("why", ""),
+        )  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "rate": round(self.rate, 2), "pass": self.pass_index, "goodput_rps": round(self.goodput_rps, 2),
@@ -225,7 +239,10 @@ def fitted_knee(points: Sequence[SweepPoint], slo: SLO) -> Knee:
     requests are weighed against its neighbours' instead of ending the sweep there (the strict
     rule's first-miss stop is biased low: over ~30 windows near the knee, one stray miss is
     likely). A generator-saturated window says nothing about the server: left out, and a rate
-    with no other window is no candidate. Its goodput is the mean over that rate's windows."""
+    with no other window is no candidate. Its goodput is the best window's at or below the knee,
+    as a search's is its best step's at a level that stands met (a window whose paced users
+    fell behind the rate for a moment served less than its rate, and the knee's own window
+    can be that one)."""
     from sklearn.isotonic import IsotonicRegression
 
     valid = [p for p in points if not p.generator_peak]
@@ -247,7 +264,7 @@ def fitted_knee(points: Sequence[SweepPoint], slo: SLO) -> Knee:
         knee = rate
     if knee is None:
         return Knee(None, 0.0, "below")
-    goodput = statistics.fmean(p.goodput_rps for p in valid if p.rate == knee)
+    goodput = max(p.goodput_rps for p in valid if p.rate <= knee)
     return Knee(knee, goodput, "above" if knee == swept[-1] else None)
 
 
@@ -485,17 +502,11 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
             more, took = one_pass(wider, index)
             points, reference_s = points + more, reference_s + took
         knee = reference_knee(points, slo)
-    searched = statistics.fmean(f.goodput_rps for f in searches)
-    error = rel_error(searched, knee.goodput_rps)
-    single_errors = [rel_error(f.goodput_rps, knee.goodput_rps) for f in searches]
-    strict = strict_knee(points, args.passes)
-    strict_error = rel_error(searched, strict.goodput_rps)
-    lenient = strict_knee(points, args.passes, lenient=True)
-    lenient_error = rel_error(searched, lenient.goodput_rps)
+    scores = scored(points, searches, slo, args.passes)
     print(
-        f"{case.name}: reference {knee.goodput_rps:.1f} good RPS at {knee.rate} offered "
-        f"({reference_s:.0f} s); mean of {len(searches)} searches {searched:.1f}, rel error {error}; "
-        f"single searches {[round(e, 3) if e is not None else None for e in single_errors]}",
+        f"{case.name}: reference {scores['reference_rps']} good RPS at {scores['reference_knee_rate']} "
+        f"offered ({reference_s:.0f} s); mean of {len(searches)} searches {scores['searched_rps']}, rel "
+        f"error {scores['rel_error']}; single searches {scores['single_search_rel_errors']}",
         flush=True,
     )
     by_rate: dict[float, list[SweepPoint]] = {}
@@ -503,11 +514,6 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
         by_rate.setdefault(p.rate, []).append(p)
     return {
         "config": case.name,
-        "searched_rps": round(searched, 2),
-        "search_rps_each": [round(f.goodput_rps, 2) for f in searches],
-        "single_search_rel_errors": [round(e, 4) if e is not None else None for e in single_errors],
-        "reference_rps": round(knee.goodput_rps, 2),
-        "rel_error": round(error, 4) if error is not None else None,
         "search_s": round(search_s, 1),
         "reference_s": round(reference_s, 1),
         "slo": {
@@ -519,22 +525,7 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
         "server_alive_after": all(alive),
         "searched_knee_rate": finding.knee,
         "searched_breach_rate": finding.breach,
-        "reference_knee_rate": round(knee.rate, 2) if knee.rate is not None else None,
-        "reference_edge": knee.edge,
-        "rate_rel_error": (
-            round(rel_error(statistics.fmean(f.knee or 0.0 for f in searches), knee.rate) or 0.0, 4)
-            if all(f.knee for f in searches) and knee.rate
-            else None
-        ),
-        "strict_reference_rps": round(strict.goodput_rps, 2),
-        "strict_rel_error": round(strict_error, 4) if strict_error is not None else None,
-        "pass_knees_rps": [round(k, 2) if k is not None else None for k in pass_knees(points, slo)],
-        "strict_pass_knees_rps": [round(k, 2) if k is not None else None for k in pass_knees(points)],
-        "pass_spread": _rounded(spread(pass_knees(points, slo))),
-        "search_spread": _rounded(spread([f.goodput_rps for f in searches])),
-        "lenient_reference_rps": round(lenient.goodput_rps, 2),
-        "lenient_rel_error": round(lenient_error, 4) if lenient_error is not None else None,
-        "sweep_met_fraction": round(sum(p.met for p in points) / len(points), 3),
+        **scores,
         "finding": finding.model_dump(),
         "findings": [f.model_dump() for f in searches],
         "search_steps": search_steps(measured.steps, slo),
@@ -546,6 +537,58 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
     }
+
+
+def scored(
+    points: Sequence[SweepPoint], searches: Sequence[CapacityFinding], slo: SLO, passes: int
+) -> dict[str, Any]:
+    """A row's figures that follow from its sweep's windows and its searches' findings."""
+    knee = reference_knee(points, slo)
+    searched = statistics.fmean(f.goodput_rps for f in searches)
+    error = rel_error(searched, knee.goodput_rps)
+    single = [rel_error(f.goodput_rps, knee.goodput_rps) for f in searches]
+    strict = strict_knee(points, passes)
+    lenient = strict_knee(points, passes, lenient=True)
+    knees = [f.knee for f in searches]
+    return {
+        "searched_rps": round(searched, 2),
+        "search_rps_each": [round(f.goodput_rps, 2) for f in searches],
+        "single_search_rel_errors": [_rounded(e) for e in single],
+        "reference_rps": round(knee.goodput_rps, 2),
+        "rel_error": _rounded(error),
+        "reference_knee_rate": round(knee.rate, 2) if knee.rate is not None else None,
+        "reference_edge": knee.edge,
+        "rate_rel_error": (
+            _rounded(rel_error(statistics.fmean(k or 0.0 for k in knees), knee.rate))
+            if all(knees) and knee.rate
+            else None
+        ),
+        "strict_reference_rps": round(strict.goodput_rps, 2),
+        "strict_rel_error": _rounded(rel_error(searched, strict.goodput_rps)),
+        "pass_knees_rps": [round(k, 2) if k is not None else None for k in pass_knees(points, slo)],
+        "strict_pass_knees_rps": [round(k, 2) if k is not None else None for k in pass_knees(points)],
+        "pass_spread": _rounded(spread(pass_knees(points, slo))),
+        "search_spread": _rounded(spread([f.goodput_rps for f in searches])),
+        "lenient_reference_rps": round(lenient.goodput_rps, 2),
+        "lenient_rel_error": _rounded(rel_error(searched, lenient.goodput_rps)),
+        "sweep_met_fraction": round(sum(p.met for p in points) / len(points), 3) if points else None,
+    }
+
+
+def rescore(result: dict[str, Any]) -> dict[str, Any]:
+    """A recorded run's rows and summary scored again from their recorded windows and findings
+    (`--rescore`: the reference rule changed after the run; the measurements did not)."""
+    rows = []
+    for row in result["rows"]:
+        slo = SLO(
+            latency_ms=row["slo"]["latency_ms"], quantile=row["slo"]["quantile"],
+            max_failure_ratio=row["slo"]["max_failure_ratio"],
+        )  # fmt: skip
+        points = [SweepPoint.from_dict(window) for windows in row["sweep"] for window in windows]
+        searches = [CapacityFinding.model_validate(f) for f in row["findings"]]
+        passes = len({p.pass_index for p in points})
+        rows.append({**row, **scored(points, searches, slo, passes)})
+    return {**result, "rows": rows, **summarize(rows)}
 
 
 def search_method() -> str:
@@ -585,7 +628,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--low", type=float, default=0.8)
     parser.add_argument("--high", type=float, default=1.2)
     parser.add_argument("--noop-slo-ms", type=float, default=NOOP_SLO_MS)
+    parser.add_argument("--rescore", type=Path, help="a recorded run's JSON to score again (no load)")
     args = parser.parse_args(argv)
+    if args.rescore is not None:
+        rescored = rescore(json.loads(args.rescore.read_text()))
+        rescored["rescored_from"] = str(args.rescore)
+        print(table(rescored["rows"]))
+        print(f"median |rel error| {rescored['median_rel_error']}, max {rescored['max_rel_error']}")
+        if args.json:
+            args.json.write_text(json.dumps(rescored, indent=2) + "\n")
+        return 0
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     from tuner.commands.demo import ensure_models
 
@@ -617,8 +669,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{CapacityRules().adapt_s:g} s at its rate",
             "reference_knee": "per pass, the highest swept rate at which isotonic (non-decreasing, "
             "request-weighted) fits of the pass's failure ratios and judged latencies meet the SLO, with "
-            "the mean goodput of its windows; mean over the passes (strict_reference_rps, a diagnostic: "
-            "highest rate met by every "
+            "the best goodput of its windows at or below it; mean over the passes (strict_reference_rps, "
+            "a diagnostic: highest rate met by every "
             f"pass, every lower rate met by every pass); a pass stops after {STOP_AFTER_MISSES} misses "
             "in a row",
             "rel_error": "searched_rps / reference_rps - 1; median/max over |rel_error|",
