@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -90,8 +91,33 @@ class ServerSpec:
         return {"services": {self.service.bento_name: service}}
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that is free right now on `host`."""
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+PORTS_BELOW_EPHEMERAL = 12000  # how far below the ephemeral range a server's port is drawn
+
+
+def ephemeral_low(path: Path = EPHEMERAL_RANGE_FILE) -> int:
+    """The lowest port the OS hands out for port 0 (Linux's default 32768 where unreadable)."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(host: str = LOOPBACK, low: int | None = None) -> int:
+    """A TCP port free right now on `host`, drawn below the OS's ephemeral range: after we pick
+    ours, `bentoml serve` reserves ephemeral ports for its own sockets (circus's control
+    endpoints), and an ephemeral pick could be the one we chose ("Address already in use")."""
+    top = ephemeral_low() if low is None else low
+    span = range(max(1024, top - PORTS_BELOW_EPHEMERAL), top)
+    draw = random.Random()
+    for _ in range(200) if len(span) > 0 else ():
+        port = draw.choice(span)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
