@@ -2,7 +2,7 @@
 and Locust, `--repeats` times (each repeat a fresh server), plus in-process profiles taken before each repeat.
 
     .venv/bin/python bench/record_surface.py [--space bench/surfaces/minilm-2core.space.yaml]
-        [--repeats 2] [--out bench/surfaces/minilm-2core.json] [--work reports/surface]
+        [--repeats 2] [--out bench/surfaces/minilm-2core.json] [--work reports/surface-capacity]
 
 Each repeat is a `servetune tune --strategy grid` study over the whole space with the tuner's own
 load plan: a capacity search per config (paced arrival rates, p95 <= 200 ms, <= 1% failures, 5%

@@ -110,7 +110,7 @@ def free_port(host: str = LOOPBACK, low: int | None = None) -> int:
     top = ephemeral_low() if low is None else low
     span = range(max(1024, top - PORTS_BELOW_EPHEMERAL), top)
     draw = random.Random()
-    for _ in range(200) if len(span) > 0 else ():
+    for _ in range(200 if span else 0):
         port = draw.choice(span)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
