@@ -550,6 +550,7 @@ def scored(
     strict = strict_knee(points, passes)
     lenient = strict_knee(points, passes, lenient=True)
     knees = [f.knee for f in searches]
+    fitted = pass_knees(points, slo)
     return {
         "searched_rps": round(searched, 2),
         "search_rps_each": [round(f.goodput_rps, 2) for f in searches],
@@ -565,9 +566,9 @@ def scored(
         ),
         "strict_reference_rps": round(strict.goodput_rps, 2),
         "strict_rel_error": _rounded(rel_error(searched, strict.goodput_rps)),
-        "pass_knees_rps": [round(k, 2) if k is not None else None for k in pass_knees(points, slo)],
+        "pass_knees_rps": [round(k, 2) if k is not None else None for k in fitted],
         "strict_pass_knees_rps": [round(k, 2) if k is not None else None for k in pass_knees(points)],
-        "pass_spread": _rounded(spread(pass_knees(points, slo))),
+        "pass_spread": _rounded(spread(fitted)),
         "search_spread": _rounded(spread([f.goodput_rps for f in searches])),
         "lenient_reference_rps": round(lenient.goodput_rps, 2),
         "lenient_rel_error": _rounded(rel_error(searched, lenient.goodput_rps)),
