@@ -38,7 +38,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from core.measurement import InvalidReason, LoadStep, StepMeasurement
-from tuner.objective import SLO
+from tuner.objective import SLO, load_text
 
 LoadMode = Literal["rate", "users"]
 Limit = Literal["slo", "generator", "step_cap", "infeasible", "max_load", "budget"]
@@ -67,6 +67,13 @@ class CapacityRules:
     # sheds requests the server can serve (a rise: 3-4% of the first 3 s at loads it then holds
     # for 30 s with none; an overload: it keeps shedding at loads it can hold).
     adapt_s: float = 5.0
+    # After a step that shed requests or was cut short as overloaded, the server first runs
+    # unscored for `recover_s` at `recover_fraction` of the next level. BentoML's dispatcher
+    # refits its latency model only from the batches it dispatches; after an overload with a
+    # tight max_latency it can shed every request at loads it served before (digits b8-l50:
+    # 100% 503 for 50 s at 535/s, after passing 491/s), until a light load lets it refit.
+    recover_s: float = 6.0
+    recover_fraction: float = 0.25
     generator_busy: float = 0.5  # cores of Locust that make a missed rate the generator's fault
     max_users: int = 2000  # the load generator's bound on concurrent requests
 
@@ -81,6 +88,8 @@ class CapacityRules:
             raise ValueError("max_steps and max_users must be >= 1")
         if self.rechecks < 0 or self.confirms < 0:
             raise ValueError("rechecks and confirms must be >= 0")
+        if self.recover_s < 0 or not 0 < self.recover_fraction < 1:
+            raise ValueError("need recover_s >= 0 and recover_fraction in (0, 1)")
 
     def min_requests(self, quantile: str) -> int:
         """Requests one step needs so that ~10 of them lie above the quantile (p95: 200, p99: 1000)."""
@@ -304,6 +313,26 @@ class CapacitySearch:
         """`before` (the next scored step), unscored and `adapt_s` long, with its abort rule: a
         level that overloads the server while it adapts is a breach without more ado."""
         return replace(before, duration_s=self.rules.adapt_s)
+
+    def recovers_before(self) -> bool:
+        """Whether the next level is preceded by an unscored light-load `recover_s` step: the
+        last step shed requests, or was cut short as overloaded."""
+        if self.rules.recover_s <= 0 or not self.told:
+            return False
+        return self.last_shed or self.told[-1][1].aborted
+
+    def recovery_step(self, before: LoadStep) -> LoadStep:
+        """A light load (`recover_fraction` of `before`'s level) for `recover_s`, never cut short."""
+        level = self._level(self.rules.recover_fraction * _level_of_step(before, self.rules.mode))
+        return replace(self.step_for(level), duration_s=self.rules.recover_s, abort_above_ms=None)
+
+    def tell_recovery(self, measured: StepMeasurement) -> None:
+        """Note a light load that the server still failed: it had not recovered from the overload."""
+        if measured.failure_ratio > self.slo.max_failure_ratio:
+            self.note = (
+                f"after an overload the server still failed {measured.failure_ratio:.0%} of a light "
+                f"load ({load_text(measured)}) for {measured.duration_s:.0f} s"
+            )
 
     def tell_adapt(self, measured: StepMeasurement) -> bool:
         """Record an adapt step; True when it was cut short as overloaded, which is then the

@@ -141,10 +141,7 @@ class Objective:
         per_gpu = config.workers_per_gpu or 1
         good = [(i, s) for i, s in enumerate(steps) if allowed[i] and not self.slo.violations(s, per_gpu)]
         if not good:
-            why = "no load step was measured"
-            if steps:
-                why = "no step met the SLO; lowest load: " + "; ".join(self.slo.violations(steps[0], per_gpu))
-            return Outcome(False, None, 0.0, None, None, None, None, why)
+            return Outcome(False, None, 0.0, None, None, None, None, self._why_none(steps, per_gpu))
         index, best = max(good, key=lambda pair: pair[1].goodput_rps)
         cost = self.cost_per_million(config, best.goodput_rps)
         if self.kind == "cost":
@@ -162,6 +159,22 @@ class Objective:
         return Outcome(
             True, score, best.goodput_rps, self.slo.latency_of(best), best.failure_ratio, cost, index, why
         )  # fmt: skip
+
+    def _why_none(self, steps: Sequence[StepMeasurement], per_gpu: int) -> str:
+        """Why no step counts: the first step's violations, or, when it met the SLO at a load
+        that later breached it, that load's latest violations."""
+        if not steps:
+            return "no load step was measured"
+        first = steps[0]
+        broken = self.slo.violations(first, per_gpu)
+        if broken:
+            return "no step met the SLO; lowest load: " + "; ".join(broken)
+        same_load = [
+            s for s in steps[1:] if (s.step.rate, s.step.users) == (first.step.rate, first.step.users)
+        ]
+        again = [s for s in same_load if self.slo.violations(s, per_gpu)]
+        latest = "; ".join(self.slo.violations(again[-1], per_gpu)) if again else "not counted"
+        return f"no load held the SLO: {load_text(first)} met it, then did not ({latest})"
 
     def cost_per_million(self, config: Config, goodput_rps: float) -> float | None:
         """Cost of one replica serving 1M requests at `goodput_rps`; None without a price."""

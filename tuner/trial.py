@@ -99,7 +99,8 @@ class FixedSchedule:
 class CapacityPlan:
     """A probe (closed loop, 2 users per worker: it also warms the model up), then a capacity
     search from what the probe served; a level the load rises to, or the one after a breach that
-    shed requests (503), runs unscored for `rules.adapt_s` before it is measured."""
+    shed requests (503), runs unscored for `rules.adapt_s` before it is measured, and after a
+    breach that shed or was cut short, a light load runs unscored for `rules.recover_s` first."""
 
     rules: CapacityRules = field(default_factory=CapacityRules)
     probe_s: float = 3.0
@@ -128,6 +129,7 @@ class CapacitySchedule:
     adapts: list[StepMeasurement] = field(default_factory=list)  # unscored: the load adapting
     _unscored: bool = True  # the probe comes first
     _adapt_breached: bool = False  # the last adapt step was cut short: its level breached
+    _recovering: bool = False  # the step out is a light load after an overload
 
     def steps(self) -> Iterator[LoadStep]:
         probe_users = max(2, 2 * self.workers)
@@ -146,6 +148,9 @@ class CapacitySchedule:
         while (step := search.next_step()) is not None:
             if self._out_of_time(search, step):
                 break
+            if search.recovers_before():
+                self._unscored = self._recovering = True
+                yield search.recovery_step(step)
             if search.adapts_before(step):
                 self._unscored = True
                 yield search.adapt_step(step)
@@ -158,8 +163,11 @@ class CapacitySchedule:
         """The budget cannot fit `step`: end the search on what it has (once a level passed)."""
         if self.time_left is None or search.lo is None:
             return False
-        left = self.time_left()
-        if left >= step.duration_s + (self.plan.rules.adapt_s if search.adapts_before(step) else 0.0):
+        rules = self.plan.rules
+        unscored = (rules.adapt_s if search.adapts_before(step) else 0.0) + (
+            rules.recover_s if search.recovers_before() else 0.0
+        )
+        if self.time_left() >= step.duration_s + unscored:
             return False
         search.stop(
             "budget", f"time budget: stopped with the bracket at {search.lo:.4g}-{search.hi or 0:.4g}"
@@ -173,6 +181,10 @@ class CapacitySchedule:
                 self.probe = measured
                 return False
             self.adapts.append(measured)
+            if self._recovering:
+                self._recovering = False
+                self.search.tell_recovery(measured)
+                return False
             if self.search.tell_adapt(measured):
                 self._adapt_breached = True
                 return self.search.done

@@ -264,7 +264,8 @@ def test_a_level_is_judged_after_the_server_adapted_to_it() -> None:
     """BentoML's dispatcher sheds for seconds after the load rises, and keeps shedding after an
     overload: a scored step is preceded by an unscored `adapt_s` step at its own level (same
     users, rate and abort rule) exactly when its level is above the last one, or the last step
-    shed requests; the first scored step (at the probe's load) and falls without 503s are not."""
+    shed requests (after a light-load recovery); the first scored step (at the probe's load) and
+    falls without 503s are not."""
     plan = CapacityPlan(CapacityRules(adapt_s=4.0), probe_s=2.0)
     for surface, sheds in ((shedding_surface, True), (None, False)):
         deployer = FakeDeployer()
@@ -273,7 +274,8 @@ def test_a_level_is_judged_after_the_server_adapted_to_it() -> None:
             TrialRunner(deployer, loads, plan, SLO_200, "embedding"), loads, Config(16, 200, 2, 1)
         )
         adapts = [step for step in sent[1:] if step.duration_s == 4.0]
-        assert len(sent) == 1 + len(scored) + len(adapts)
+        recoveries = [step for step in sent[1:] if step.duration_s == 6.0 and step.abort_above_ms is None]
+        assert len(sent) == 1 + len(scored) + len(adapts) + len(recoveries)
         queue = iter(sent[1:])
         previous: StepMeasurement | None = None
         for measured in scored:
@@ -284,6 +286,9 @@ def test_a_level_is_judged_after_the_server_adapted_to_it() -> None:
                 and bool(SLO_200.violations(previous))
                 and bool(previous.failures_by_status.get("503"))
             )
+            if shed:
+                assert first in recoveries, "a light load after a step that shed"
+                first = next(queue)
             if rose or shed:
                 assert first == replace(measured.step, duration_s=4.0), "adapt at the level judged next"
                 first = next(queue)
@@ -351,3 +356,83 @@ def test_a_search_ends_on_what_it_has_when_the_time_budget_runs_out() -> None:
     assert finding is not None and finding.limited_by == "budget" and "time budget" in finding.note
     assert finding.knee is not None and finding.knee < knee and not finding.converged
     assert told <= 4  # probe, the levels up to the first pass, nothing after
+
+
+def latching_server(capacity: float) -> tuple[Respond, float]:
+    """A server that sheds past its knee and, once it has, sheds every request at any load above
+    a third of its capacity until a lighter load lets it refit (BentoML's dispatcher with a tight
+    max_latency)."""
+    respond, knee = knee_curve(capacity)
+    stuck = False
+
+    def latching(step: LoadStep) -> StepMeasurement:
+        nonlocal stuck
+        rate = step.rate or 0.0
+        if rate > knee:
+            stuck = True
+        elif rate <= capacity / 3:
+            stuck = False
+        if stuck:
+            return make_step(step, rate, 0.0, 1.0)
+        return respond(step)
+
+    return latching, knee
+
+
+def run_schedule(schedule: CapacitySchedule, respond: Respond, probe_rps: float) -> list[LoadStep]:
+    """Drive a schedule to its end; every step sent after the probe."""
+    steps = schedule.steps()
+    schedule.tell(make_step(next(steps), probe_rps, 60.0, 0.0))
+    sent = []
+    for step in steps:
+        sent.append(step)
+        if schedule.tell(respond(step)):
+            break
+    return sent
+
+
+@pytest.mark.parametrize("start_factor", [0.6, 0.9])
+def test_a_light_load_after_an_overload_lets_a_latched_server_recover(start_factor: float) -> None:
+    """After a step that shed requests, a light unscored load (`recover_fraction` of the next
+    level, `recover_s` long, never cut short) comes first: a server that keeps shedding after an
+    overload until the load falls is then found at its knee, where without it the search only
+    keeps the levels it passed before its first overload."""
+    capacity = 100.0
+    rules = CapacityRules(adapt_s=4.0, recover_s=3.0, recover_fraction=0.25)
+    found = {}
+    for recover_s in (3.0, 0.0):
+        respond, knee = latching_server(capacity)
+        plan = CapacityPlan(replace(rules, recover_s=recover_s), probe_s=2.0)
+        schedule = CapacitySchedule(plan, SLO_200, workers=1)
+        sent = run_schedule(schedule, respond, probe_rps=knee * start_factor / 0.8)
+        search = schedule.search
+        assert search is not None
+        if recover_s:
+            told = [m for _, m in search.told]
+            for index, step in enumerate(sent):
+                if step.duration_s != recover_s:
+                    continue
+                after = sent[index + 1]
+                assert step.rate == pytest.approx(0.25 * (after.rate or 0.0))
+                assert step.abort_above_ms is None and step not in [m.step for m in told]
+            assert sum(step.duration_s == recover_s for step in sent) >= 1
+        finding = schedule.finding()
+        assert finding is not None
+        found[recover_s] = finding.knee or 0.0
+    assert knee / (1 + rules.resolution) ** 2 <= found[3.0] <= knee
+    assert found[0.0] < found[3.0] / (1 + rules.resolution)
+
+
+def test_a_recovery_that_still_fails_is_named_in_the_finding() -> None:
+    """A server that fails even the light load after an overload: the finding says so."""
+    search = CapacitySearch(SLO_200, CapacityRules(), start=50.0)
+    step = search.next_step()
+    assert step is not None
+    search.tell(make_step(step, 50.0, 900.0, 0.6))
+    assert search.recovers_before()
+    nxt = search.next_step()
+    assert nxt is not None and nxt.rate is not None
+    light = search.recovery_step(nxt)
+    assert light.rate == pytest.approx(0.25 * nxt.rate) and light.duration_s == 6.0
+    search.tell_recovery(make_step(light, light.rate or 0.0, 900.0, 0.9))
+    assert "still failed 90% of a light load" in search.finding().note

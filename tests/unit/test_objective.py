@@ -95,3 +95,13 @@ def test_an_invalid_step_without_reasons_is_still_refused() -> None:
 
     outcome = Objective(SLO()).evaluate(CONFIG, [replace(step(8, 100, 100), valid=False)])
     assert not outcome.feasible and "flagged by the load runner" in outcome.reason
+
+
+def test_a_pass_overturned_by_its_recheck_is_named_as_such() -> None:
+    """No step counts because the only pass did not hold on a re-measurement: the reason names
+    that load and its latest violations, not an empty list."""
+    step = LoadStep(users=10, duration_s=2.0, rate=50.0)
+    steps = [make_step(step, 50.0, 80.0, 0.0), make_step(step, 50.0, 350.0, 0.0)]
+    outcome = Objective(SLO(latency_ms=200.0)).evaluate(Config(8, 50, 1, 1), steps, [False, False])
+    assert not outcome.feasible
+    assert outcome.reason == "no load held the SLO: 50 RPS offered met it, then did not (p95 350 ms > 200 ms)"
