@@ -72,8 +72,10 @@ class CapacityRules:
     # refits its latency model only from the batches it dispatches; after an overload with a
     # tight max_latency it can shed every request at loads it served before (digits b8-l50:
     # 100% 503 for 50 s at 535/s, after passing 491/s), until a light load lets it refit.
+    # A light load the server still fails is run again, lighter, up to `recover_attempts` times.
     recover_s: float = 6.0
     recover_fraction: float = 0.25
+    recover_attempts: int = 3
     generator_busy: float = 0.5  # cores of Locust that make a missed rate the generator's fault
     max_users: int = 2000  # the load generator's bound on concurrent requests
 
@@ -88,8 +90,8 @@ class CapacityRules:
             raise ValueError("max_steps and max_users must be >= 1")
         if self.rechecks < 0 or self.confirms < 0:
             raise ValueError("rechecks and confirms must be >= 0")
-        if self.recover_s < 0 or not 0 < self.recover_fraction < 1:
-            raise ValueError("need recover_s >= 0 and recover_fraction in (0, 1)")
+        if self.recover_s < 0 or not 0 < self.recover_fraction < 1 or self.recover_attempts < 1:
+            raise ValueError("need recover_s >= 0, recover_fraction in (0, 1), recover_attempts >= 1")
 
     def min_requests(self, quantile: str) -> int:
         """Requests one step needs so that ~10 of them lie above the quantile (p95: 200, p99: 1000)."""
@@ -321,18 +323,25 @@ class CapacitySearch:
             return False
         return self.last_shed or self.told[-1][1].aborted
 
-    def recovery_step(self, before: LoadStep) -> LoadStep:
-        """A light load (`recover_fraction` of `before`'s level) for `recover_s`, never cut short."""
-        level = self._level(self.rules.recover_fraction * _level_of_step(before, self.rules.mode))
+    def recovery_step(self, before: LoadStep, attempt: int = 0) -> LoadStep:
+        """A light load for `recover_s`, never cut short: `recover_fraction` of `before`'s level,
+        halved on each further `attempt` (a lighter load lets a latched dispatcher refit sooner)."""
+        fraction = self.rules.recover_fraction * 0.5**attempt
+        level = self._level(fraction * _level_of_step(before, self.rules.mode))
         return replace(self.step_for(level), duration_s=self.rules.recover_s, abort_above_ms=None)
 
-    def tell_recovery(self, measured: StepMeasurement) -> None:
-        """Note a light load that the server still failed: it had not recovered from the overload."""
-        if measured.failure_ratio > self.slo.max_failure_ratio:
+    def tell_recovery(self, measured: StepMeasurement, attempt: int = 0) -> bool:
+        """Record a light load; True when the server served it within the failure bound. A
+        server slow to recover is named in the finding's note."""
+        served = measured.failure_ratio <= self.slo.max_failure_ratio
+        if not served:
             self.note = (
                 f"after an overload the server still failed {measured.failure_ratio:.0%} of a light "
                 f"load ({load_text(measured)}) for {measured.duration_s:.0f} s"
             )
+        elif attempt:
+            self.note = f"after an overload the server served again only at {load_text(measured)}"
+        return served
 
     def tell_adapt(self, measured: StepMeasurement) -> bool:
         """Record an adapt step; True when it was cut short as overloaded, which is then the

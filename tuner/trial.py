@@ -130,6 +130,8 @@ class CapacitySchedule:
     _unscored: bool = True  # the probe comes first
     _adapt_breached: bool = False  # the last adapt step was cut short: its level breached
     _recovering: bool = False  # the step out is a light load after an overload
+    _recovered: bool = False  # the last light load was served within the failure bound
+    _attempt: int = 0  # of the light load out
 
     def steps(self) -> Iterator[LoadStep]:
         probe_users = max(2, 2 * self.workers)
@@ -149,8 +151,7 @@ class CapacitySchedule:
             if self._out_of_time(search, step):
                 break
             if search.recovers_before():
-                self._unscored = self._recovering = True
-                yield search.recovery_step(step)
+                yield from self._recover(search, step)
             if search.adapts_before(step):
                 self._unscored = True
                 yield search.adapt_step(step)
@@ -158,6 +159,15 @@ class CapacitySchedule:
                     self._adapt_breached = False
                     continue
             yield step
+
+    def _recover(self, search: CapacitySearch, before: LoadStep) -> Iterator[LoadStep]:
+        """Light loads before `before` until one is served (at most `recover_attempts`)."""
+        self._recovered = False
+        for attempt in range(self.plan.rules.recover_attempts):
+            self._unscored, self._recovering, self._attempt = True, True, attempt
+            yield search.recovery_step(before, attempt)
+            if self._recovered:
+                return
 
     def _out_of_time(self, search: CapacitySearch, step: LoadStep) -> bool:
         """The budget cannot fit `step`: end the search on what it has (once a level passed)."""
@@ -183,7 +193,7 @@ class CapacitySchedule:
             self.adapts.append(measured)
             if self._recovering:
                 self._recovering = False
-                self.search.tell_recovery(measured)
+                self._recovered = self.search.tell_recovery(measured, self._attempt)
                 return False
             if self.search.tell_adapt(measured):
                 self._adapt_breached = True

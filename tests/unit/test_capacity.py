@@ -358,10 +358,10 @@ def test_a_search_ends_on_what_it_has_when_the_time_budget_runs_out() -> None:
     assert told <= 4  # probe, the levels up to the first pass, nothing after
 
 
-def latching_server(capacity: float) -> tuple[Respond, float]:
+def latching_server(capacity: float, release: float = 1 / 3) -> tuple[Respond, float]:
     """A server that sheds past its knee and, once it has, sheds every request at any load above
-    a third of its capacity until a lighter load lets it refit (BentoML's dispatcher with a tight
-    max_latency)."""
+    `release` x its capacity until a lighter load lets it refit (BentoML's dispatcher with a
+    tight max_latency)."""
     respond, knee = knee_curve(capacity)
     stuck = False
 
@@ -370,7 +370,7 @@ def latching_server(capacity: float) -> tuple[Respond, float]:
         rate = step.rate or 0.0
         if rate > knee:
             stuck = True
-        elif rate <= capacity / 3:
+        elif rate <= capacity * release:
             stuck = False
         if stuck:
             return make_step(step, rate, 0.0, 1.0)
@@ -434,5 +434,39 @@ def test_a_recovery_that_still_fails_is_named_in_the_finding() -> None:
     assert nxt is not None and nxt.rate is not None
     light = search.recovery_step(nxt)
     assert light.rate == pytest.approx(0.25 * nxt.rate) and light.duration_s == 6.0
-    search.tell_recovery(make_step(light, light.rate or 0.0, 900.0, 0.9))
+    assert not search.tell_recovery(make_step(light, light.rate or 0.0, 900.0, 0.9))
     assert "still failed 90% of a light load" in search.finding().note
+
+
+def test_a_light_load_the_server_still_fails_is_run_again_lighter() -> None:
+    """A latched server that refits only under a tenth of its capacity: each light load it fails
+    is followed by one half as heavy, until one is served; then the level is measured."""
+    respond, knee = latching_server(100.0, release=0.1)
+    rules = CapacityRules(adapt_s=4.0, recover_s=3.0, recover_fraction=0.25, recover_attempts=3)
+    schedule = CapacitySchedule(CapacityPlan(rules, probe_s=2.0), SLO_200, workers=1)
+    sent = run_schedule(schedule, respond, probe_rps=knee * 0.9 / 0.8)
+    runs: list[list[LoadStep]] = [[]]
+    for step in sent:
+        if step.abort_above_ms is None:
+            runs[-1].append(step)
+        elif runs[-1]:
+            next_level = step.rate or 0.0
+            fractions = [(light.rate or 0.0) / next_level for light in runs[-1]]
+            assert fractions == pytest.approx([0.25, 0.125, 0.0625][: len(fractions)])
+            assert (runs[-1][-1].rate or 0.0) <= 10.0 or len(fractions) == 3, "stops once served"
+            runs.append([])
+    assert any(len(run) >= 2 for run in runs), "a light load was run again"
+    finding = schedule.finding()
+    assert finding is not None and finding.knee is not None
+    assert knee / (1 + rules.resolution) ** 2 <= finding.knee <= knee
+
+
+def test_a_recovery_after_several_light_loads_is_named_in_the_finding() -> None:
+    search = CapacitySearch(SLO_200, CapacityRules(), start=50.0)
+    step = search.next_step()
+    assert step is not None
+    search.tell(make_step(step, 50.0, 900.0, 0.6))
+    light = search.recovery_step(step, attempt=2)
+    assert light.rate == pytest.approx(50.0 * 0.25 / 4)
+    assert search.tell_recovery(make_step(light, light.rate or 0.0, 50.0, 0.0), attempt=2)
+    assert search.finding().note == "after an overload the server served again only at 3.125 RPS offered"
