@@ -92,7 +92,7 @@ class Study:
     def measure(self, config: Config, kind: TrialKind, label: str = "", **runner_kw: Any) -> TrialRecord:
         """Measure one config now, score it and store the record at once."""
         number = self.history.count()
-        if self._bounded(kind):
+        if self._bounded():
             runner_kw.setdefault("time_left", self.budget.remaining)
         if self.events.trial_start:
             self.events.trial_start(number, label or kind, config)
@@ -104,12 +104,11 @@ class Study:
             self.events.trial_end(record)
         return record
 
-    def _bounded(self, kind: TrialKind) -> bool:
-        """Whether a measurement's capacity search must end when the budget does: the finalists'
-        re-measurements and the trials past the ones the budget always runs."""
-        if self.budget.seconds is None or kind == "baseline":
-            return False
-        return kind == "finalist" or len(self.history) >= self.budget.min_trials
+    def _bounded(self) -> bool:
+        """Whether a measurement's capacity search must end when the budget does (once a level
+        met the SLO): every one but the study's first, baselines and the trials the budget always
+        runs included (two searches of a slow config had overrun a 3-minute budget by 2 minutes)."""
+        return self.budget.seconds is not None and self.history.count() > 0
 
     def _record(
         self, number: int, kind: TrialKind, label: str, config: Config, measured: Measurement

@@ -110,3 +110,36 @@ def test_a_single_run_claims_no_interval() -> None:
     assert Finalist(config, record(config, 50.0), [record(config, 60.0, 1)]).interval_text.startswith(
         "95% interval 0.0-"
     )
+
+
+def test_after_the_first_search_every_search_ends_when_the_budget_does(tmp_path: Path) -> None:
+    """A fake clock that moves with each load step: the first search runs to its end, the
+    second trial (one the budget always runs) stops its search at the budget, not past it."""
+    now = [0.0]
+    deployer = FakeDeployer()
+    loads = FakeLoadRunner(deployer)
+    original = loads.run_steps
+
+    def timed(url, service, steps, **kw):  # type: ignore[no-untyped-def]
+        def ticking():  # type: ignore[no-untyped-def]
+            for step in steps:
+                now[0] += step.duration_s
+                yield step
+
+        return original(url, service, ticking(), **kw)
+
+    loads.run_steps = timed  # type: ignore[method-assign]
+    space = default_space("embedding", Machine(cores=2, gpus=0))
+    slo = SLO(latency_ms=200)
+    runner = TrialRunner(deployer, loads, CapacityPlan(), slo, "embedding")
+    store = StudyStore(tmp_path)
+    store.open({}, resume=False)
+    first_search_s = []
+    study = Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, 2, 0, 0,
+                  budget=TimeBudget(1.0, clock=lambda: now[0]), cores=2)  # fmt: skip
+    study.events.trial_end = lambda record: first_search_s.append(now[0])
+    result = study.run()
+    first, second = (r.capacity for r in result.trials)
+    assert first is not None and first.limited_by != "budget" and first_search_s[0] > 1.0
+    assert second is not None and second.limited_by == "budget", second
+    assert second.knee is not None and second.steps < first.steps
