@@ -11,9 +11,7 @@ could hold, and a breach that does not repeat is dropped and the search goes on 
 Its knee is measured once more too (`confirms`): a lucky step (a quiet spell of a shared
 machine, a few 503s fewer than the bound allows) passes a level the server cannot hold, and a
 level that passed was never measured again, so the search kept it and reported its goodput. A
-knee that fails its confirmation stands as a breach and the search goes on below it. The pass
-below the first breach is confirmed before the bracket is bisected: bisecting above a lucky pass
-spent a search's steps on levels that all breached (one ran out of steps at 0.7x its knee). Above a
+knee that fails its confirmation stands as a breach and the search goes on below it. Above a
 breach that did not repeat, the search climbs only from a level that met the SLO twice: that
 breach had converged the bracket, and one re-measurement climbed past it on single passes to
 1.5x the knee that its config's other searches and a reference sweep agreed on. A level's
@@ -128,7 +126,6 @@ class CapacitySearch:
     breaches: list[float] = field(default_factory=list)  # levels that breached (and stand)
     rechecked: int = 0
     confirmed: int = 0
-    confirmed_first: bool = False  # the pass below the first breach was measured again
     verdicts: dict[float, list[bool]] = field(default_factory=dict)  # per level: met, in order
     passed: list[StepMeasurement] = field(default_factory=list)
     told: list[tuple[float, StepMeasurement]] = field(default_factory=list)
@@ -196,9 +193,6 @@ class CapacitySearch:
             return level
         if self._converged():
             return self._settle()
-        if self._confirms_first_pass():
-            self.confirmed_first = True
-            return self.lo  # confirm the pass before bisecting above it
         level = self._level(math.sqrt(self.lo * self.hi))
         if not self.lo < level < self.hi:  # users: the bracket is one user wide
             return self._settle()
@@ -215,15 +209,6 @@ class CapacitySearch:
             return self.lo
         self.limited_by = "slo"
         return None
-
-    def _confirms_first_pass(self) -> bool:
-        """Once per search, when its first bracket is one full growth step wide (a breach right
-        above a single pass): a narrow re-measurement's growth makes a lucky pass cheap."""
-        assert self.lo is not None and self.hi is not None
-        if not self.rules.confirms or self.confirmed_first or self.growth is not None:
-            return False
-        wide = self.hi >= self._level(self.lo * self.factor) * (1 - 1e-9)
-        return wide and self._passes(self.lo) < 2
 
     def _passes(self, level: float) -> int:
         return self.verdicts.get(level, []).count(True)
