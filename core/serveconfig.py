@@ -152,7 +152,9 @@ class FinalistSummary(BaseModel):
     key: str
     mean_rps: float
     stdev_rps: float = 0.0
-    interval_rps: list[float] = Field(min_length=2, max_length=2, description="[low, high] 95% of the mean")
+    interval_rps: list[float] | None = Field(
+        None, min_length=2, max_length=2, description="[low, high] 95% of the mean (None: 1 run)"
+    )
     runs: int = Field(0, ge=0)
 
 

@@ -66,6 +66,11 @@ class Finalist:
         return (max(0.0, low), high)
 
     @property
+    def repeated_interval(self) -> tuple[float, float] | None:
+        """`interval` when there are at least 2 runs; one run has none to claim."""
+        return self.interval if len(self.goodputs) >= 2 else None
+
+    @property
     def interval_text(self) -> str:
         """ "95% interval a-b", or why there is none (one run has no spread to speak of)."""
         if len(self.goodputs) < 2:

@@ -165,13 +165,18 @@ def write_steps(out: Path, records: Sequence[TrialRecord]) -> tuple[Path, Path]:
     return csv_path, json_path
 
 
+def rounded_interval(finalist: Finalist) -> list[float] | None:
+    """A finalist's 95% interval for a file, None for a single run."""
+    interval = finalist.repeated_interval
+    return [round(v, 2) for v in interval] if interval is not None else None
+
+
 def finalist_summary(finalist: Finalist) -> FinalistSummary:
-    low, high = finalist.interval
     return FinalistSummary(
         key=finalist.config.key,
         mean_rps=round(finalist.mean_goodput, 2),
         stdev_rps=round(finalist.stdev, 2),
-        interval_rps=[round(low, 2), round(high, 2)],
+        interval_rps=rounded_interval(finalist),
         runs=len(finalist.goodputs),
     )
 
@@ -189,7 +194,6 @@ def winner_file(
     measured = winner.measured
     best = max(measured, key=lambda r: r.goodput_rps)
     rss = [r.rss_mb for r in measured if r.rss_mb]
-    low, high = winner.interval
     reference = TargetRef.of(service_spec(service))
     return WinnerFile(
         config=winner.config.serve_config(service),
@@ -203,8 +207,8 @@ def winner_file(
         goodput_spread_rps=round(winner.spread, 2),
         goodput_measurements=[round(g, 2) for g in winner.goodputs],
         key=winner.config.key,
-        goodput_stdev_rps=round(winner.stdev, 2),
-        goodput_interval_rps=[round(low, 2), round(high, 2)],
+        goodput_stdev_rps=round(winner.stdev, 2) if len(winner.goodputs) >= 2 else None,
+        goodput_interval_rps=rounded_interval(winner),
         statistically_tied_with=tied_keys(choice) if choice is not None and choice.winner is winner else [],
         choice=choice.explain() if choice is not None and choice.winner is winner else "",
         finalists=[finalist_summary(f) for f in finalists],

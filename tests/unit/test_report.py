@@ -343,6 +343,18 @@ def test_the_winner_file_carries_the_interval_the_tie_and_the_finalists(tmp_path
     assert load_serve_config(path) == winner.config  # what `serve --config` reads
 
 
+def test_a_winner_measured_once_claims_no_interval(tmp_path: Path) -> None:
+    """One capacity search has no spread: the winner file carries no interval and no stdev for
+    it (not a zero-width "95% interval"), nor for a finalist measured once."""
+    alone = [finalist(0, BIG, [108.9]), finalist(1, SMALL, [84.5])]
+    result = study_result(alone)
+    assert result.winner is not None and result.winner.repeated_interval is None
+    winner = load_winner(write_winner(tmp_path, "embedding", result.winner, SETTINGS, result.choice, alone))
+    assert winner.goodput_rps == 108.9 and winner.goodput_measurements == [108.9]
+    assert winner.goodput_interval_rps is None and winner.goodput_stdev_rps is None
+    assert [(f.key, f.interval_rps, f.runs) for f in winner.finalists] == [(BIG.key, None, 1), (SMALL.key, None, 1)]
+
+
 def test_an_old_winner_file_without_the_new_fields_still_loads(tmp_path: Path) -> None:
     document = {
         "config": {"service": "embedding", "max_batch_size": 16, "max_latency_ms": 200, "workers": 1},

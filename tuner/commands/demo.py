@@ -149,7 +149,9 @@ def demo_summary(
         "winner_key": winner.config.key if winner else None,
         "winner_goodput_rps": round(winner_rps, 1),
         "winner_goodput_runs": [round(g, 1) for g in winner.goodputs] if winner else [],
-        "winner_interval_rps": [round(v, 1) for v in winner.interval] if winner else None,
+        "winner_interval_rps": (
+            [round(v, 1) for v in winner.repeated_interval] if winner and winner.repeated_interval else None
+        ),
         "winner_stdev_rps": round(winner.stdev, 1) if winner else None,
         "choice": result.choice.explain() if result.choice else None,
         "statistically_tied": bool(result.choice and result.choice.is_tie),
@@ -181,7 +183,7 @@ def print_closing(summary: dict[str, Any], out: Path) -> None:
     ratio = summary["ratio"]
     console.rule("demo result")
     interval = summary["winner_interval_rps"]
-    interval_text = f", 95% interval {interval[0]}-{interval[1]}" if interval else ""
+    interval_text = f", 95% interval {interval[0]}-{interval[1]}" if interval else ", no interval (1 run)"
     console.print(
         f"winner  {summary['winner_key']}: {summary['winner_goodput_rps']} good RPS{interval_text} "
         f"(capacity searches {summary['winner_goodput_runs']}) at p95 <= {summary['slo_p95_ms']:.0f} ms",

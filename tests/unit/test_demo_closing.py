@@ -1,0 +1,37 @@
+"""The demo's closing lines state an interval only when the winner was measured more than once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tuner.commands.console import console
+from tuner.commands.demo import print_closing
+
+
+def summary(runs: list[float], interval: list[float] | None) -> dict[str, Any]:
+    return {
+        "winner_key": "b64-l500-w2-t1-g0-fp32", "winner_goodput_rps": round(sum(runs) / len(runs), 1),
+        "winner_goodput_runs": runs, "winner_interval_rps": interval, "slo_p95_ms": 200.0,
+        "choice": None, "cores": 2, "naive_goodput_rps": 42.0, "bentoml_default_goodput_rps": None,
+        "ratio": None, "ratio_over_bentoml_default": None, "stopped_because": "", "trials": 2,
+        "finalist_runs": 0, "wall_seconds": 350.0, "load_average_before": [0.7, 0.5, 0.4],
+        "load_average_after": [2.5, 1.5, 1.2], "inprocess_fp32_batch16_1thread_s": None,
+        "report": "reports/demo/report.html",
+    }  # fmt: skip
+
+
+def closing(data: dict[str, Any]) -> str:
+    with console.capture() as captured:
+        print_closing(data, Path("reports/demo"))
+    return " ".join(captured.get().split())
+
+
+def test_one_run_is_said_to_have_no_interval() -> None:
+    text = closing(summary([108.9], None))
+    assert "108.9 good RPS, no interval (1 run)" in text and "95% interval" not in text
+
+
+def test_repeated_runs_show_their_interval() -> None:
+    text = closing(summary([90.6, 139.1], [0.0, 423.0]))
+    assert "114.8 good RPS, 95% interval 0.0-423.0" in text
