@@ -179,9 +179,10 @@ class CapacitySchedule:
         )
         if self.time_left() >= step.duration_s + unscored:
             return False
-        search.stop(
-            "budget", f"time budget: stopped with the bracket at {search.lo:.4g}-{search.hi or 0:.4g}"
+        bracket = (
+            f"{search.lo:.4g}-{search.hi:.4g}" if search.hi is not None else f"{search.lo:.4g}, no breach yet"
         )
+        search.stop("budget", f"time budget: stopped with the bracket at {bracket}")
         return True
 
     def tell(self, measured: StepMeasurement) -> bool:

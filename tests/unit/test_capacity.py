@@ -356,6 +356,8 @@ def test_a_search_ends_on_what_it_has_when_the_time_budget_runs_out() -> None:
     assert finding is not None and finding.limited_by == "budget" and "time budget" in finding.note
     assert finding.knee is not None and finding.knee < knee and not finding.converged
     assert told <= 4  # probe, the levels up to the first pass, nothing after
+    if finding.breach is None:
+        assert finding.note.endswith(f"bracket at {finding.knee:.4g}, no breach yet"), finding.note
 
 
 def latching_server(capacity: float, release: float = 1 / 3) -> tuple[Respond, float]:
