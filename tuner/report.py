@@ -207,7 +207,7 @@ def winner_file(
         goodput_spread_rps=round(winner.spread, 2),
         goodput_measurements=[round(g, 2) for g in winner.goodputs],
         key=winner.config.key,
-        goodput_stdev_rps=round(winner.stdev, 2) if len(winner.goodputs) >= 2 else None,
+        goodput_stdev_rps=round(winner.stdev, 2) if winner.repeated_interval is not None else None,
         goodput_interval_rps=rounded_interval(winner),
         statistically_tied_with=tied_keys(choice) if choice is not None and choice.winner is winner else [],
         choice=choice.explain() if choice is not None and choice.winner is winner else "",

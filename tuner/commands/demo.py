@@ -139,6 +139,7 @@ def demo_summary(
     by_label = {b.label: b for b in outcome.baselines}
     naive, default = by_label.get(NAIVE_LABEL), by_label.get(DEFAULT_LABEL)
     winner_rps = winner.mean_goodput if winner is not None else 0.0
+    interval = winner.repeated_interval if winner is not None else None
 
     def ratio(baseline: Any) -> float | None:
         rps = baseline.goodput_rps if baseline is not None else 0.0
@@ -149,9 +150,7 @@ def demo_summary(
         "winner_key": winner.config.key if winner else None,
         "winner_goodput_rps": round(winner_rps, 1),
         "winner_goodput_runs": [round(g, 1) for g in winner.goodputs] if winner else [],
-        "winner_interval_rps": (
-            [round(v, 1) for v in winner.repeated_interval] if winner and winner.repeated_interval else None
-        ),
+        "winner_interval_rps": [round(v, 1) for v in interval] if interval else None,
         "winner_stdev_rps": round(winner.stdev, 1) if winner else None,
         "choice": result.choice.explain() if result.choice else None,
         "statistically_tied": bool(result.choice and result.choice.is_tie),
