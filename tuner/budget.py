@@ -1,8 +1,10 @@
 """A wall-clock budget for a study: fewer trials rather than an overrun.
 
 Costs are estimated from the measurements this study already made (their wall time), never
-from constants tuned to one machine: before its first trial the study cannot know, so it
-always runs at least `min_trials`.
+from constants tuned to one machine: before its first trial the study cannot know, so the
+first trial always runs. Up to `min_trials` trials may eat into the finalists' reserve, but
+never into the time the leader's first re-measurement needs (`keep_s`): a winner measured
+twice, with an interval, is worth more than one more config measured once.
 """
 
 from __future__ import annotations
@@ -40,18 +42,25 @@ class TimeBudget:
         """The cost of one more measurement like `walls` (their median), else `fallback`."""
         return statistics.median(walls) if walls else fallback
 
-    def affords_trial(self, trials_done: int, trial_walls: Sequence[float], reserve_s: float) -> bool:
-        """One more trial fits, with `reserve_s` kept for what comes after the search."""
-        if self.seconds is None or trials_done < self.min_trials:
+    def affords_trial(
+        self, trials_done: int, trial_walls: Sequence[float], reserve_s: float, keep_s: float = 0.0
+    ) -> bool:
+        """One more trial fits, with `reserve_s` kept for what comes after the search (only
+        `keep_s`, the leader's first re-measurement, while fewer than `min_trials` ran)."""
+        if self.seconds is None or trials_done == 0:
             return True
         trial_s = self.estimate(trial_walls) or 0.0
         left = self.remaining()
-        if left >= trial_s + reserve_s:
+        mandatory = trials_done < self.min_trials
+        kept = keep_s if mandatory else reserve_s
+        if left >= trial_s + kept:
             return True
-        self.stopped_because = (
-            f"time budget: {left:.0f} s left, a trial takes ~{trial_s:.0f} s and the finalists' "
-            f"re-measurements need ~{reserve_s:.0f} s"
+        after = (
+            f"the leader's first re-measurement needs ~{kept:.0f} s"
+            if mandatory
+            else f"the finalists' re-measurements need ~{kept:.0f} s"
         )
+        self.stopped_because = f"time budget: {left:.0f} s left, a trial takes ~{trial_s:.0f} s and {after}"
         return False
 
     def affords(self, cost_s: float | None) -> bool:

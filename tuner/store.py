@@ -46,6 +46,7 @@ class TrialRecord(BaseModel):
     reason: str = ""
     rss_mb: float | None = None
     wall_s: float = 0.0
+    first_verdict_s: float | None = None  # seconds until its first scored step ended
     started_at: float = 0.0
     steps: list[StepMeasurement] = Field(default_factory=list)
     capacity: CapacityFinding | None = None  # what the capacity search found (None: fixed steps)

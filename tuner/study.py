@@ -116,7 +116,8 @@ class Study:
         common: dict[str, Any] = {
             "number": number, "kind": kind, "label": label, "strategy": self.strategy.name,
             "key": config.key, "config": config.to_dict(), "rss_mb": measured.rss_mb,
-            "wall_s": measured.wall_s, "started_at": measured.started_at,
+            "wall_s": measured.wall_s, "first_verdict_s": measured.first_verdict_s,
+            "started_at": measured.started_at,
             "steps": list(measured.steps), "capacity": measured.capacity,
         }  # fmt: skip
         if not measured.ok:
@@ -154,7 +155,8 @@ class Study:
 
     def search(self) -> None:
         """Ask for configs until `n_trials` distinct configs have been measured (or the time
-        budget would not fit another trial and the finalists' re-measurements).
+        budget would not fit another trial and the finalists' re-measurements; for the first
+        `min_trials`, the leader's first re-measurement).
 
         A config the history holds is not measured again (counted as a duplicate ask); one
         outside the space is refused (noted in the history, counted as illegal).
@@ -162,7 +164,8 @@ class Study:
         view = self.history.view()
         asks_left = 50 * max(1, self.n_trials) + len(self.space)
         while len(self.history) < self.n_trials and asks_left > 0:
-            if not self.budget.affords_trial(len(self.history), self._walls("trial"), self._reserve()):
+            keep = (self._first_repeat_cost() or 0.0) if self.finalists_k and self.finalists_r else 0.0
+            if not self.budget.affords_trial(len(self.history), self._walls("trial"), self._reserve(), keep):
                 break
             asks_left -= 1
             config = self.strategy.ask(view)
@@ -184,6 +187,17 @@ class Study:
         trial = TimeBudget.estimate(self._walls("trial"))
         return TimeBudget.estimate(self._walls("finalist"), trial * REPEAT_SHARE if trial else None)
 
+    def _first_repeat_cost(self) -> float | None:
+        """Seconds a re-measurement needs before the budget may stop it (it stops only once a
+        level met the SLO): its server start, probe and first level, as this study's searches
+        took them; a whole re-measurement until one was timed so."""
+        firsts = [
+            r.first_verdict_s
+            for r in self.history.records
+            if r.kind in ("trial", "finalist") and r.first_verdict_s is not None
+        ]
+        return TimeBudget.estimate(firsts, self._repeat_cost())
+
     def _reserve(self) -> float:
         """Seconds the finalists' re-measurements will take."""
         return self.finalists_k * self.finalists_r * (self._repeat_cost() or 0.0)
@@ -203,7 +217,10 @@ class Study:
             for first in ranked:
                 if len(repeats[first.key]) > round_:
                     continue
-                if not self.budget.affords(self._repeat_cost()):
+                # The first round only needs a re-measurement's start: a budget-bounded search then
+                # ends at the budget with what it measured, and every finalist gets an interval.
+                cost = self._first_repeat_cost() if round_ == 0 else self._repeat_cost()
+                if not self.budget.affords(cost):
                     self.budget.stopped_because = self.budget.stopped_because or (
                         f"time budget: {len(self._walls('finalist'))} finalist re-measurements fitted"
                     )

@@ -225,6 +225,9 @@ class Measurement:
     wall_s: float = 0.0
     started_at: float = 0.0
     capacity: CapacityFinding | None = None
+    # Seconds from the start to the first scored step's end (server start, probe, first level):
+    # what a re-measurement that the budget stops early costs at least.
+    first_verdict_s: float | None = None
 
 
 class TargetStartError(RuntimeError):
@@ -243,8 +246,10 @@ class TrialRunner:
         slo: SLO,
         service: str,
         first_contact: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.deployer = deployer
+        self.clock = clock
         self.load_runner = load_runner
         self.plan = plan
         self.slo = slo
@@ -268,8 +273,13 @@ class TrialRunner:
 
         `hint` is a knee found before for this config: a capacity search re-brackets it narrowly.
         """
-        started_at, t0 = time.time(), time.monotonic()
+        started_at, t0 = time.time(), self.clock()
         result = Measurement(ok=False, started_at=started_at)
+
+        def verdict(_number: int, _step: StepMeasurement) -> None:
+            if result.first_verdict_s is None:
+                result.first_verdict_s = self.clock() - t0
+
         try:
             with (deployer or self.deployer).deploy(config) as deployment:
                 if self.first_contact is not None and not self.contacted:
@@ -277,7 +287,9 @@ class TrialRunner:
                     self.contacted = True
                 try:
                     schedule = (plan or self.plan).schedule(self.slo, config.workers, hint, time_left)
-                    result.steps = self._load(deployment.url, endpoint, config.workers, schedule, on_step)
+                    result.steps = self._load(
+                        deployment.url, endpoint, config.workers, schedule, _both(verdict, on_step)
+                    )
                     result.capacity = schedule.finding()
                     result.ok = deployment.alive()
                     if not result.ok:
@@ -298,7 +310,7 @@ class TrialRunner:
             if self.first_contact is not None and not self.contacted:
                 raise TargetStartError(f"the service did not start ({config.key}): {exc}") from None
             result.reason = f"server did not start: {exc}"
-        result.wall_s = time.monotonic() - t0
+        result.wall_s = self.clock() - t0
         return result
 
     def _load(
@@ -325,3 +337,12 @@ class TrialRunner:
             expected_workers=workers,
         )  # fmt: skip
         return schedule.scored()
+
+
+def _both(first: StepCallback, second: StepCallback | None) -> StepCallback:
+    def call(number: int, step: StepMeasurement) -> None:
+        first(number, step)
+        if second is not None:
+            second(number, step)
+
+    return call

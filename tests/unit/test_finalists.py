@@ -113,8 +113,8 @@ def test_a_single_run_claims_no_interval() -> None:
 
 
 def test_after_the_first_search_every_search_ends_when_the_budget_does(tmp_path: Path) -> None:
-    """A fake clock that moves with each load step: the first search runs to its end, the
-    second trial (one the budget always runs) stops its search at the budget, not past it."""
+    """A fake clock that moves with each load step: the first search (a baseline) runs to its
+    end, the first trial (one the budget always runs) stops its search at the budget, not past it."""
     now = [0.0]
     deployer = FakeDeployer()
     loads = FakeLoadRunner(deployer)
@@ -134,12 +134,69 @@ def test_after_the_first_search_every_search_ends_when_the_budget_does(tmp_path:
     runner = TrialRunner(deployer, loads, CapacityPlan(), slo, "embedding")
     store = StudyStore(tmp_path)
     store.open({}, resume=False)
-    first_search_s = []
     study = Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, 2, 0, 0,
                   budget=TimeBudget(1.0, clock=lambda: now[0]), cores=2)  # fmt: skip
-    study.events.trial_end = lambda record: first_search_s.append(now[0])
+    baseline = study.baseline(Config(16, 200, 2, 1), "naive")
+    assert now[0] > 1.0
     result = study.run()
-    first, second = (r.capacity for r in result.trials)
-    assert first is not None and first.limited_by != "budget" and first_search_s[0] > 1.0
+    (trial,) = result.trials  # a second one would not fit: it is not run
+    first, second = baseline.capacity, trial.capacity
+    assert first is not None and first.limited_by != "budget"
     assert second is not None and second.limited_by == "budget", second
     assert second.knee is not None and second.steps < first.steps
+
+
+def test_a_mandatory_trial_must_leave_the_leaders_first_re_measurement() -> None:
+    now = [0.0]
+    budget = TimeBudget(60.0, clock=lambda: now[0])  # min_trials=2: the second may eat the reserve
+    now[0] += 30
+    assert budget.affords_trial(1, [20.0], reserve_s=1000, keep_s=5)
+    assert not budget.affords_trial(1, [20.0], reserve_s=1000, keep_s=15)
+    assert "leader's first re-measurement needs ~15 s" in budget.stopped_because
+    assert not budget.affords_trial(2, [20.0], reserve_s=15, keep_s=0)  # past min_trials: the reserve
+
+
+def test_a_tight_budget_re_measures_the_leader_rather_than_run_another_trial(tmp_path: Path) -> None:
+    """A fake clock moved by server starts (10 s) and load steps. The first trial ends with just
+    more than a re-measurement's start left: no second trial (the old rule ran one and left the
+    winner a single run); the leader is measured again, bounded by the budget, so it has an interval."""
+    now = [0.0]
+    deployer = FakeDeployer(on_deploy=lambda _: now.__setitem__(0, now[0] + 10.0))
+    loads = FakeLoadRunner(deployer)
+    original = loads.run_steps
+
+    def timed(url, service, steps, **kw):  # type: ignore[no-untyped-def]
+        def ticking():  # type: ignore[no-untyped-def]
+            for step in steps:
+                now[0] += step.duration_s
+                yield step
+
+        return original(url, service, ticking(), **kw)
+
+    loads.run_steps = timed  # type: ignore[method-assign]
+    space = default_space("embedding", Machine(cores=2, gpus=0))
+    slo = SLO(latency_ms=200)
+    plan = CapacityPlan()
+    runner = TrialRunner(deployer, loads, plan, slo, "embedding", clock=lambda: now[0])
+    store = StudyStore(tmp_path)
+    store.open({}, resume=False)
+    budget = TimeBudget(1000.0, clock=lambda: now[0])
+    study = Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, 5, 2, 2,
+                  budget=budget, cores=2)  # fmt: skip
+
+    def squeeze(record: TrialRecord) -> None:
+        if record.kind == "trial":  # what is left: the first verdict's time and 1 s
+            assert record.first_verdict_s is not None
+            now[0] = budget.started + 1000.0 - record.first_verdict_s - 1.0
+
+    study.events.trial_end = squeeze
+    result = study.run()
+    (trial,) = result.trials
+    first_step = trial.steps[0].duration_s
+    assert trial.first_verdict_s == pytest.approx(10.0 + plan.probe_s + first_step)
+    assert "leader's first re-measurement" in result.stopped_because
+    assert result.winner is not None and len(result.winner.repeats) == 1
+    assert result.winner.repeated_interval is not None
+    repeat = result.winner.repeats[0].capacity
+    assert repeat is not None and repeat.limited_by == "budget"
+    assert now[0] <= budget.started + 1000.0 + plan.rules.max_step_s  # at most one step past the line
