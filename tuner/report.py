@@ -19,6 +19,7 @@ from typing import Any, ClassVar, cast
 
 import jinja2
 import yaml
+from pydantic import TypeAdapter
 
 from core.measurement import StepMeasurement
 from core.registry import service_spec
@@ -161,8 +162,12 @@ def write_steps(out: Path, records: Sequence[TrialRecord]) -> tuple[Path, Path]:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    json_path.write_text(json.dumps([r.model_dump() for r in records], indent=1) + "\n")
+    # Strict JSON: a step with no successful request has an infinite latency, written as null.
+    json_path.write_bytes(_RECORDS.dump_json(list(records), indent=1) + b"\n")
     return csv_path, json_path
+
+
+_RECORDS = TypeAdapter(list[TrialRecord])
 
 
 def rounded_interval(finalist: Finalist) -> list[float] | None:

@@ -32,6 +32,7 @@ from tuner.report import (
     _templates,
     latency_panel,
     render_html,
+    write_steps,
     write_winner,
 )
 from tuner.space import Machine, default_space
@@ -372,3 +373,19 @@ def test_an_old_winner_file_without_the_new_fields_still_loads(tmp_path: Path) -
     path.write_text(yaml.safe_dump({**document, "goodput_interval_rps": [1.0, 2.0, 3.0]}))
     with pytest.raises(ConfigFileError, match="goodput_interval_rps"):
         load_winner(path)
+
+
+def test_steps_json_is_strict_json_when_a_step_served_nothing(tmp_path: Path) -> None:
+    """A step with no successful request has an infinite latency: null in the file, which
+    strict readers (jq, browsers, `json.loads` refusing constants) accept."""
+    step = dataclasses.replace(make_step(LoadStep(users=4, duration_s=2), 0.0, 0.0, 1.0),
+                               client_p95_ms=math.inf, server_p95_ms=math.nan)  # fmt: skip
+    record = TrialRecord(number=0, key="b8-l50-w1-t1-g0-fp32", config={}, status="infeasible", steps=[step])
+    _, json_path = write_steps(tmp_path, [record])
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in steps.json")
+
+    (stored,) = json.loads(json_path.read_text(), parse_constant=refuse)
+    assert stored["steps"][0]["client_p95_ms"] is None and stored["steps"][0]["server_p95_ms"] is None
+    assert stored["steps"][0]["requests"] == step.requests
