@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -18,11 +19,17 @@ from core.polling import wait_until
 from core.processes import RUN_ENV
 from core.server import REPO_ROOT, port_is_free
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-def _default_sigint() -> None:
+
+def _child_setup() -> None:
+    """In the CLI child before it runs: SIGINT as in a terminal, SIGTERM when pytest dies."""
     # A shell's background job (e.g. `.ci/run &`) inherits SIGINT ignored, and Python keeps it
     # ignored; restore the default so the CLI sees SIGINT as in a terminal.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # A pytest killed outright runs no `finally`: the CLI (its own session) then stops itself
+    # and what it started, as it does on any SIGTERM.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass
@@ -111,7 +118,7 @@ def cli(args: list[str], log_path: Path) -> Iterator[CliRun]:
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tuner.cli", *args], cwd=REPO_ROOT, env=env, start_new_session=True,
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_default_sigint,
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_child_setup,
         )  # fmt: skip
     run = CliRun(proc, log_path)
     try:
