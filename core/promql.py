@@ -45,6 +45,13 @@ from core.metrics import (
 from core.polling import wait_until
 from services.gpumetrics import GPU_LABEL, MEMORY_TOTAL, MEMORY_USED, UTILIZATION
 
+GPU_FIELDS = (
+    "gpu_utilization",
+    "gpu_memory_peak_bytes",
+    "gpu_memory_device_peak_bytes",
+    "gpu_memory_total_bytes",
+)
+
 
 class PromQLError(MetricsError):
     """Prometheus answered with an error or something that is not the expected result type."""
@@ -268,10 +275,12 @@ class PromQLReader:
             found = self.query(promql, end)
             return found[0][1] if found and not math.isnan(found[0][1]) else None
 
+        total = one(f"min(min_over_time({MEMORY_TOTAL}{selector}[{w}]))")
+        if total is None:  # no GPU gauges (a CPU server): the other three would find none either
+            return dict.fromkeys(GPU_FIELDS)
         util = one(f"avg(max by ({GPU_LABEL}) (avg_over_time({UTILIZATION}{selector}[{w}])))")
         worker = one(f"max(max_over_time({MEMORY_USED}{selector}[{w}]))")
         device = one(f"max(sum by ({GPU_LABEL}) (max_over_time({MEMORY_USED}{selector}[{w}])))")
-        total = one(f"min(min_over_time({MEMORY_TOTAL}{selector}[{w}]))")
         return {
             "gpu_utilization": util,
             "gpu_memory_peak_bytes": round(worker) if worker is not None else None,

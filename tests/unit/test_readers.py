@@ -255,6 +255,20 @@ def test_no_gpu_gauges_no_gpu_figures(
     assert fig.gpu_memory_total_bytes is None
 
 
+def test_promql_asks_one_gpu_query_of_a_server_without_gpu_gauges() -> None:
+    clock = Clock()
+    cpu, gpu = FakePrometheus(history()), FakePrometheus([(at, t + GPU_GAUGES + "\n") for at, t in history()])
+    asked = []
+    for prometheus in (cpu, gpu):
+        client = httpx.Client(transport=prometheus.transport())
+        reader = PromQLReader(
+            "http://prom:9090", selector=f'instance="{INSTANCE}"', client=client, clock=clock
+        )
+        assert _window(reader, clock, 10.0, 20.0) is not None
+        asked.append([q for q in prometheus.queries if "servetune_gpu" in q])
+    assert len(asked[0]) == 1 and len(asked[1]) == 4, asked
+
+
 def test_a_window_without_the_load_has_no_requests(reader_case: tuple[str, MetricsReader, Clock]) -> None:
     _, reader, clock = reader_case
     fig = _window(reader, clock, 21.0, 29.0)
