@@ -140,6 +140,16 @@ def test_user_bentofile_without_one_of_its_own_and_with_envs_of_its_own(spec: Se
     assert bare["python"]["packages"][0].startswith("bentoml==")
 
 
+def test_user_bentofile_serves_with_the_event_loop_and_parser_it_was_measured_with(spec: ServiceSpec) -> None:
+    context = context_for(winner_for(spec))
+    bare = bento.user_bentofile(context, {})["python"]["packages"]
+    assert {p.split("==")[0] for p in bare} >= {"bentoml", "uvloop", "httptools"}
+    own = {"python": {"packages": ["torch", "UVLoop>=0.19; sys_platform != 'win32'"]}}
+    packages = bento.user_bentofile(context, own)["python"]["packages"]
+    assert packages[:2] == own["python"]["packages"], "the user's own lines come first, untouched"
+    assert [p.split("==")[0] for p in packages[2:]] == ["httptools"], "uvloop is listed already"
+
+
 def test_non_batchable_endpoint_gets_no_batching(spec: ServiceSpec) -> None:
     register(ServiceSpec(**{**spec.__dict__, "batchable": False, "written_batching": None}))
     env = bento.adapter_env(context_for(winner_for(spec)))
