@@ -18,6 +18,8 @@ from tuner.commands.console import console, fail
 from tuner.commands.target import TARGET_HELP, Endpoint, ServiceArgs, WorkingDir
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from core.serveconfig import ServeConfig
     from core.server import ServerSpec
     from services.client import ServetuneClient
@@ -196,11 +198,17 @@ def call(
     auth_token_file: Annotated[
         Path | None, typer.Option(help="file holding the service's bearer token")
     ] = None,
+    save_array: Annotated[
+        Path | None,
+        typer.Option(help="ask for the binary answer (float32) and save it as a .npy file"),
+    ] = None,
 ) -> None:
     """Call a running service and print its answer.
 
     Any service: `servetune call --endpoint /encode --json '{"sentences": ["hi"]}'` prints the
     JSON answer. The built-ins also take their inputs as arguments (`call embedding "a b"`).
+    `--save-array vec.npy` asks for the compact binary answer (endpoints that offer one, such as
+    /encode) and saves the float32 array.
     """
     import httpx
 
@@ -215,19 +223,42 @@ def call(
             fail(f"--auth-token-file: {exc}")
     generic = endpoint is not None or body is not None or json_file is not None
     payload = generic_request(service, inputs, endpoint, body, json_file) if generic else None
+    if save_array is not None and payload is None:
+        if service != "embedding" or not inputs:
+            fail("--save-array: give --endpoint and --json, or embedding and its sentences")
+        payload = ("/encode", {"sentences": list(inputs)})
     with ServetuneClient(url, token=token) as client:
         try:
+            if save_array is not None and payload is not None:
+                _save(client.call_array(*payload), save_array)
+                return
             if payload is not None:
                 answer: object = client.call(*payload)
             else:
                 answer = _builtin_call(client, service, inputs or [], sample, raw)
         except ServiceError as exc:
+            if exc.status_code < 400:  # answered, but not in the binary form --save-array asked for
+                route = payload[0] if payload else "the endpoint"
+                fail(f"--save-array: {route} has no binary answer: {exc.message}", code=1)
             verb = "refused" if exc.status_code < 500 else "failed on"
             fail(f"the service {verb} the request: {exc}", code=1)
         except httpx.HTTPError as exc:
             fail(f"cannot reach {url}: {exc}", code=1)
     if generic or raw:
         print(answer if isinstance(answer, str) else json.dumps(answer))
+
+
+def _save(array: np.ndarray, path: Path) -> None:
+    """Write `array` as a .npy file at exactly `path` (np.save would add the suffix)."""
+    import numpy as np
+
+    try:
+        with path.open("wb") as handle:
+            np.save(handle, array)
+    except OSError as exc:
+        fail(f"--save-array: cannot write {path}: {exc.strerror or exc}")
+    shape = "x".join(str(n) for n in array.shape)
+    console.print(f"saved a {shape} {array.dtype} array to {path}", highlight=False)
 
 
 def _builtin_call(
