@@ -13,26 +13,13 @@ from typing import Any
 
 import pytest
 
-from bench.gpu_check import (
-    TUNE_SETUP_S,
-    CheckPlan,
-    CheckState,
-    PhaseRecord,
-    Seams,
-    Terminated,
-    TuneAsk,
-    check_plan,
-    knee_index,
-    run_phase,
-    served_capacities,
-    short_tune,
-    size_tune,
-    tune_phase,
-    workers_per_gpu,
-)
 from bench.gpu_model import arch_source, build_random_minilm, sentences_per_s
+from bench.gpu_phases import CheckState, PhaseRecord, Terminated, run_phase
+from bench.gpu_plan import TUNE_SETUP_S, CheckPlan, Seams, check_plan, workers_per_gpu
 from bench.gpu_sampler import GpuSample, GpuSampler
+from bench.gpu_served import knee_index, served_capacities
 from bench.gpu_summary import NOTE_KEYS, SUMMARY_KEYS, summarize
+from bench.gpu_tune import TuneAsk, short_tune, size_tune, tune_phase
 from bench.gpu_wheels import IMAGE_PACKAGES_FILE, NEVER, image_packages, needed_wheels, normalize
 from core.measurement import LoadStep
 from tests.fakes import FakeDeployer, FakeLoadRunner, make_step
