@@ -2,7 +2,7 @@
 
 `servetune tune path/to/service.py:MyService` (or `pkg.module:MyService`) goes through
 `resolve_target`: a built-in key is looked up; anything else is described in a subprocess
-(`python -m services.describe`, so the user's imports never load into servetune) and registered
+(`services/describe.py` run as a script, so the user's imports never load into servetune) and registered
 as a ServiceSpec whose knobs reach the server through services/adapter.py.
 """
 
@@ -46,10 +46,12 @@ def describe_target(target: str, working_dir: Path, timeout_s: float = DESCRIBE_
     if not working_dir.is_dir():
         raise TargetError(f"--working-dir {working_dir} is not a folder")
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="True", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    # The describer runs as a plain script (-P: neither its folder nor the cwd on the path), so
+    # no package of servetune's is imported there before the user's own of the same name.
+    describer = str(PACKAGE_ROOT / "services" / "describe.py")
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "services.describe", target, "--working-dir", str(working_dir.resolve())],
+            [sys.executable, "-P", describer, target, "--working-dir", str(working_dir.resolve())],
             cwd=working_dir, env=env, capture_output=True, text=True, timeout=timeout_s,
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
