@@ -123,6 +123,7 @@ def third_party_imports(roots: list[str]) -> set[str]:
 def check_roots() -> list[str]:
     """The check and what its subprocesses import: the locustfiles and the served service."""
     from core.registry import service_spec
+    from core.server import ADAPTER
     from loadtests.runner import HOOK_FILES, LOCUSTFILES
 
     files = [Path(f) for f in LOCUSTFILES.split(",")] + list(HOOK_FILES)
@@ -130,7 +131,7 @@ def check_roots() -> list[str]:
     return [
         "bench.gpu_check",
         *modules,
-        "services.adapter",  # served as servetune_adapter
+        ADAPTER.split(":")[0],
         service_spec("embedding").import_path.split(":")[0],
     ]
 
