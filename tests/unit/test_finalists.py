@@ -112,11 +112,8 @@ def test_a_single_run_claims_no_interval() -> None:
     )
 
 
-def test_after_the_first_search_every_search_ends_when_the_budget_does(tmp_path: Path) -> None:
-    """A fake clock that moves with each load step: the first search (a baseline) runs to its
-    end, the first trial (one the budget always runs) stops its search at the budget, not past it."""
-    now = [0.0]
-    deployer = FakeDeployer()
+def ticking_loads(deployer: FakeDeployer, now: list[float]) -> FakeLoadRunner:
+    """A fake load runner that moves the fake clock `now` by each step's length as it runs it."""
     loads = FakeLoadRunner(deployer)
     original = loads.run_steps
 
@@ -129,6 +126,15 @@ def test_after_the_first_search_every_search_ends_when_the_budget_does(tmp_path:
         return original(url, service, ticking(), **kw)
 
     loads.run_steps = timed  # type: ignore[method-assign]
+    return loads
+
+
+def test_after_the_first_search_every_search_ends_when_the_budget_does(tmp_path: Path) -> None:
+    """A fake clock that moves with each load step: the first search (a baseline) runs to its
+    end, the first trial (one the budget always runs) stops its search at the budget, not past it."""
+    now = [0.0]
+    deployer = FakeDeployer()
+    loads = ticking_loads(deployer, now)
     space = default_space("embedding", Machine(cores=2, gpus=0))
     slo = SLO(latency_ms=200)
     runner = TrialRunner(deployer, loads, CapacityPlan(), slo, "embedding")
@@ -162,18 +168,7 @@ def test_a_tight_budget_re_measures_the_leader_rather_than_run_another_trial(tmp
     winner a single run); the leader is measured again, bounded by the budget, so it has an interval."""
     now = [0.0]
     deployer = FakeDeployer(on_deploy=lambda _: now.__setitem__(0, now[0] + 10.0))
-    loads = FakeLoadRunner(deployer)
-    original = loads.run_steps
-
-    def timed(url, service, steps, **kw):  # type: ignore[no-untyped-def]
-        def ticking():  # type: ignore[no-untyped-def]
-            for step in steps:
-                now[0] += step.duration_s
-                yield step
-
-        return original(url, service, ticking(), **kw)
-
-    loads.run_steps = timed  # type: ignore[method-assign]
+    loads = ticking_loads(deployer, now)
     space = default_space("embedding", Machine(cores=2, gpus=0))
     slo = SLO(latency_ms=200)
     plan = CapacityPlan()
