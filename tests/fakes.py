@@ -65,6 +65,7 @@ class FakeDeployer:
     deployed: list[str] = field(default_factory=list)
     running: int = 0
     on_deploy: Callable[[Config], None] | None = None
+    on_teardown: Callable[[Config], None] | None = None
     by_url: dict[str, Config] = field(default_factory=dict)
 
     @contextlib.contextmanager
@@ -80,6 +81,8 @@ class FakeDeployer:
             yield FakeDeployment(url=f"fake://{config.key}", crash=config.key in self.crash_keys)
         finally:
             self.running -= 1
+            if self.on_teardown is not None:
+                self.on_teardown(config)
 
 
 @dataclass

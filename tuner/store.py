@@ -47,6 +47,7 @@ class TrialRecord(BaseModel):
     rss_mb: float | None = None
     wall_s: float = 0.0
     first_verdict_s: float | None = None  # seconds until its first scored step ended
+    last_verdict_s: float | None = None  # seconds until its last scored step ended
     started_at: float = 0.0
     steps: list[StepMeasurement] = Field(default_factory=list)
     capacity: CapacityFinding | None = None  # what the capacity search found (None: fixed steps)

@@ -80,6 +80,9 @@ class Study:
         self.budget = budget or TimeBudget(None)
         self.cores = cores
         self.history = TrialHistory()
+        # Baselines the caller will measure before `run`: the budget keeps room for them.
+        self.baselines_ahead = 0
+        self._live_first_s: float | None = None  # the running measurement's first verdict
         self.result_duplicates = 0
         self.result_illegal = 0
 
@@ -90,13 +93,25 @@ class Study:
 
     # -- one measurement -------------------------------------------------------------------
     def measure(self, config: Config, kind: TrialKind, label: str = "", **runner_kw: Any) -> TrialRecord:
-        """Measure one config now, score it and store the record at once."""
+        """Measure one config now, score it and store the record at once. Under a time budget its
+        capacity search ends (once a level met the SLO) where the measurements the study must
+        still run would no longer fit (`_deadline`)."""
         number = self.history.count()
-        if self._bounded():
-            runner_kw.setdefault("time_left", self.budget.remaining)
+        self._live_first_s = None
+        started = self.budget.clock()
+        if self.budget.seconds is not None:
+            runner_kw.setdefault("time_left", self._deadline(kind))
         if self.events.trial_start:
             self.events.trial_start(number, label or kind, config)
-        measured: Measurement = self.runner.measure(config, on_step=self.events.step, **runner_kw)
+        hook = self.events.step
+
+        def on_step(index: int, step: StepMeasurement) -> None:
+            if self._live_first_s is None:
+                self._live_first_s = self.budget.clock() - started
+            if hook is not None:
+                hook(index, step)
+
+        measured: Measurement = self.runner.measure(config, on_step=on_step, **runner_kw)
         record = self._record(number, kind, label, config, measured)
         self.store.append(record)
         self.history.append(record)
@@ -104,11 +119,39 @@ class Study:
             self.events.trial_end(record)
         return record
 
-    def _bounded(self) -> bool:
-        """Whether a measurement's capacity search must end when the budget does (once a level
-        met the SLO): every one but the study's first, baselines and the trials the budget always
-        runs included (two searches of a slow config had overrun a 3-minute budget by 2 minutes)."""
-        return self.budget.seconds is not None and self.history.count() > 0
+    def _deadline(self, kind: TrialKind) -> Callable[[], float]:
+        """Seconds a measurement of `kind` starting now may load: the budget's remainder less its
+        own teardown and a first verdict's time for each measurement the study must still run."""
+        later = self._mandatory_after(kind)
+        return lambda: self.budget.remaining() - self._teardown_s() - later * self._verdict_reserve()
+
+    def _mandatory_after(self, kind: TrialKind) -> int:
+        """Measurements still to come that the budget must fit: the baselines not yet measured,
+        the first trial, and the leader's first re-measurement (its winner's interval)."""
+        kinds = {r.kind for r in self.history.records}
+        later = self.baselines_ahead
+        if kind != "trial" and self.n_trials > 0 and "trial" not in kinds:
+            later += 1
+        if kind != "finalist" and self.finalists_k and self.finalists_r and "finalist" not in kinds:
+            later += 1
+        return later
+
+    def _teardown_s(self) -> float:
+        """Seconds from a search's last step to its server being gone (this study's median)."""
+        found = [
+            r.wall_s - r.last_verdict_s
+            for r in self.history.records
+            if r.last_verdict_s is not None and r.wall_s >= r.last_verdict_s
+        ]
+        return TimeBudget.estimate(found) or 0.0
+
+    def _verdict_reserve(self) -> float:
+        """Seconds kept for one measurement still to come: the longest first verdict of this
+        study (the one running now included, once it has one) and a teardown."""
+        firsts = [r.first_verdict_s for r in self.history.records if r.first_verdict_s is not None]
+        if self._live_first_s is not None:
+            firsts.append(self._live_first_s)
+        return (max(firsts) if firsts else 0.0) + self._teardown_s()
 
     def _record(
         self, number: int, kind: TrialKind, label: str, config: Config, measured: Measurement
@@ -117,6 +160,7 @@ class Study:
             "number": number, "kind": kind, "label": label, "strategy": self.strategy.name,
             "key": config.key, "config": config.to_dict(), "rss_mb": measured.rss_mb,
             "wall_s": measured.wall_s, "first_verdict_s": measured.first_verdict_s,
+            "last_verdict_s": measured.last_verdict_s,
             "started_at": measured.started_at,
             "steps": list(measured.steps), "capacity": measured.capacity,
         }  # fmt: skip
@@ -140,6 +184,7 @@ class Study:
 
     def baseline(self, config: Config, label: str, **runner_kw: Any) -> TrialRecord:
         """Measure a reference config once per study (kept in the store, so resume skips it)."""
+        self.baselines_ahead = max(0, self.baselines_ahead - 1)
         for record in self.history.records:
             if record.kind == "baseline" and record.label == label:
                 return record
@@ -190,13 +235,14 @@ class Study:
     def _first_repeat_cost(self) -> float | None:
         """Seconds a re-measurement needs before the budget may stop it (it stops only once a
         level met the SLO): its server start, probe and first level, as this study's searches
-        took them; a whole re-measurement until one was timed so."""
+        took them, and its teardown; a whole re-measurement until one was timed so."""
         firsts = [
             r.first_verdict_s
             for r in self.history.records
             if r.kind in ("trial", "finalist") and r.first_verdict_s is not None
         ]
-        return TimeBudget.estimate(firsts, self._repeat_cost())
+        first = TimeBudget.estimate(firsts)
+        return first + self._teardown_s() if first is not None else self._repeat_cost()
 
     def _reserve(self) -> float:
         """Seconds the finalists' re-measurements will take."""

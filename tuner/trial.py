@@ -228,6 +228,8 @@ class Measurement:
     # Seconds from the start to the first scored step's end (server start, probe, first level):
     # what a re-measurement that the budget stops early costs at least.
     first_verdict_s: float | None = None
+    # Seconds from the start to the last scored step's end: `wall_s` minus this is the teardown.
+    last_verdict_s: float | None = None
 
 
 class TargetStartError(RuntimeError):
@@ -277,8 +279,9 @@ class TrialRunner:
         result = Measurement(ok=False, started_at=started_at)
 
         def verdict(_number: int, _step: StepMeasurement) -> None:
+            result.last_verdict_s = self.clock() - t0
             if result.first_verdict_s is None:
-                result.first_verdict_s = self.clock() - t0
+                result.first_verdict_s = result.last_verdict_s
 
         try:
             with (deployer or self.deployer).deploy(config) as deployment:

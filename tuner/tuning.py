@@ -251,6 +251,7 @@ def run_tune(
     if records:
         say(f"resuming {options.out}: {len(records)} finished measurements are not repeated")
     baselines: list[TrialRecord] = []
+    study.baselines_ahead = sum((options.naive_baseline, options.written_baseline, options.default_baseline))
     with recording(options.out / RUNNING_FILE):  # a pid file while a trial's processes run
         if options.naive_baseline:
             naive_endpoint = service_spec(options.service).naive_endpoint

@@ -129,9 +129,10 @@ def ticking_loads(deployer: FakeDeployer, now: list[float]) -> FakeLoadRunner:
     return loads
 
 
-def test_after_the_first_search_every_search_ends_when_the_budget_does(tmp_path: Path) -> None:
-    """A fake clock that moves with each load step: the first search (a baseline) runs to its
-    end, the first trial (one the budget always runs) stops its search at the budget, not past it."""
+def test_every_search_the_first_included_ends_when_the_budget_does(tmp_path: Path) -> None:
+    """A fake clock that moves with each load step and a 1 s budget: the first search (a
+    baseline) and the first trial (one the budget always runs) both stop at the budget once a
+    level met the SLO, not at the end of their bracket."""
     now = [0.0]
     deployer = FakeDeployer()
     loads = ticking_loads(deployer, now)
@@ -143,13 +144,70 @@ def test_after_the_first_search_every_search_ends_when_the_budget_does(tmp_path:
     study = Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, 2, 0, 0,
                   budget=TimeBudget(1.0, clock=lambda: now[0]), cores=2)  # fmt: skip
     baseline = study.baseline(Config(16, 200, 2, 1), "naive")
-    assert now[0] > 1.0
     result = study.run()
     (trial,) = result.trials  # a second one would not fit: it is not run
-    first, second = baseline.capacity, trial.capacity
-    assert first is not None and first.limited_by != "budget"
-    assert second is not None and second.limited_by == "budget", second
-    assert second.knee is not None and second.steps < first.steps
+    for found in (baseline.capacity, trial.capacity):
+        assert found is not None and found.limited_by == "budget", found
+        assert found.knee is not None and found.steps == 1
+
+
+def demo_like_study(tmp_path: Path, budget_s: float | None, now: list[float]) -> tuple[Study, TimeBudget]:
+    """Two baselines, then up to 5 trials and 2 finalists x 2 runs; server starts cost 10 s and
+    teardowns 2 s of the fake clock `now`, load steps their length."""
+    deployer = FakeDeployer(
+        on_deploy=lambda _: now.__setitem__(0, now[0] + 10.0),
+        on_teardown=lambda _: now.__setitem__(0, now[0] + 2.0),
+    )
+    space = default_space("embedding", Machine(cores=2, gpus=0))
+    slo = SLO(latency_ms=200)
+    runner = TrialRunner(deployer, ticking_loads(deployer, now), CapacityPlan(), slo, "embedding",
+                         clock=lambda: now[0])  # fmt: skip
+    store = StudyStore(tmp_path)
+    store.open({}, resume=False)
+    budget = TimeBudget(budget_s, clock=lambda: now[0])
+    study = Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, 5, 2, 2,
+                  budget=budget, cores=2)  # fmt: skip
+    study.baselines_ahead = 2
+    study.baseline(Config(2, 1000, 1, 2), "naive")
+    study.baseline(Config(100, 60000, 1, 2), "bentoml-default")
+    return study, budget
+
+
+def test_the_baselines_and_the_first_trial_leave_the_leaders_re_measurement(tmp_path: Path) -> None:
+    """The demo's case: the two baselines and the first trial's whole searches fill the budget
+    (stop 24's demo: 249 s of 278, then no interval). Each search now keeps a first verdict's time
+    for every measurement the study must still run, so the first trial stops early and the
+    leader is measured again: the winner has an interval, and the budget holds."""
+    now = [0.0]
+    unbounded, _ = demo_like_study(tmp_path / "whole", None, now)
+    unbounded.n_trials = 1
+    whole = unbounded.run()
+    assert whole.trials[0].capacity is not None and whole.trials[0].capacity.limited_by != "budget"
+    three_searches = sum(r.wall_s for r in whole.records if r.kind != "finalist")
+
+    now[0] = 0.0
+    study, budget = demo_like_study(tmp_path / "budget", three_searches, now)
+    result = study.run()
+    (trial,) = result.trials
+    assert trial.capacity is not None and trial.capacity.limited_by == "budget"
+    assert result.winner is not None and len(result.winner.repeats) == 1
+    assert result.winner.repeated_interval is not None
+    assert now[0] <= budget.started + three_searches + 1e-6  # not one step past the line
+
+
+def test_a_baseline_keeps_room_for_the_measurements_still_to_come(tmp_path: Path) -> None:
+    """With a budget of only a little more than a first verdict per mandatory measurement, the
+    first baseline stops after its first level rather than run its whole search."""
+    now = [0.0]
+    probe, _ = demo_like_study(tmp_path / "whole", None, now)
+    first = probe.records[0]
+    assert first.first_verdict_s is not None and first.capacity is not None and first.capacity.steps > 1
+    now[0] = 0.0
+    tight = 4 * (first.first_verdict_s + 2.0) + 1.0  # naive, default, trial 1, the re-measurement
+    study, _ = demo_like_study(tmp_path / "tight", tight, now)
+    naive = study.records[0]
+    assert naive.capacity is not None and naive.capacity.limited_by == "budget"
+    assert naive.capacity.steps < first.capacity.steps
 
 
 def test_a_mandatory_trial_must_leave_the_leaders_first_re_measurement() -> None:
