@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.measurement import StepMeasurement
-from tuner.budget import REPEAT_SHARE, TimeBudget
+from tuner.budget import REPEAT_SHARE, RESERVE_MARGIN, TimeBudget
 from tuner.capacity import counted_mask
 from tuner.finalists import Choice, Finalist, choose
 from tuner.history import TrialHistory
@@ -147,11 +147,11 @@ class Study:
 
     def _verdict_reserve(self) -> float:
         """Seconds kept for one measurement still to come: the longest first verdict of this
-        study (the one running now included, once it has one) and a teardown."""
+        study (the one running now included, once it has one) and a teardown, with a margin."""
         firsts = [r.first_verdict_s for r in self.history.records if r.first_verdict_s is not None]
         if self._live_first_s is not None:
             firsts.append(self._live_first_s)
-        return (max(firsts) if firsts else 0.0) + self._teardown_s()
+        return RESERVE_MARGIN * ((max(firsts) if firsts else 0.0) + self._teardown_s())
 
     def _record(
         self, number: int, kind: TrialKind, label: str, config: Config, measured: Measurement
