@@ -2,13 +2,16 @@
 and Locust, `--repeats` times (each repeat a fresh server), plus in-process profiles taken before each repeat.
 
     .venv/bin/python bench/record_surface.py [--space bench/surfaces/minilm-2core.space.yaml]
-        [--repeats 2] [--out bench/surfaces/minilm-2core.json] [--work reports/surface-capacity]
+        [--repeats 2] [--out bench/surfaces/minilm-2core.json]
+        [--work bench/surfaces/minilm-2core-capacity.work]
 
 Each repeat is a `servetune tune --strategy grid` study over the whole space with the tuner's own
 load plan: a capacity search per config (paced arrival rates, p95 <= 200 ms, <= 1% failures, 5%
 resolution); a config's goodput is its search's finding (the best step's successful RPS at a
 level that stands met), 0 when no load met the SLO. Interrupted? Rerun: the studies resume (the
-work folder is per repeat). The result is what `bench.surface.RecordedSurface.load` reads.
+work folder is per repeat; git keeps each repeat's `study.json` and `trials.jsonl`, so a
+recording can be continued from another clone). The result is what
+`bench.surface.RecordedSurface.load` reads.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--space", type=Path, default=HERE / "surfaces" / "minilm-2core.space.yaml")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "surfaces" / "minilm-2core.json")
-    parser.add_argument("--work", type=Path, default=Path("reports/surface-capacity"))
+    parser.add_argument("--work", type=Path, default=HERE / "surfaces" / "minilm-2core-capacity.work")
     args = parser.parse_args(argv)
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     space = load_space(args.space)

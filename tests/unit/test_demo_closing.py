@@ -35,3 +35,12 @@ def test_one_run_is_said_to_have_no_interval() -> None:
 def test_repeated_runs_show_their_interval() -> None:
     text = closing(summary([90.6, 139.1], [0.0, 423.0]))
     assert "114.8 good RPS, 95% interval 0.0-423.0" in text
+
+
+def test_a_baseline_cut_by_the_budget_is_a_lower_bound_and_its_ratio_is_flagged() -> None:
+    data = summary([64.7, 64.7], [47.4, 82.0]) | {"ratio": 3.5, "naive_cut_by_budget": True}
+    text = closing(data)
+    assert "42.0 good RPS (at least: its search was cut by the time budget)" in text
+    assert "the ratio over it may be too high" in text
+    whole = closing(summary([64.7, 64.7], [47.4, 82.0]) | {"ratio": 3.5})
+    assert "at least" not in whole and "may be too high" not in whole

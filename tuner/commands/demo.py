@@ -145,6 +145,14 @@ def demo_summary(
         rps = baseline.goodput_rps if baseline is not None else 0.0
         return round(winner_rps / rps, 2) if rps > 0 and winner is not None else None
 
+    def cut(baseline: Any) -> bool:
+        """Its search ended at the time budget, not at its knee: its figure is a lower bound."""
+        return (
+            baseline is not None
+            and baseline.capacity is not None
+            and baseline.capacity.limited_by == "budget"
+        )
+
     return {
         "winner": winner.config.serve_config("embedding").model_dump() if winner else None,
         "winner_key": winner.config.key if winner else None,
@@ -157,9 +165,11 @@ def demo_summary(
         "naive": naive.config if naive is not None else None,
         "naive_goodput_rps": round(naive.goodput_rps, 1) if naive is not None else 0.0,
         "naive_status": naive.status if naive is not None else None,
+        "naive_cut_by_budget": cut(naive),
         "ratio": ratio(naive),
         "bentoml_default_goodput_rps": round(default.goodput_rps, 1) if default is not None else None,
         "ratio_over_bentoml_default": ratio(default),
+        "bentoml_default_cut_by_budget": cut(default),
         "slo_p95_ms": DEMO_SLO_MS,
         "max_failure_ratio": outcome.settings.get("max_failure_ratio"),
         "trials": len(result.trials),
@@ -178,6 +188,9 @@ def demo_summary(
     }
 
 
+CUT_NOTE = " (at least: its search was cut by the time budget)"
+
+
 def print_closing(summary: dict[str, Any], out: Path) -> None:
     ratio = summary["ratio"]
     console.rule("demo result")
@@ -190,15 +203,16 @@ def print_closing(summary: dict[str, Any], out: Path) -> None:
     )
     if summary["choice"]:
         console.print(f"        {summary['choice']}", highlight=False)
+    naive_cut, default_cut = summary.get("naive_cut_by_budget"), summary.get("bentoml_default_cut_by_budget")
     console.print(
         f"naive   1 worker, non-batched /encode_unbatched, torch threads = {summary['cores']}: "
-        f"{summary['naive_goodput_rps']} good RPS",
+        f"{summary['naive_goodput_rps']} good RPS{CUT_NOTE if naive_cut else ''}",
         highlight=False,
     )
     if summary["bentoml_default_goodput_rps"] is not None:
         console.print(
             "BentoML default batching (100 / 60 s, 1 worker): "
-            f"{summary['bentoml_default_goodput_rps']} good RPS",
+            f"{summary['bentoml_default_goodput_rps']} good RPS{CUT_NOTE if default_cut else ''}",
             highlight=False,
         )
     if ratio is not None:
@@ -206,6 +220,11 @@ def print_closing(summary: dict[str, Any], out: Path) -> None:
         over_default = summary["ratio_over_bentoml_default"]
         extra = f"; tuned / BentoML default = {over_default:.2f}x" if over_default else ""
         console.print(f"[bold {colour}]tuned / naive = {ratio:.2f}x[/]{extra} (all measured in this run)")
+        if naive_cut or (default_cut and over_default):
+            console.print(
+                "[yellow]a baseline's search was cut by the time budget: its figure is a lower bound, "
+                "so the ratio over it may be too high (a longer --time-budget measures it whole)[/]"
+            )
     why = f" ({summary['stopped_because']})" if summary["stopped_because"] else ""
     console.print(
         f"{summary['trials']} trials{why} + {summary['finalist_runs']} finalist capacity searches + 2 "
