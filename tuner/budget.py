@@ -4,7 +4,8 @@ Costs are estimated from the measurements this study already made (their wall ti
 from constants tuned to one machine: before its first trial the study cannot know, so the
 first trial always runs. Up to `min_trials` trials may eat into the finalists' reserve, but
 never into the time the leader's first re-measurement needs (`keep_s`): a winner measured
-twice, with an interval, is worth more than one more config measured once.
+twice, with an interval, is worth more than one more config measured once. The study also ends
+each capacity search early enough for the measurements it must still run (`Study._deadline`).
 """
 
 from __future__ import annotations
