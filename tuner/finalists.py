@@ -109,6 +109,7 @@ class Choice:
     winner: Finalist
     best_mean: Finalist
     tied: tuple[Finalist, ...]  # besides the best mean, overlapping its interval
+    contenders: int = 1  # finalists with a score, the winner included
 
     @property
     def is_tie(self) -> bool:
@@ -118,6 +119,8 @@ class Choice:
         """One sentence for the report and the CLI."""
         mean = self.winner.mean_goodput
         text = f"{self.winner.config.key}: mean {mean:.1f} good RPS, {self.winner.interval_text}"
+        if self.contenders < 2:
+            return text + " (the only finalist)"
         if not self.tied:
             return text + " (no other finalist's interval overlaps it)"
         others = ", ".join(f.config.key for f in (self.best_mean, *self.tied) if f is not self.winner)
@@ -143,4 +146,4 @@ def choose(finalists: Sequence[Finalist], cores: int | None = None) -> Choice | 
     )
     pool = [best, *tied]
     winner = min(pool, key=lambda f: (*resources(f.config, cores), -f.mean_score))
-    return Choice(winner, best, tied)
+    return Choice(winner, best, tied, len(ranked))

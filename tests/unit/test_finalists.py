@@ -42,6 +42,13 @@ def test_clear_winner_has_no_tie() -> None:
     assert "no other finalist" in choice.explain()
 
 
+def test_a_lone_finalist_is_called_the_only_one_not_unrivalled() -> None:
+    only = finalist(Config(16, 200, 2, 1), 140.0, 114.0)
+    choice = choose([only], cores=2)
+    assert choice is not None and choice.winner is only and not choice.is_tie
+    assert "(the only finalist)" in choice.explain() and "no other finalist" not in choice.explain()
+
+
 def test_a_tie_goes_to_the_config_using_fewer_cores_and_is_named() -> None:
     two_workers, one_worker = Config(16, 200, 2, 1), Config(16, 200, 1, 1)
     assert resources(one_worker, 2) < resources(two_workers, 2)
