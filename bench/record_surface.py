@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         "goodput": "the capacity search's finding: the best step's successful RPS with p95 <= SLO "
         "and failures <= 1% at a level that stands met; 0 if none met it",
         "repeats": args.repeats,
+        "in_sample_for": {
+            "guided": "its tie-break rule (equal predictions go to the looser batching caps first) "
+            "was designed on an earlier recording of this space on this machine kind"
+        },
         "profile": "in-process profiles taken before each repeat, their points pooled",
         "profile_batch16_seconds_per_repeat": [
             [round(p.seconds, 4) for points in pr.points.values() for p in points if p.batch == 16]
