@@ -28,7 +28,15 @@ from services import adapter
 from services.config import DURATION_BUCKETS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # where servetune's own packages are installed
-ADAPTER = "services.adapter:service"  # loads the target and sets the knobs (services/adapter.py)
+# services/adapter.py (it loads the target and sets the knobs) is served as a top-level module of
+# its own, from a folder holding only it and the GPU sampler, as a Bento carries them: a user's
+# service whose project has packages named like servetune's (`services`, `core`) imports its own.
+ADAPTER_MODULE = "servetune_adapter"
+ADAPTER = f"{ADAPTER_MODULE}:service"
+ADAPTER_SOURCES = {
+    f"{ADAPTER_MODULE}.py": "services/adapter.py",
+    "servetune_gpumetrics.py": "services/gpumetrics.py",
+}
 BATCHING_KNOBS = ("max_batch_size", "max_latency_ms")
 LOOPBACK = "127.0.0.1"
 WORKER_MARK = "_bentoml_impl.worker.service"  # in the command line of every BentoML service worker
@@ -132,6 +140,14 @@ def main_bentoml_home() -> Path:
     return Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml")).expanduser()
 
 
+def adapter_folder(folder: Path) -> Path:
+    """`folder` with the adapter and the GPU sampler under the names a Bento gives them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, source in ADAPTER_SOURCES.items():
+        (folder / name).write_bytes((REPO_ROOT / source).read_bytes())
+    return folder
+
+
 def private_bentoml_home(parent: Path | None = None) -> Path:
     """A fresh BENTOML_HOME whose `models` links to the main store.
 
@@ -198,6 +214,7 @@ class BentoServer:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.home = private_bentoml_home()
         self._own_dirs.append(self.home)
+        self.adapter_dir = adapter_folder(self.home / "adapter")
         self.log = BoundedLog(self.log_dir / f"server-{self.port}.log")
         self.process: subprocess.Popen[bytes] | None = None
         self.keep_log = False  # a temporary log directory is removed on a clean stop
@@ -236,7 +253,10 @@ class BentoServer:
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         threads = str(self.spec.threads())
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        own = [] if self.spec.service.external else [str(REPO_ROOT)]  # built-ins import services.*
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(self.adapter_dir), *own, env.get("PYTHONPATH")])
+        )
         env.update(
             {
                 adapter.ENV_TARGET: self.spec.service.import_path,

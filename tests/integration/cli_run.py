@@ -22,7 +22,7 @@ from core.server import REPO_ROOT, port_is_free
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _child_setup() -> None:
+def child_setup() -> None:
     """In the CLI child before it runs: SIGINT as in a terminal, SIGTERM when pytest dies."""
     # A shell's background job (e.g. `.ci/run &`) inherits SIGINT ignored, and Python keeps it
     # ignored; restore the default so the CLI sees SIGINT as in a terminal.
@@ -118,7 +118,7 @@ def cli(args: list[str], log_path: Path) -> Iterator[CliRun]:
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tuner.cli", *args], cwd=REPO_ROOT, env=env, start_new_session=True,
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_child_setup,
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=child_setup,
         )  # fmt: skip
     run = CliRun(proc, log_path)
     try:

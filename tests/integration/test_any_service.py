@@ -27,7 +27,7 @@ import pytest
 from core.polling import wait_until
 from core.server import BentoServer, ServerSpec, port_is_free
 from core.target import resolve_target
-from tests.integration.cli_run import CliRun
+from tests.integration.cli_run import CliRun, child_setup
 from tests.integration.helpers import labelled_totals
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def servetune(args: list[str], cwd: Path) -> Iterator[CliRun]:
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tuner.cli", *args], cwd=cwd, env=env, start_new_session=True,
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_setup,
         )  # fmt: skip
     run = CliRun(proc, log_path)
     try:
@@ -110,6 +110,46 @@ def assert_nothing_left(run: CliRun, folder: Path, ports: set[int]) -> None:
         raise AssertionError(
             f"left running: {left}; ports in use: {[p for p in ports if not port_is_free(p)]}"
         )
+
+
+# --- a project whose packages are named like servetune's -----------------------------------------
+
+SHADOWED_SERVICE = """
+import bentoml
+from core.helpers import LOUD
+from services.helpers import greet
+
+
+@bentoml.service
+class Greeter:
+    @bentoml.api
+    def hello(self, name: str) -> str:
+        text = greet(name)
+        return text.upper() if LOUD else text
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_project_with_packages_named_like_servetunes_imports_its_own(tmp_path: Path) -> None:
+    """The user's `services` and `core` packages (servetune has packages of those names) are what
+    the user's service imports when servetune serves it (the adapter is served on its own)."""
+    project = tmp_path / "shadowed"
+    for package, body in (
+        ("services", "def greet(name):\n    return 'hi ' + name\n"),
+        ("core", "LOUD = True\n"),
+    ):
+        (project / package).mkdir(parents=True)
+        (project / package / "__init__.py").write_text("")
+        (project / package / "helpers.py").write_text(body)
+    (project / "service.py").write_text(SHADOWED_SERVICE)
+    spec, _ = resolve_target("service.py:Greeter", project)
+    server = BentoServer(ServerSpec(spec, args={"threads": 1}), log_dir=tmp_path / "logs")
+    try:
+        server.start(ready_timeout_s=180)
+        answer = httpx.post(f"{server.url}/hello", json={"name": "ada"}, timeout=30)
+        assert answer.status_code == 200 and answer.text == "HI ADA", answer.text
+    finally:
+        server.stop()
 
 
 # --- the injected batching takes effect ----------------------------------------------------------

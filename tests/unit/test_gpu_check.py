@@ -123,7 +123,6 @@ def third_party_imports(roots: list[str]) -> set[str]:
 def check_roots() -> list[str]:
     """The check and what its subprocesses import: the locustfiles and the served service."""
     from core.registry import service_spec
-    from core.server import ADAPTER
     from loadtests.runner import HOOK_FILES, LOCUSTFILES
 
     files = [Path(f) for f in LOCUSTFILES.split(",")] + list(HOOK_FILES)
@@ -131,7 +130,7 @@ def check_roots() -> list[str]:
     return [
         "bench.gpu_check",
         *modules,
-        ADAPTER.split(":")[0],
+        "services.adapter",  # served as servetune_adapter
         service_spec("embedding").import_path.split(":")[0],
     ]
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from deploy.plan import DeployOptions, size
 from deploy.prometheus import adapter_values
 from loadtests.payloads import bodies
 from loadtests.runner import LoadTarget
+from services import adapter
 from tests.fakes import FakeDeployer, FakeLoadRunner
 from tuner.profile import prior_batch_times
 from tuner.space import Machine, eligible_variants, parse_space
@@ -62,9 +64,12 @@ def test_launcher_and_load_find_the_fourth_service(fourth: ServiceSpec) -> None:
     server = BentoServer(ServeConfig(service="fourth", workers=3, max_batch_size=8).server_spec(port=3999))
     try:
         command, environment = server.command(), server.environment()
+        adapter_copy = (server.adapter_dir / "servetune_adapter.py").read_text()
     finally:
         server.stop()  # never started: removes its private home and log folder
-    assert "services.adapter:service" in command  # every service is served through the adapter
+    assert "servetune_adapter:service" in command  # every service is served through the adapter
+    assert environment["PYTHONPATH"].split(os.pathsep)[0] == str(server.adapter_dir)
+    assert adapter_copy == Path(adapter.__file__).read_text()
     assert environment["SERVETUNE_TARGET"] == "acme.service:Fourth"
     assert json.loads(environment["SERVETUNE_BATCHING"]) == {
         "transform": {"max_batch_size": 8, "max_latency_ms": 1000}
