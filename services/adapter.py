@@ -1,7 +1,9 @@
 """Serve any BentoML service with servetune's knobs set from outside, without editing its code.
 
-`bentoml serve services.adapter:service --working-dir <the user's project>` with the environment
-below loads the user's service (as `bentoml serve <target>` would) and, in every process that
+`bentoml serve servetune_adapter:service --working-dir <the user's project>` (core/server.py
+copies this file as `servetune_adapter.py` into a folder of its own, first on PYTHONPATH, so a
+project with packages named like servetune's imports its own) with the environment below loads
+the user's service (as `bentoml serve <target>` would) and, in every process that
 imports it (the arbiter and each worker):
 - sets `max_batch_size` / `max_latency_ms` on the named batchable APIs (`APIMethod` attributes,
   read when the worker builds its batching dispatchers; tests/unit/test_adapter.py pins this);

@@ -4,8 +4,8 @@ answers and exports its metrics.
 
 Linux mount namespaces stand in for the container: `unshare --mount` (root only; skipped
 elsewhere), `/` remounted read-only in that namespace alone, a fresh tmpfs on every emptyDir
-mount path of the rendered pod, and the model store bind-mounted read-only (in the image the
-models are part of the read-only Bento).
+mount path of the rendered pod, and the model store and the server's adapter folder
+bind-mounted read-only (in the image both are part of the read-only Bento).
 """
 
 from __future__ import annotations
@@ -33,16 +33,21 @@ pytestmark = pytest.mark.integration
 READ_ONLY_MARK = "servetune: the root filesystem is read-only"
 MOUNT_POINT = Path("/mnt")  # an existing folder to park the model store on before / turns read-only
 REPO_PARK = Path("/srv")  # and one to park the checkout on (a checkout under /tmp is hidden by its tmpfs)
+ADAPTER_PARK = Path("/opt")  # and the server's adapter folder (in its private home, under /tmp)
 SCRIPT = f"""
 set -eu
 mount --bind "$RO_MODELS" {MOUNT_POINT}
 mount --bind "$RO_REPO" {REPO_PARK}
+mount --bind "$RO_ADAPTER" {ADAPTER_PARK}
 mount -o remount,bind,ro /
 for dir in $RO_WRITABLE; do mount -t tmpfs -o size=512m,mode=1777 tmpfs "$dir"; done
 if touch "$RO_PROBE" 2>/dev/null; then echo "the root filesystem is writable"; exit 3; fi
 echo "{READ_ONLY_MARK}"
 mkdir -p "$RO_REPO"
 mount --bind {REPO_PARK} "$RO_REPO"
+mkdir -p "$RO_ADAPTER"
+mount --bind {ADAPTER_PARK} "$RO_ADAPTER"
+mount -o remount,bind,ro "$RO_ADAPTER"
 mkdir -p "$BENTOML_HOME/models"
 mount --bind {MOUNT_POINT} "$BENTOML_HOME/models"
 mount -o remount,bind,ro "$BENTOML_HOME/models"
@@ -51,7 +56,7 @@ exec "$@"
 
 
 def can_unshare() -> bool:
-    parks = MOUNT_POINT.is_dir() and REPO_PARK.is_dir()
+    parks = all(folder.is_dir() for folder in (MOUNT_POINT, REPO_PARK, ADAPTER_PARK))
     if os.geteuid() != 0 or shutil.which("unshare") is None or not parks:
         return False
     probe = ["unshare", "--mount", "--propagation", "private", "true"]
@@ -91,6 +96,7 @@ class ReadOnlyRootServer(BentoServer):
         env.update(
             RO_MODELS=str((self.home / "models").resolve()),
             RO_REPO=str(REPO_ROOT),
+            RO_ADAPTER=str(self.adapter_dir),
             RO_WRITABLE=" ".join(self.writable),
             RO_PROBE=f"/var/tmp/servetune-read-only-probe-{os.getpid()}",
         )
