@@ -2,7 +2,9 @@
 
 The winner is the best mean score. Finalists whose 95% interval overlaps the best one's are
 statistically tied with it; among those the one using the fewest resources wins (cores, i.e.
-workers x threads, then GPUs, then the more accurate variant), and the tie is named.
+workers x threads, then GPUs, then the more accurate variant), and the tie is named. Baselines
+the user could keep as they are (the service as written, BentoML's default batching) compete
+on the same rules: a tuned config that measured worse than one of them is not recommended.
 """
 
 from __future__ import annotations
@@ -115,10 +117,18 @@ class Choice:
     def is_tie(self) -> bool:
         return bool(self.tied)
 
+    @property
+    def kept_baseline(self) -> str:
+        """The label of the baseline that won ("" when a tuned config did)."""
+        first = self.winner.first
+        return (first.label or "baseline") if first.kind == "baseline" else ""
+
     def explain(self) -> str:
         """One sentence for the report and the CLI."""
         mean = self.winner.mean_goodput
         text = f"{self.winner.config.key}: mean {mean:.1f} good RPS, {self.winner.interval_text}"
+        if self.kept_baseline:
+            text += f", the {self.kept_baseline} baseline: no tuned config measured better, so it is kept"
         if self.contenders < 2:
             return text + " (the only finalist)"
         if not self.tied:
@@ -132,9 +142,12 @@ class Choice:
         )
 
 
-def choose(finalists: Sequence[Finalist], cores: int | None = None) -> Choice | None:
-    """The best mean score; among finalists statistically tied with it, the cheapest."""
-    ranked = [f for f in finalists if math.isfinite(f.mean_score)]
+def choose(
+    finalists: Sequence[Finalist], cores: int | None = None, kept: Sequence[Finalist] = ()
+) -> Choice | None:
+    """The best mean score; among finalists statistically tied with it, the cheapest. `kept`:
+    measured baselines the user could deploy as they are, ranked with the finalists."""
+    ranked = [f for f in (*finalists, *kept) if math.isfinite(f.mean_score)]
     if not ranked:
         return None
     best = max(ranked, key=lambda f: f.mean_score)

@@ -558,8 +558,12 @@ def finalist_rows(result: StudyResult) -> list[tuple[str, ...]]:
     choice = result.choice
     tied = set(tied_keys(choice))
     rows: list[tuple[str, ...]] = []
-    for f in result.finalists:
-        role = []
+    shown = list(result.finalists)
+    if choice is not None:  # a kept baseline that won, or was tied with the winner, is shown too
+        picked = (choice.winner, choice.best_mean, *choice.tied)
+        shown += [f for f in picked if all(f is not s for s in shown)]
+    for f in shown:
+        role = [f"the {f.first.label} baseline"] if f.first.kind == "baseline" else []
         if choice is not None and f is choice.winner:
             role.append("winner")
         if choice is not None and f is choice.best_mean:

@@ -82,6 +82,10 @@ class Study:
         self.history = TrialHistory()
         # Baselines the caller will measure before `run`: the budget keeps room for them.
         self.baselines_ahead = 0
+        # Measured baselines the user could deploy as they are (the service as written, BentoML's
+        # default batching): candidates of the final choice, so no tuned config that measured
+        # worse than one of them is recommended.
+        self.keepable: list[TrialRecord] = []
         self._live_first_s: float | None = None  # the running measurement's first verdict
         self.result_duplicates = 0
         self.result_illegal = 0
@@ -182,13 +186,15 @@ class Study:
             **common,
         )
 
-    def baseline(self, config: Config, label: str, **runner_kw: Any) -> TrialRecord:
-        """Measure a reference config once per study (kept in the store, so resume skips it)."""
+    def baseline(self, config: Config, label: str, keepable: bool = False, **runner_kw: Any) -> TrialRecord:
+        """Measure a reference config once per study (kept in the store, so resume skips it).
+        A `keepable` one (deployable as it is) is a candidate of the final choice too."""
         self.baselines_ahead = max(0, self.baselines_ahead - 1)
-        for record in self.history.records:
-            if record.kind == "baseline" and record.label == label:
-                return record
-        return self.measure(config, "baseline", label, **runner_kw)
+        stored = [r for r in self.history.records if r.kind == "baseline" and r.label == label]
+        record = stored[0] if stored else self.measure(config, "baseline", label, **runner_kw)
+        if keepable:
+            self.keepable.append(record)
+        return record
 
     # -- the loop ------------------------------------------------------------------------
     def resume(self, records: list[TrialRecord]) -> None:
@@ -278,7 +284,8 @@ class Study:
     def run(self) -> StudyResult:
         self.search()
         finalists = self.select_finalists()
-        choice = choose(finalists, self.cores)
+        kept = [Finalist(r.cfg, r, []) for r in self.keepable]
+        choice = choose(finalists, self.cores, kept)
         winner = choice.winner if choice is not None else None
         return StudyResult(
             self.records, finalists, winner, self.result_duplicates, self.result_illegal, choice,

@@ -262,10 +262,10 @@ def run_tune(
             baselines.append(study.baseline(naive, NAIVE_LABEL, endpoint=naive_endpoint, plan=naive_plan))
         if options.written_baseline:
             written = written_config(options.service, space.machine.cores)
-            baselines.append(study.baseline(written, WRITTEN_LABEL))
+            baselines.append(study.baseline(written, WRITTEN_LABEL, keepable=True))
         if options.default_baseline:
             default = bentoml_default_config(space.machine.cores, gpus=space.machine.gpus)
-            baselines.append(study.baseline(default, DEFAULT_LABEL))
+            baselines.append(study.baseline(default, DEFAULT_LABEL, keepable=True))
         result = study.run()
     baseline = next((b for b in baselines if b.label == NAIVE_LABEL), None)
     wall = time.monotonic() - t0

@@ -260,3 +260,26 @@ def test_a_tight_budget_re_measures_the_leader_rather_than_run_another_trial(tmp
     repeat = result.winner.repeats[0].capacity
     assert repeat is not None and repeat.limited_by == "budget"
     assert now[0] <= budget.started + 1000.0 + plan.rules.max_step_s  # at most one step past the line
+
+
+def baseline_finalist(config: Config, goodput: float, label: str) -> Finalist:
+    first = record(config, goodput).model_copy(update={"kind": "baseline", "label": label})
+    return Finalist(config, first, [])
+
+
+def test_a_kept_baseline_that_measured_better_wins_and_says_so() -> None:
+    tuned = finalist(Config(32, 200, 2, 1), 183.0, 185.0)
+    written = baseline_finalist(Config(16, 100, 1, 2), 961.0, "as-written")
+    choice = choose([tuned], cores=2, kept=[written])
+    assert choice is not None and choice.winner is written and choice.kept_baseline == "as-written"
+    assert "the as-written baseline: no tuned config measured better" in choice.explain()
+    plain = choose([tuned], cores=2)
+    assert plain is not None and plain.winner is tuned and plain.kept_baseline == ""
+
+
+def test_a_tuned_config_tied_with_a_kept_baseline_wins_on_fewer_resources() -> None:
+    tuned = finalist(Config(16, 200, 1, 1), 150.0, 190.0, 170.0)  # mean 170, one core
+    default = baseline_finalist(Config(100, 60000, 1, 2), 175.0, "bentoml-default")  # two cores
+    choice = choose([tuned], cores=2, kept=[default])
+    assert choice is not None and choice.best_mean is default and choice.winner is tuned
+    assert choice.kept_baseline == "" and "statistically tied" in choice.explain()

@@ -9,6 +9,7 @@ import math
 import re
 import statistics
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import pytest
@@ -389,3 +390,39 @@ def test_steps_json_is_strict_json_when_a_step_served_nothing(tmp_path: Path) ->
     (stored,) = json.loads(json_path.read_text(), parse_constant=refuse)
     assert stored["steps"][0]["client_p95_ms"] is None and stored["steps"][0]["server_p95_ms"] is None
     assert stored["steps"][0]["requests"] == step.requests
+
+
+def test_a_deployable_baseline_that_beats_every_tuned_config_is_the_winner(tmp_path: Path) -> None:
+    """BentoML's default batching measured best: the winner file keeps it, and the naive
+    baseline (another endpoint, not deployable as the tuned one) is never the winner."""
+    from tests.fakes import smooth_surface
+    from tuner.tuning import DEFAULT_LABEL, NAIVE_LABEL, bentoml_default_config, naive_config
+
+    best_key = bentoml_default_config(2).key
+    naive_key = naive_config(2).key
+
+    def surface(config: Config, users: float) -> tuple[float, float, float]:
+        rps, p95, failures = smooth_surface(config, users)
+        if config.key in (best_key, naive_key):  # four times the capacity of any tuned config
+            rps, p95, failures = smooth_surface(config, users / 4)
+            rps *= 4
+        return rps, p95, failures
+
+    def outcome_with(default_baseline: bool) -> Any:
+        deployer = FakeDeployer()
+        options = TuneOptions(
+            service="embedding", strategy="random", trials=3, out=tmp_path / str(default_baseline),
+            finalists=1, repeats=1, naive_baseline=True, default_baseline=default_baseline,
+        )  # fmt: skip
+        space = default_space("embedding", Machine(2, 0))
+        return run_tune(options, FakeLoadRunner(deployer, surface), space, deployer=deployer)
+
+    kept = outcome_with(True)
+    winner = kept.result.winner
+    assert winner is not None and winner.first.label == DEFAULT_LABEL and winner.config.key == best_key
+    assert kept.result.choice is not None and kept.result.choice.kept_baseline == DEFAULT_LABEL
+    assert load_winner(kept.winner_file).config == bentoml_default_config(2).serve_config("embedding")
+    assert "bentoml-default baseline" in kept.report.read_text()
+    tuned = outcome_with(False)
+    assert tuned.result.winner is not None and tuned.result.winner.first.kind == "trial"
+    assert {b.label for b in tuned.baselines} == {NAIVE_LABEL}

@@ -162,6 +162,7 @@ def demo_summary(
         "winner_stdev_rps": round(winner.stdev, 1) if winner else None,
         "choice": result.choice.explain() if result.choice else None,
         "statistically_tied": bool(result.choice and result.choice.is_tie),
+        "winner_kept_baseline": (result.choice.kept_baseline or None) if result.choice else None,
         "naive": naive.config if naive is not None else None,
         "naive_goodput_rps": round(naive.goodput_rps, 1) if naive is not None else 0.0,
         "naive_status": naive.status if naive is not None else None,

@@ -229,9 +229,11 @@ def print_outcome(outcome: TuneOutcome) -> None:
         console.print("[red]no config met the SLO[/]; see the report for why each was infeasible")
     else:
         w = result.winner
+        kept = result.choice.kept_baseline if result.choice is not None else ""
         console.print(
-            f"[bold green]winner[/] {w.config.key}: {w.mean_goodput:.1f} good RPS "
-            f"({w.interval_text}, spread {w.spread:.1f})",
+            f"[bold green]winner[/] {w.config.key}"
+            + (f" (the {kept} baseline: no tuned config measured better)" if kept else "")
+            + f": {w.mean_goodput:.1f} good RPS ({w.interval_text}, spread {w.spread:.1f})",
             soft_wrap=True,
         )
     for c in comparisons(result.winner, baselines):
