@@ -560,8 +560,9 @@ def finalist_rows(result: StudyResult) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     shown = list(result.finalists)
     if choice is not None:  # a kept baseline that won, or was tied with the winner, is shown too
-        picked = (choice.winner, choice.best_mean, *choice.tied)
-        shown += [f for f in picked if all(f is not s for s in shown)]
+        for picked in (choice.winner, choice.best_mean, *choice.tied):
+            if all(picked is not f for f in shown):
+                shown.append(picked)
     for f in shown:
         role = [f"the {f.first.label} baseline"] if f.first.kind == "baseline" else []
         if choice is not None and f is choice.winner:

@@ -31,6 +31,7 @@ from tuner.report import (
     Rect,
     ReportInputs,
     _templates,
+    finalist_rows,
     latency_panel,
     render_html,
     write_steps,
@@ -423,6 +424,8 @@ def test_a_deployable_baseline_that_beats_every_tuned_config_is_the_winner(tmp_p
     assert kept.result.choice is not None and kept.result.choice.kept_baseline == DEFAULT_LABEL
     assert load_winner(kept.winner_file).config == bentoml_default_config(2).serve_config("embedding")
     assert "bentoml-default baseline" in kept.report.read_text()
+    rows = finalist_rows(kept.result)
+    assert [row[0] for row in rows].count(best_key) == 1 and "the bentoml-default baseline" in rows[-1][1]
     tuned = outcome_with(False)
     assert tuned.result.winner is not None and tuned.result.winner.first.kind == "trial"
     assert {b.label for b in tuned.baselines} == {NAIVE_LABEL}
