@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+# Cores of Locust above which a paced step's missing rate is the generator's fault, not the server's.
+GENERATOR_BUSY_CORES = 0.5
+
 
 @dataclass(frozen=True)
 class LoadStep:
@@ -83,6 +86,18 @@ class StepMeasurement:
     def kept_rate(self) -> bool:
         """Whether the generator sent what the step asked for (within 10%; closed loop: always)."""
         return self.step.rate is None or self.rps >= 0.9 * self.step.rate
+
+    @property
+    def fell_behind(self) -> bool:
+        """A paced step the server could not absorb: under 90% of its rate was sent while the
+        generator was neither saturated nor busy (paced users wait for their answers, so the
+        server held them back, even when its own histogram, which starts timing a request only
+        once the worker reads it, still shows a p95 under the SLO)."""
+        return (
+            not self.kept_rate
+            and self.generator_cpu < GENERATOR_BUSY_CORES
+            and not self.flagged(InvalidReason.GENERATOR_SATURATED)
+        )
 
     def flagged(self, reason: InvalidReason) -> tuple[Invalidity, ...]:
         """The invalidities of this window with `reason`."""

@@ -37,7 +37,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from core.measurement import InvalidReason, LoadStep, StepMeasurement
+from core.measurement import GENERATOR_BUSY_CORES, InvalidReason, LoadStep, StepMeasurement
 from tuner.objective import SLO, load_text
 
 LoadMode = Literal["rate", "users"]
@@ -76,7 +76,7 @@ class CapacityRules:
     recover_s: float = 6.0
     recover_fraction: float = 0.25
     recover_attempts: int = 3
-    generator_busy: float = 0.5  # cores of Locust that make a missed rate the generator's fault
+    generator_busy: float = GENERATOR_BUSY_CORES  # Locust cores: a missed rate is the generator's fault
     max_users: int = 2000  # the load generator's bound on concurrent requests
 
     def __post_init__(self) -> None:

@@ -56,6 +56,9 @@ class SLO:
                 f"failure ratio {step.failure_ratio:.3f} > {self.max_failure_ratio:.3f}"
                 + (f" ({codes})" if codes else "")
             )
+        if step.fell_behind:
+            offered = step.step.rate or 0.0
+            why.append(f"the server fell behind the offered rate ({step.rps:.1f}/s sent of {offered:.1f}/s)")
         if step.successes <= 0:
             why.append("no successful request")
         why += self.gpu_memory_violations(step, workers_per_gpu)
