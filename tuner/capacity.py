@@ -18,6 +18,9 @@ breach had converged the bracket, and one re-measurement climbed past it on sing
 verdict is its latest measurement: the knee is the highest level that stands met, the breach
 the lowest that stands breached, and the goodput is the best step that met the SLO at a level
 that still stands.
+Server errors (HTTP 5xx other than 503 shedding) over the failure bound at two levels 2x apart,
+with the latency within the SLO, end the search (`errors`): they do not fall with the load, and
+shrinking further would only find a level that passes on a lucky short sample.
 Each step lasts long enough to hold the requests its quantile needs (`min_requests`), within
 `[min_step_s, max_step_s]`. A level is judged after the server has adapted to it: when the
 load rises, or after a step that shed requests, it first runs unscored for `adapt_s` (BentoML's
@@ -41,9 +44,10 @@ from core.measurement import GENERATOR_BUSY_CORES, InvalidReason, LoadStep, Step
 from tuner.objective import SLO, load_text
 
 LoadMode = Literal["rate", "users"]
-Limit = Literal["slo", "generator", "step_cap", "infeasible", "max_load", "budget"]
+Limit = Literal["slo", "generator", "step_cap", "infeasible", "max_load", "budget", "errors"]
 QUANTILE_OF = {"p95": 0.95, "p99": 0.99}
 TAIL_SAMPLES = 10  # requests expected above the judged quantile in one step
+ERRORS_SPAN = 2.0  # server errors at two levels this far apart do not come from the load
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,28 @@ class CapacitySearch:
                 )
             before.append(met)
             self._rebracket()
+            if not met:
+                self._stop_on_lasting_errors(level, measured)
+
+    def _stop_on_lasting_errors(self, level: float, measured: StepMeasurement) -> None:
+        """End the search when server errors (HTTP 5xx other than 503 shedding) broke the failure
+        bound at this level, with its latency within the SLO, and at a level `ERRORS_SPAN` x
+        higher too: errors that do not fall with the load are the service's, not a capacity
+        limit, and a lower level would only pass on a lucky short sample."""
+        bound = self.slo.max_failure_ratio
+        if error_ratio(measured) <= bound or self.slo.latency_of(measured) > self.slo.latency_ms:
+            return
+        higher = [(lv, m) for lv, m in self.told[:-1] if lv >= ERRORS_SPAN * level and error_ratio(m) > bound]
+        if not higher:
+            return
+        above, seen = higher[-1]
+        codes = ", ".join(sorted(c for c in measured.failures_by_status if _is_error(c)))
+        self.limited_by = "errors"
+        self.note = (
+            f"the service failed {error_ratio(measured):.1%} of requests with HTTP {codes} at "
+            f"{level:.4g} and {error_ratio(seen):.1%} at {above:.4g}, its latency within the SLO: "
+            "errors that do not fall with the load, not a capacity limit"
+        )
 
     def _rebracket(self) -> None:
         """The bracket from each level's latest verdict."""
@@ -369,6 +395,16 @@ class CapacitySearch:
             resolution=self.rules.resolution,
             note=self.note,
         )
+
+
+def error_ratio(measured: StepMeasurement) -> float:
+    """The share of a step's requests that failed with a server error other than shedding."""
+    errors = sum(n for code, n in measured.failures_by_status.items() if _is_error(code))
+    return errors / measured.requests if measured.requests else 0.0
+
+
+def _is_error(status: str) -> bool:
+    return status.startswith("5") and status != "503"
 
 
 def counted_steps(levels: Sequence[float], met: Sequence[bool]) -> list[bool]:

@@ -480,3 +480,37 @@ def test_a_recovery_after_several_light_loads_is_named_in_the_finding() -> None:
     assert light.rate == pytest.approx(50.0 * 0.25 / 4)
     assert search.tell_recovery(make_step(light, light.rate or 0.0, 50.0, 0.0), attempt=2)
     assert search.finding().note == "after an overload the server served again only at 3.125 RPS offered"
+
+
+def with_errors(measured: StepMeasurement, share: float) -> StepMeasurement:
+    """`measured` with `share` of its requests failed with HTTP 500 (an exception in the service)."""
+    errors = round(measured.requests * share)
+    return replace(
+        measured, successes=measured.requests - errors, failures_by_status={"500": errors},
+        failure_ratio=errors / measured.requests, goodput_rps=measured.rps * (1 - errors / measured.requests),
+    )  # fmt: skip
+
+
+def test_server_errors_that_do_not_fall_with_the_load_end_the_search() -> None:
+    respond, _ = knee_curve(300.0)
+    search = CapacitySearch(SLO_200, CapacityRules(), start=100.0)
+    steps = drive(search, lambda step: with_errors(respond(step), 0.05))
+    found = search.finding()
+    assert found.limited_by == "errors" and found.knee is None and found.goodput_rps == 0
+    assert "HTTP 500" in found.note and "do not fall with the load" in found.note
+    assert len(steps) == 2  # 100/s, then 50/s: not down to a level that passes by luck
+
+
+def test_server_errors_that_come_with_the_load_only_bound_the_knee() -> None:
+    """Errors above some load (a batch that runs out of memory) are a capacity limit like any other."""
+    respond, knee = knee_curve(300.0)
+
+    def errors_above(step: LoadStep) -> StepMeasurement:
+        measured = respond(step)
+        return with_errors(measured, 0.2) if (step.rate or 0.0) > 0.5 * knee else measured
+
+    search = CapacitySearch(SLO_200, CapacityRules(), start=50.0)
+    drive(search, errors_above)
+    found = search.finding()
+    assert found.limited_by == "slo" and found.knee is not None and found.breach is not None
+    assert found.knee <= 0.5 * knee < found.breach
