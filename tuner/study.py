@@ -98,7 +98,7 @@ class Study:
     # -- one measurement -------------------------------------------------------------------
     def measure(self, config: Config, kind: TrialKind, label: str = "", **runner_kw: Any) -> TrialRecord:
         """Measure one config now, score it and store the record at once. Under a time budget its
-        capacity search ends (once a level met the SLO) where the measurements the study must
+        capacity search ends (after its first level) where the measurements the study must
         still run would no longer fit (`_deadline`)."""
         number = self.history.count()
         self._live_first_s = None

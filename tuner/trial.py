@@ -170,8 +170,9 @@ class CapacitySchedule:
                 return
 
     def _out_of_time(self, search: CapacitySearch, step: LoadStep) -> bool:
-        """The budget cannot fit `step`: end the search on what it has (once a level passed)."""
-        if self.time_left is None or search.lo is None:
+        """The budget cannot fit `step`: end the search on what it has (with no level met yet,
+        the config has no capacity to report, and the budget still holds)."""
+        if self.time_left is None or not search.told:
             return False
         rules = self.plan.rules
         unscored = (rules.adapt_s if search.adapts_before(step) else 0.0) + (
@@ -179,6 +180,10 @@ class CapacitySchedule:
         )
         if self.time_left() >= step.duration_s + unscored:
             return False
+        if search.lo is None:
+            lowest = min(level for level, _ in search.told)
+            search.stop("budget", f"time budget: stopped with no level met yet (lowest tried: {lowest:.4g})")
+            return True
         bracket = (
             f"{search.lo:.4g}-{search.hi:.4g}" if search.hi is not None else f"{search.lo:.4g}, no breach yet"
         )

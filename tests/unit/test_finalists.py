@@ -180,6 +180,27 @@ def demo_like_study(tmp_path: Path, budget_s: float | None, now: list[float]) ->
     return study, budget
 
 
+def test_a_search_that_has_met_nothing_by_the_budget_ends_there_too(tmp_path: Path) -> None:
+    """A config that meets the SLO at no load (every step too slow) shrank its rate through all
+    its steps whatever the budget said; it now stops at the budget with no knee, and says so."""
+    now = [0.0]
+    deployer = FakeDeployer()
+    loads = ticking_loads(deployer, now)
+    loads.surface = lambda config, users: (users * 12.0, 900.0, 0.0)  # p95 900 ms at any load
+    space = default_space("embedding", Machine(cores=2, gpus=0))
+    slo = SLO(latency_ms=200)
+    runner = TrialRunner(deployer, loads, CapacityPlan(), slo, "embedding")
+    store = StudyStore(tmp_path)
+    store.open({}, resume=False)
+    study = Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, 1, 0, 0,
+                  budget=TimeBudget(30.0, clock=lambda: now[0]), cores=2)  # fmt: skip
+    (trial,) = study.run().trials
+    found = trial.capacity
+    assert found is not None and found.limited_by == "budget" and found.knee is None, found
+    assert "no level met yet" in found.note and trial.status == "infeasible"
+    assert now[0] <= 30.0 + 15.0  # at most one step past the line (a step is at most 15 s)
+
+
 def test_the_baselines_and_the_first_trial_leave_the_leaders_re_measurement(tmp_path: Path) -> None:
     """The demo's case: the two baselines and the first trial's whole searches fill the budget
     (stop 24's demo: 249 s of 278, then no interval). Each search now keeps a first verdict's time
