@@ -64,7 +64,8 @@ class TimeBudget:
             if mandatory
             else f"the finalists' re-measurements need ~{kept:.0f} s"
         )
-        self.stopped_because = f"time budget: {left:.0f} s left, a trial takes ~{trial_s:.0f} s and {after}"
+        after = f" and {after}" if kept > 0 else ""
+        self.stopped_because = f"time budget: {left:.0f} s left, a trial takes ~{trial_s:.0f} s{after}"
         return False
 
     def affords(self, cost_s: float | None) -> bool:

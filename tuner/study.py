@@ -215,8 +215,12 @@ class Study:
         view = self.history.view()
         asks_left = 50 * max(1, self.n_trials) + len(self.space)
         while len(self.history) < self.n_trials and asks_left > 0:
-            keep = (self._first_repeat_cost() or 0.0) if self.finalists_k and self.finalists_r else 0.0
-            if not self.budget.affords_trial(len(self.history), self._walls("trial"), self._reserve(), keep):
+            # With no feasible trial yet there is no finalist to re-measure: another trial is worth more.
+            leader = any(r.score is not None for r in self.history.trials())
+            repeats = leader and bool(self.finalists_k and self.finalists_r)
+            keep = (self._first_repeat_cost() or 0.0) if repeats else 0.0
+            reserve = self._reserve() if leader else 0.0
+            if not self.budget.affords_trial(len(self.history), self._walls("trial"), reserve, keep):
                 break
             asks_left -= 1
             config = self.strategy.ask(view)

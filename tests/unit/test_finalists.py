@@ -201,6 +201,32 @@ def test_a_search_that_has_met_nothing_by_the_budget_ends_there_too(tmp_path: Pa
     assert now[0] <= 30.0 + 15.0  # at most one step past the line (a step is at most 15 s)
 
 
+def test_with_no_feasible_trial_the_budget_keeps_no_room_for_re_measurements(tmp_path: Path) -> None:
+    """While no trial met the SLO there is no finalist to re-measure: the time it would keep
+    goes to another trial, which may find a feasible config."""
+    now = [0.0]
+    deployer = FakeDeployer()
+    loads = ticking_loads(deployer, now)
+    loads.surface = lambda config, users: (users * 12.0, 900.0, 0.0)  # p95 900 ms at any load
+    space = default_space("embedding", Machine(cores=2, gpus=0))
+    slo = SLO(latency_ms=200)
+    runner = TrialRunner(deployer, loads, CapacityPlan(), slo, "embedding", clock=lambda: now[0])
+    store = StudyStore(tmp_path)
+    store.open({}, resume=False)
+    probe = Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, 1, 2, 2,
+                  budget=TimeBudget(None, clock=lambda: now[0]), cores=2)  # fmt: skip
+    (alone,) = probe.run().trials
+    now[0] = 0.0
+    store = StudyStore(tmp_path / "budget")
+    store.open({}, resume=False)
+    budget = TimeBudget(2.5 * alone.wall_s, clock=lambda: now[0])
+    study = Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, 5, 2, 2,
+                  budget=budget, cores=2)  # fmt: skip
+    result = study.run()
+    assert len(result.trials) >= 2 and all(r.status == "infeasible" for r in result.trials)
+    assert "re-measurement" not in result.stopped_because
+
+
 def test_the_baselines_and_the_first_trial_leave_the_leaders_re_measurement(tmp_path: Path) -> None:
     """The demo's case: the two baselines and the first trial's whole searches fill the budget
     (stop 24's demo: 249 s of 278, then no interval). Each search now keeps a first verdict's time
