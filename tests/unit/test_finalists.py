@@ -180,21 +180,28 @@ def demo_like_study(tmp_path: Path, budget_s: float | None, now: list[float]) ->
     return study, budget
 
 
+def never_meets_study(
+    folder: Path, now: list[float], budget_s: float | None, trials: int, finalists: int
+) -> Study:
+    """A study on the fake clock `now` whose every config misses the SLO at any load (p95
+    900 ms), `finalists` finalists re-measured as often."""
+    deployer = FakeDeployer()
+    loads = ticking_loads(deployer, now)
+    loads.surface = lambda config, users: (users * 12.0, 900.0, 0.0)
+    space = default_space("embedding", Machine(cores=2, gpus=0))
+    slo = SLO(latency_ms=200)
+    runner = TrialRunner(deployer, loads, CapacityPlan(), slo, "embedding", clock=lambda: now[0])
+    store = StudyStore(folder)
+    store.open({}, resume=False)
+    return Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, trials,
+                 finalists, finalists, budget=TimeBudget(budget_s, clock=lambda: now[0]), cores=2)  # fmt: skip
+
+
 def test_a_search_that_has_met_nothing_by_the_budget_ends_there_too(tmp_path: Path) -> None:
     """A config that meets the SLO at no load (every step too slow) shrank its rate through all
     its steps whatever the budget said; it now stops at the budget with no knee, and says so."""
     now = [0.0]
-    deployer = FakeDeployer()
-    loads = ticking_loads(deployer, now)
-    loads.surface = lambda config, users: (users * 12.0, 900.0, 0.0)  # p95 900 ms at any load
-    space = default_space("embedding", Machine(cores=2, gpus=0))
-    slo = SLO(latency_ms=200)
-    runner = TrialRunner(deployer, loads, CapacityPlan(), slo, "embedding")
-    store = StudyStore(tmp_path)
-    store.open({}, resume=False)
-    study = Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, 1, 0, 0,
-                  budget=TimeBudget(30.0, clock=lambda: now[0]), cores=2)  # fmt: skip
-    (trial,) = study.run().trials
+    (trial,) = never_meets_study(tmp_path, now, 30.0, trials=1, finalists=0).run().trials
     found = trial.capacity
     assert found is not None and found.limited_by == "budget" and found.knee is None, found
     assert "no level met yet" in found.note and trial.status == "infeasible"
@@ -205,23 +212,9 @@ def test_with_no_feasible_trial_the_budget_keeps_no_room_for_re_measurements(tmp
     """While no trial met the SLO there is no finalist to re-measure: the time it would keep
     goes to another trial, which may find a feasible config."""
     now = [0.0]
-    deployer = FakeDeployer()
-    loads = ticking_loads(deployer, now)
-    loads.surface = lambda config, users: (users * 12.0, 900.0, 0.0)  # p95 900 ms at any load
-    space = default_space("embedding", Machine(cores=2, gpus=0))
-    slo = SLO(latency_ms=200)
-    runner = TrialRunner(deployer, loads, CapacityPlan(), slo, "embedding", clock=lambda: now[0])
-    store = StudyStore(tmp_path)
-    store.open({}, resume=False)
-    probe = Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, 1, 2, 2,
-                  budget=TimeBudget(None, clock=lambda: now[0]), cores=2)  # fmt: skip
-    (alone,) = probe.run().trials
+    (alone,) = never_meets_study(tmp_path / "whole", now, None, trials=1, finalists=2).run().trials
     now[0] = 0.0
-    store = StudyStore(tmp_path / "budget")
-    store.open({}, resume=False)
-    budget = TimeBudget(2.5 * alone.wall_s, clock=lambda: now[0])
-    study = Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, 5, 2, 2,
-                  budget=budget, cores=2)  # fmt: skip
+    study = never_meets_study(tmp_path / "budget", now, 2.5 * alone.wall_s, trials=5, finalists=2)
     result = study.run()
     assert len(result.trials) >= 2 and all(r.status == "infeasible" for r in result.trials)
     assert "re-measurement" not in result.stopped_because
