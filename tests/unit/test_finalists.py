@@ -193,8 +193,9 @@ def never_meets_study(
     runner = TrialRunner(deployer, loads, CapacityPlan(), slo, "embedding", clock=lambda: now[0])
     store = StudyStore(folder)
     store.open({}, resume=False)
+    budget = TimeBudget(budget_s, clock=lambda: now[0])
     return Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, trials,
-                 finalists, finalists, budget=TimeBudget(budget_s, clock=lambda: now[0]), cores=2)  # fmt: skip
+                 finalists, finalists, budget=budget, cores=2)  # fmt: skip
 
 
 def test_a_search_that_has_met_nothing_by_the_budget_ends_there_too(tmp_path: Path) -> None:
