@@ -40,7 +40,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from core.measurement import GENERATOR_BUSY_CORES, InvalidReason, LoadStep, StepMeasurement
+from core.measurement import InvalidReason, LoadStep, StepMeasurement
 from tuner.objective import SLO, load_text
 
 LoadMode = Literal["rate", "users"]
@@ -80,7 +80,6 @@ class CapacityRules:
     recover_s: float = 6.0
     recover_fraction: float = 0.25
     recover_attempts: int = 3
-    generator_busy: float = GENERATOR_BUSY_CORES  # Locust cores: a missed rate is the generator's fault
     max_users: int = 2000  # the load generator's bound on concurrent requests
 
     def __post_init__(self) -> None:
@@ -316,7 +315,7 @@ class CapacitySearch:
         was held back by the server's stalls: paced users wait for their answer)."""
         if measured.flagged(InvalidReason.GENERATOR_SATURATED):
             return True
-        if measured.kept_rate or measured.generator_cpu < self.rules.generator_busy:
+        if measured.kept_rate or measured.fell_behind:  # an idle generator: the server held it back
             return False
         latency_ok = self.slo.latency_of(measured) <= self.slo.latency_ms
         return latency_ok and measured.failure_ratio <= self.slo.max_failure_ratio
