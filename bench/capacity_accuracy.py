@@ -32,7 +32,8 @@ which re-bracket around the first knee); each single search's error is kept too.
    sweep is widened by four more rates on that side (twice at most); a knee still at an edge is
    reported as such.
    `pass_spread` and `search_spread` (max / min - 1 of the passes' and the searches' figures)
-   show how far two measurements of one config fall apart on this machine.
+   show how far two measurements of one config fall apart on this machine; `noise_floor` is the
+   |rel_error| that spread alone gives two means of 3 and 2 fresh servers, were the search exact.
    `strict_reference_rps` keeps the earlier rule as a diagnostic: the highest rate that every
    pass met with every lower rate met too. Near a shedding knee one window in ~30 misses by a
    few 503s at rates that the windows above it meet, and that rule stopped there (biased low).
@@ -299,6 +300,18 @@ def spread(values: Sequence[float | None]) -> float | None:
     return max(found) / min(found) - 1.0 if len(found) >= 2 else None
 
 
+def noise_floor(searches: Sequence[float], passes: Sequence[float | None], reference: float) -> float | None:
+    """The |rel_error| to expect from the spread of repeated measurements alone, were the search
+    exact: E|mean(searches) - mean(passes)| / reference for normal errors whose variances are the
+    sample variances of the searches and of the passes (each on its own fresh server), i.e.
+    sqrt(2/pi) x sqrt(var_s / n_s + var_p / n_p). None with fewer than two of either."""
+    found = [p for p in passes if p is not None]
+    if len(searches) < 2 or len(found) < 2 or reference <= 0:
+        return None
+    variance = statistics.variance(searches) / len(searches) + statistics.variance(found) / len(found)
+    return math.sqrt(2.0 / math.pi) * math.sqrt(variance) / reference
+
+
 def _rounded(value: float | None) -> float | None:
     return round(value, 4) if value is not None else None
 
@@ -320,7 +333,7 @@ def _single_search_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "single_search_max_rel_error": round(max(single), 4) if single else None,
         "strict_median_rel_error": round(statistics.median(strict), 4) if strict else None,
         "strict_max_rel_error": round(max(strict), 4) if strict else None,
-        **{f"median_{key}": _median_of(rows, key) for key in ("pass_spread", "search_spread")},
+        **{f"median_{key}": _median_of(rows, key) for key in ("pass_spread", "search_spread", "noise_floor")},
     }
 
 
@@ -570,6 +583,7 @@ def scored(
         "strict_pass_knees_rps": [round(k, 2) if k is not None else None for k in pass_knees(points)],
         "pass_spread": _rounded(spread(fitted)),
         "search_spread": _rounded(spread([f.goodput_rps for f in searches])),
+        "noise_floor": _rounded(noise_floor([f.goodput_rps for f in searches], fitted, knee.goodput_rps)),
         "lenient_reference_rps": round(lenient.goodput_rps, 2),
         "lenient_rel_error": _rounded(rel_error(searched, lenient.goodput_rps)),
         "sweep_met_fraction": round(sum(p.met for p in points) / len(points), 3) if points else None,

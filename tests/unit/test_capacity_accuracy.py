@@ -14,6 +14,7 @@ from bench.capacity_accuracy import (
     SweepPoint,
     cases,
     fitted_knee,
+    noise_floor,
     pass_knees,
     reference_knee,
     rel_error,
@@ -137,6 +138,15 @@ def test_rel_error_and_summary() -> None:
     assert summary["met"] is True and summary["rows_without_reference"] == 0
     worse = summarize([*rows, {"rel_error": -0.12}])
     assert worse["max_rel_error"] == pytest.approx(0.12) and worse["met"] is False
+
+
+def test_the_noise_floor_grows_with_the_spread_of_repeated_measurements() -> None:
+    # searches 90, 100, 110 (variance 100 / 3) and passes 95, 105 (variance 50 / 2): sqrt(2/pi) x
+    # sqrt(33.3 + 25) / 100
+    assert noise_floor([90.0, 100.0, 110.0], [95.0, 105.0], 100.0) == pytest.approx(0.0609, abs=1e-4)
+    assert noise_floor([100.0, 100.0, 100.0], [100.0, 100.0], 100.0) == 0.0
+    assert noise_floor([90.0, 110.0], [95.0, None], 100.0) is None
+    assert noise_floor([90.0], [95.0, 105.0], 100.0) is None
 
 
 def test_a_row_without_reference_fails_the_summary() -> None:
