@@ -18,6 +18,11 @@ breach had converged the bracket, and one re-measurement climbed past it on sing
 verdict is its latest measurement: the knee is the highest level that stands met, the breach
 the lowest that stands breached, and the goodput is the best step that met the SLO at a level
 that still stands.
+A step that breaks only the failure bound, by an excess that chance could give (one-sided
+binomial test at the bound: 3-5 failures in 200 requests at a 1% bound), is measured again at
+once, and its level is judged on the failures of both steps: on 200 requests one failure is half
+the bound, and a knee set by 3 failures against 2 was noise (BentoML's dispatcher sheds a few
+requests now and then at loads it holds).
 Server errors (HTTP 5xx other than 503 shedding) over the failure bound at two levels 2x apart,
 with the latency within the SLO, end the search (`errors`): they do not fall with the load, and
 shrinking further would only find a level that passes on a lucky short sample.
@@ -39,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from pydantic import BaseModel
+from scipy.stats import binomtest
 
 from core.measurement import InvalidReason, LoadStep, StepMeasurement
 from tuner.objective import SLO, load_text
@@ -81,6 +87,10 @@ class CapacityRules:
     recover_fraction: float = 0.25
     recover_attempts: int = 3
     max_users: int = 2000  # the load generator's bound on concurrent requests
+    # A step that breaks only the failure bound, with a one-sided binomial p-value at the bound of
+    # at least this, could have been unlucky: its level is measured again and judged on both
+    # steps' failures (0: judge every step alone).
+    failure_alpha: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0 < self.resolution < 1:
@@ -95,6 +105,8 @@ class CapacityRules:
             raise ValueError("rechecks and confirms must be >= 0")
         if self.recover_s < 0 or not 0 < self.recover_fraction < 1 or self.recover_attempts < 1:
             raise ValueError("need recover_s >= 0, recover_fraction in (0, 1), recover_attempts >= 1")
+        if not 0 <= self.failure_alpha < 1:
+            raise ValueError(f"failure_alpha must be in [0, 1), got {self.failure_alpha}")
 
     def min_requests(self, quantile: str) -> int:
         """Requests one step needs so that ~10 of them lie above the quantile (p95: 200, p99: 1000)."""
@@ -135,6 +147,7 @@ class CapacitySearch:
     limited_by: Limit | None = None
     note: str = ""
     _pending: float | None = None
+    _undecided: tuple[float, int, int] | None = None  # level, failures, requests: measured again next
 
     def __post_init__(self) -> None:
         if not self.start > 0:
@@ -168,7 +181,7 @@ class CapacitySearch:
         if self.done:
             return None
         level = self._propose()
-        if level is not None and len(self.told) >= self.rules.max_steps:
+        if level is not None and self._undecided is None and len(self.told) >= self.rules.max_steps:
             self.limited_by = "step_cap"
             self.note = f"stopped after {self.rules.max_steps} steps"
             return None
@@ -178,6 +191,8 @@ class CapacitySearch:
         """The level the rules ask for next (None, with `limited_by` set, when they ask none)."""
         if not self.told:
             return min(self.start, self.max_level())
+        if self._undecided is not None:
+            return self._undecided[0]
         if self.hi is None:  # no breach stands: grow
             assert self.lo is not None
             if self.lo >= self.max_level():
@@ -257,6 +272,12 @@ class CapacitySearch:
         if self.rules.mode == "users" and measured.successes > 0 and measured.step.users > 0:
             self.per_user_rps = measured.goodput_rps / measured.step.users
         met = self._met(measured)
+        undecided, self._undecided = self._undecided, None
+        if undecided is not None and undecided[0] == level and self._met_but_failures(measured):
+            met = self._judge_pooled(level, undecided, measured)
+        elif not met and self._failures_could_be_chance(measured):
+            self._undecided = (level, _failures(measured), measured.requests)
+            return
         if met:
             self.passed.append(measured)
         if self._generator_limited(measured):
@@ -274,6 +295,33 @@ class CapacitySearch:
             self._rebracket()
             if not met:
                 self._stop_on_lasting_errors(level, measured)
+
+    def _met_but_failures(self, measured: StepMeasurement) -> bool:
+        """The step met every part of the SLO but, perhaps, its failure bound."""
+        return not measured.aborted and not self.slo.violations(replace(measured, failure_ratio=0.0))
+
+    def _failures_could_be_chance(self, measured: StepMeasurement) -> bool:
+        """Only the failure bound broke, and a service exactly at the bound would fail this many
+        of these requests with a probability of at least `failure_alpha`."""
+        bound, alpha = self.slo.max_failure_ratio, self.rules.failure_alpha
+        if alpha <= 0 or bound <= 0 or measured.requests <= 0 or not self._met_but_failures(measured):
+            return False
+        test = binomtest(_failures(measured), measured.requests, bound, alternative="greater")
+        return bool(test.pvalue >= alpha)
+
+    def _judge_pooled(
+        self, level: float, undecided: tuple[float, int, int], measured: StepMeasurement
+    ) -> bool:
+        """A level measured again after an undecided failure count: judged on both steps."""
+        _, before, before_requests = undecided
+        failures, requests = before + _failures(measured), before_requests + measured.requests
+        met = failures <= self.slo.max_failure_ratio * requests
+        self.note = (
+            f"{before} failures in {before_requests} requests at {level:.4g} could be chance; "
+            f"measured again: {failures} in {requests} ({failures / requests:.1%}, "
+            f"{'within' if met else 'over'} the bound)"
+        )
+        return met
 
     def _stop_on_lasting_errors(self, level: float, measured: StepMeasurement) -> None:
         """End the search when server errors (HTTP 5xx other than 503 shedding) broke the failure
@@ -324,7 +372,7 @@ class CapacitySearch:
     def last_shed(self) -> bool:
         """The last step told missed the SLO and the server shed requests (503) in it: a
         shedding server (BentoML's batching dispatcher) needs time to forget the overload."""
-        if not self.told:
+        if not self.told or self._undecided is not None:
             return False
         last = self.told[-1][1]
         return bool(self.slo.violations(last)) and last.failures_by_status.get("503", 0) > 0
@@ -394,6 +442,10 @@ class CapacitySearch:
             resolution=self.rules.resolution,
             note=self.note,
         )
+
+
+def _failures(measured: StepMeasurement) -> int:
+    return measured.requests - measured.successes
 
 
 def error_ratio(measured: StepMeasurement) -> float:
