@@ -112,6 +112,7 @@ class Choice:
     best_mean: Finalist
     tied: tuple[Finalist, ...]  # besides the best mean, overlapping its interval
     contenders: int = 1  # finalists with a score, the winner included
+    baselines: int = 0  # of the contenders, deployable baselines ranked with the finalists
 
     @property
     def is_tie(self) -> bool:
@@ -132,7 +133,8 @@ class Choice:
         if self.contenders < 2:
             return text + " (the only finalist)"
         if not self.tied:
-            return text + " (no other finalist's interval overlaps it)"
+            others = "finalist's or deployable baseline's" if self.baselines else "finalist's"
+            return text + f" (no other {others} interval overlaps it)"
         others = ", ".join(f.config.key for f in (self.best_mean, *self.tied) if f is not self.winner)
         if self.winner is self.best_mean:
             return text + f"; statistically tied with {others}, and it uses no more resources"
@@ -159,4 +161,5 @@ def choose(
     )
     pool = [best, *tied]
     winner = min(pool, key=lambda f: (*resources(f.config, cores), -f.mean_score))
-    return Choice(winner, best, tied, len(ranked))
+    baselines = sum(1 for f in kept if math.isfinite(f.mean_score))
+    return Choice(winner, best, tied, len(ranked), baselines)

@@ -314,8 +314,10 @@ def test_a_kept_baseline_that_measured_better_wins_and_says_so() -> None:
     choice = choose([tuned], cores=2, kept=[written])
     assert choice is not None and choice.winner is written and choice.kept_baseline == "as-written"
     assert "the as-written baseline: no tuned config measured better" in choice.explain()
+    assert "(no other finalist's or deployable baseline's interval overlaps it)" in choice.explain()
     plain = choose([tuned], cores=2)
     assert plain is not None and plain.winner is tuned and plain.kept_baseline == ""
+    assert "(the only finalist)" in plain.explain()
 
 
 def test_a_tuned_config_tied_with_a_kept_baseline_wins_on_fewer_resources() -> None:
