@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from tuner.commands.console import console
-from tuner.commands.demo import print_closing
+from tuner.capacity import CapacityFinding
+from tuner.commands.demo import cut_by_budget, print_closing
+from tuner.store import TrialRecord
 
 
 def summary(runs: list[float], interval: list[float] | None) -> dict[str, Any]:
@@ -44,3 +46,20 @@ def test_a_baseline_cut_by_the_budget_is_a_lower_bound_and_its_ratio_is_flagged(
     assert "the ratio over it may be too high" in text
     whole = closing(summary([64.7, 64.7], [47.4, 82.0]) | {"ratio": 3.5})
     assert "at least" not in whole and "may be too high" not in whole
+
+
+def baseline_stopped(converged: bool) -> TrialRecord:
+    finding = CapacityFinding(
+        mode="rate", knee=200.0, breach=206.0 if converged else None, goodput_rps=198.0,
+        converged=converged, limited_by="budget", steps=7, resolution=0.05,
+    )  # fmt: skip
+    return TrialRecord(
+        number=0, kind="baseline", label="bentoml-default", strategy="guided", key="k", config={},
+        status="ok", score=198.0, goodput_rps=198.0, capacity=finding,
+    )  # fmt: skip
+
+
+def test_a_baseline_is_a_lower_bound_only_when_the_budget_cut_its_bracket_open() -> None:
+    assert cut_by_budget(baseline_stopped(converged=False))
+    assert not cut_by_budget(baseline_stopped(converged=True))  # only a recheck was cut
+    assert not cut_by_budget(None)
