@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuner.commands.console import console
 from tuner.capacity import CapacityFinding
+from tuner.commands.console import console
 from tuner.commands.demo import cut_by_budget, print_closing
 from tuner.store import TrialRecord
 
