@@ -5,12 +5,10 @@ what it measured. It brackets the knee (start from a probe's figure, grow geomet
 step breaches the SLO, or shrink until one meets it), then bisects the bracket geometrically until
 `hi / lo - 1 <= resolution`. Every proposed level stays inside the bracket and never exceeds
 `growth` times the highest level that met the SLO, so a badly overloaded step is never followed by
-a heavier one. The breach of each converged bracket is measured once more (`rechecks`, per
-level: when a dropped breach lets the search go on and converge again, the new bracket's breach
-is checked too): a hiccup of a shared machine (a stalled second, a garbage collection, a burst
-of 503s after a rise) fails a short step that the server could hold, and a breach that does not
-repeat is dropped and the search goes on above it. The converged knee is measured once more
-too (`confirms`): a lucky step (a quiet spell of a shared
+a heavier one. A converged bracket's breach is measured once more (`rechecks`): a hiccup of a
+shared machine (a stalled second, a garbage collection) fails a short step that the server
+could hold, and a breach that does not repeat is dropped and the search goes on above it.
+Its knee is measured once more too (`confirms`): a lucky step (a quiet spell of a shared
 machine, a few 503s fewer than the bound allows) passes a level the server cannot hold, and a
 level that passed was never measured again, so the search kept it and reported its goodput. A
 knee that fails its confirmation stands as a breach and the search goes on below it. Above a
@@ -30,8 +28,7 @@ with the latency within the SLO, end the search (`errors`): they do not fall wit
 shrinking further would only find a level that passes on a lucky short sample.
 Each step lasts long enough to hold the requests its quantile needs (`min_requests`), within
 `[min_step_s, max_step_s]`. A level is judged after the server has adapted to it: when the
-load rises, or after a step that shed requests or was cut short (and the light recovery load
-after it), it first runs unscored for `adapt_s` (BentoML's
+load rises, or after a step that shed requests, it first runs unscored for `adapt_s` (BentoML's
 dispatcher sheds for seconds after a rise, until it refits its latency model, at loads it then
 holds; judged in that transient, a short step's verdict depended on where the refit fell).
 
@@ -72,8 +69,8 @@ class CapacityRules:
     abort_factor: float = 2.0  # a sub-window p95 above this x the SLO ends a step early
     horizon_factor: float = 2.0  # paced users = rate x this x the SLO latency
     min_rate: float = 0.2  # requests/s below which a config is infeasible
-    rechecks: int = 1  # times the breach of each converged bracket is measured again
-    confirms: int = 1  # times the knee of each converged bracket is measured again (0: none)
+    rechecks: int = 1  # times a converged bracket's breach is measured again
+    confirms: int = 1  # times a converged bracket's knee is measured again (0: no confirmations)
     # A level is run unscored for this long before it is judged when the load rises to it, or
     # after a step that shed requests (503): BentoML's batching dispatcher fits its latency
     # model on its last 50 batches, refreshed every 5 s, and until it refits at the new load it
@@ -142,6 +139,7 @@ class CapacitySearch:
     lo: float | None = None
     hi: float | None = None
     breaches: list[float] = field(default_factory=list)  # levels that breached (and stand)
+    rechecked: int = 0
     confirmed: int = 0
     verdicts: dict[float, list[bool]] = field(default_factory=dict)  # per level: met, in order
     passed: list[StepMeasurement] = field(default_factory=list)
@@ -221,7 +219,8 @@ class CapacitySearch:
     def _settle(self) -> float | None:
         """A converged bracket: recheck its breach, then confirm its knee, then stop."""
         assert self.lo is not None and self.hi is not None
-        if len(self.verdicts.get(self.hi, [])) <= self.rules.rechecks:
+        if self.rechecked < self.rules.rechecks:
+            self.rechecked += 1
             return self.hi
         if self.confirmed < self.rules.confirms and self._passes(self.lo) < 2:
             self.confirmed += 1
@@ -379,13 +378,11 @@ class CapacitySearch:
         return bool(self.slo.violations(last)) and last.failures_by_status.get("503", 0) > 0
 
     def adapts_before(self, step: LoadStep) -> bool:
-        """Whether `step` is preceded by an unscored `adapt_s` step at its level: when the load
-        rises from the last step's level, and after a step that shed requests or was cut short
-        (a light recovery load runs before it, and the load rises from there)."""
+        """Whether `step` is preceded by an unscored `adapt_s` step at its level: after a step
+        that shed requests, and when the load rises from the last step's level."""
         if self.rules.adapt_s <= 0 or not self.told:
             return False
-        rises = _level_of_step(step, self.rules.mode) > self.told[-1][0]
-        return rises or self.last_shed or self.recovers_before()
+        return self.last_shed or _level_of_step(step, self.rules.mode) > self.told[-1][0]
 
     def adapt_step(self, before: LoadStep) -> LoadStep:
         """`before` (the next scored step), unscored and `adapt_s` long, with its abort rule: a
