@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel
 from scipy.stats import binomtest
@@ -54,6 +54,14 @@ Limit = Literal["slo", "generator", "step_cap", "infeasible", "max_load", "budge
 QUANTILE_OF = {"p95": 0.95, "p99": 0.99}
 TAIL_SAMPLES = 10  # requests expected above the judged quantile in one step
 ERRORS_SPAN = 2.0  # server errors at two levels this far apart do not come from the load
+
+
+class Undecided(NamedTuple):
+    """A step whose failures could be chance: its level is measured again, judged on both."""
+
+    level: float
+    failures: int
+    requests: int
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,7 @@ class CapacitySearch:
     limited_by: Limit | None = None
     note: str = ""
     _pending: float | None = None
-    _undecided: tuple[float, int, int] | None = None  # level, failures, requests: measured again next
+    _undecided: Undecided | None = None  # measured again next
 
     def __post_init__(self) -> None:
         if not self.start > 0:
@@ -192,7 +200,7 @@ class CapacitySearch:
         if not self.told:
             return min(self.start, self.max_level())
         if self._undecided is not None:
-            return self._undecided[0]
+            return self._undecided.level
         if self.hi is None:  # no breach stands: grow
             assert self.lo is not None
             if self.lo >= self.max_level():
@@ -273,10 +281,10 @@ class CapacitySearch:
             self.per_user_rps = measured.goodput_rps / measured.step.users
         met = self._met(measured)
         undecided, self._undecided = self._undecided, None
-        if undecided is not None and undecided[0] == level and self._met_but_failures(measured):
+        if undecided is not None and undecided.level == level and self._met_but_failures(measured):
             met = self._judge_pooled(level, undecided, measured)
         elif not met and self._failures_could_be_chance(measured):
-            self._undecided = (level, _failures(measured), measured.requests)
+            self._undecided = Undecided(level, _failures(measured), measured.requests)
             return
         if met:
             self.passed.append(measured)
@@ -309,11 +317,9 @@ class CapacitySearch:
         test = binomtest(_failures(measured), measured.requests, bound, alternative="greater")
         return bool(test.pvalue >= alpha)
 
-    def _judge_pooled(
-        self, level: float, undecided: tuple[float, int, int], measured: StepMeasurement
-    ) -> bool:
+    def _judge_pooled(self, level: float, undecided: Undecided, measured: StepMeasurement) -> bool:
         """A level measured again after an undecided failure count: judged on both steps."""
-        _, before, before_requests = undecided
+        before, before_requests = undecided.failures, undecided.requests
         failures, requests = before + _failures(measured), before_requests + measured.requests
         met = failures <= self.slo.max_failure_ratio * requests
         self.note = (
