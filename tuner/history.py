@@ -45,6 +45,11 @@ class TrialHistory:
         """The number of records of every kind."""
         return len(self._records)
 
+    def next_number(self) -> int:
+        """The number the next record gets: one past the highest so far, so a store whose
+        records were dropped by hand never hands out a number twice."""
+        return max((record.number for record in self._records), default=-1) + 1
+
     def __len__(self) -> int:
         """The number of configs measured by the search."""
         return len(self._trials)

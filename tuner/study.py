@@ -100,7 +100,7 @@ class Study:
         """Measure one config now, score it and store the record at once. Under a time budget its
         capacity search ends (after its first level) where the measurements the study must
         still run would no longer fit (`_deadline`)."""
-        number = self.history.count()
+        number = self.history.next_number()
         self._live_first_s = None
         started = self.budget.clock()
         if self.budget.seconds is not None:

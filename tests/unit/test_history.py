@@ -36,3 +36,9 @@ def test_a_refused_config_is_seen_but_not_measured_and_the_view_follows_the_hist
     history.append(record(0, A, 1.0))
     assert len(view) == 1 and view.seen(A.key)
     assert [r.key for r in history.records] == [A.key]
+
+
+def test_the_next_number_follows_the_highest_even_after_records_were_dropped() -> None:
+    assert TrialHistory().next_number() == 0
+    history = TrialHistory([record(0, A, 1.0), record(2, B, 2.0)])  # record 1 dropped by hand
+    assert history.count() == 2 and history.next_number() == 3
