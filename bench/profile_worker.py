@@ -63,8 +63,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.deployer import LocalBentoDeployer, LocalDeployment
 from core.measurement import LoadStep, StepMeasurement
-from core.processes import exit_code, spawn, stop_reason, stop_signals, stop_tree
+from core.processes import spawn, stop_tree
 from core.serveconfig import ServeConfig, load_winner
+from core.signals import exit_code, stop_reason, stop_signals
 from loadtests.runner import LoadReport, LocustRunner
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.deployer import wait_all_workers
 from core.errors import format_validation_error
 from core.measurement import LoadStep, StepMeasurement
-from core.processes import exit_code, stop_reason, stop_signals
 from core.serveconfig import ConfigFileError, ServeConfig, load_serve_config, load_winner
 from core.server import BentoServer, running_server
+from core.signals import exit_code, stop_reason, stop_signals
 from loadtests.runner import LoadReport, LocustRunner
 
 SERVICE = "embedding"

@@ -1,6 +1,6 @@
 """The `servetune` command line: every module in tuner/commands/ with `register(app)` adds commands.
 
-SIGTERM, SIGHUP and SIGINT raise core.processes.StopSignal (a KeyboardInterrupt) in every
+SIGTERM, SIGHUP and SIGINT raise core.signals.StopSignal (a KeyboardInterrupt) in every
 command: the `with`/`finally` blocks that stop servers and Locust on Ctrl-C run on each of them.
 """
 
@@ -25,7 +25,7 @@ app = typer.Typer(
 @app.callback()
 def _main(ctx: typer.Context) -> None:
     """Every command runs with SIGTERM/SIGHUP raised like Ctrl-C, so its servers and Locust stop."""
-    from core.processes import stop_signals
+    from core.signals import stop_signals
 
     ctx.with_resource(stop_signals())
 

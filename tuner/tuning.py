@@ -202,10 +202,11 @@ def run_tune(
     `events` receives the study's progress (the CLI's live view); `say` one-line notices. While
     a trial runs, its server and Locust pids are in `<out>/running.json`; a run that finds the
     file (its writer was killed) stops what is still running and says so, or raises
-    core.processes.StillRunning when that writer is alive.
+    core.leftovers.StillRunning when that writer is alive.
     """
     from core.deployer import LocalBentoDeployer
-    from core.processes import RUNNING_FILE, recording, stop_leftovers
+    from core.leftovers import RUNNING_FILE, stop_leftovers
+    from core.processes import recording
     from core.readers import reader_factory
     from tuner.report import ReportInputs, write_report
     from tuner.space import default_space, load_space

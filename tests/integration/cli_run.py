@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from core.polling import wait_until
-from core.processes import RUN_ENV
+from core.runtags import RUN_ENV
 from core.server import REPO_ROOT, port_is_free
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

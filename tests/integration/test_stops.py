@@ -20,8 +20,8 @@ import httpx
 import psutil
 import pytest
 
+from core.leftovers import RUNNING_FILE
 from core.polling import wait_until
-from core.processes import RUNNING_FILE
 from core.server import free_port
 from tests.integration.cli_run import CliRun, cli
 

@@ -19,23 +19,12 @@ from pathlib import Path
 import psutil
 import pytest
 
+from core.leftovers import RunningFile, StillRunning, stop_leftovers
 from core.polling import wait_until
-from core.processes import (
-    CHILD_ENV,
-    RUN_ENV,
-    ProcessInfo,
-    RunningFile,
-    StillRunning,
-    StopSignal,
-    exit_code,
-    recording,
-    run_tag,
-    spawn,
-    stop_leftovers,
-    stop_signals,
-    stop_tree,
-)
+from core.processes import recording, run_tag, spawn, stop_tree
+from core.runtags import CHILD_ENV, RUN_ENV, ProcessInfo
 from core.server import REPO_ROOT
+from core.signals import StopSignal, exit_code, stop_signals
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
 

@@ -70,7 +70,8 @@ def demo(
 ) -> None:
     """Build models if missing, tune TextEmbedding (MiniLM) under p95 <= 200 ms, compare with naive
     and with BentoML's default batching; every config's capacity is searched, not read off a ladder."""
-    from core.processes import RUNNING_FILE, StillRunning, exit_code, stop_leftovers, stop_reason
+    from core.leftovers import RUNNING_FILE, StillRunning, stop_leftovers
+    from core.signals import exit_code, stop_reason
     from tuner.commands.tune import TuneOptions, print_outcome, run_tune_cli
 
     before = max(0.0, time.time() - started_at) if started_at is not None else 0.0

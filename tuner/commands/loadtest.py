@@ -180,7 +180,7 @@ def loadtest(
     except (ServerError, LoadRunError) as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the `with` blocks stopped everything
-        from core.processes import exit_code, stop_reason
+        from core.signals import exit_code, stop_reason
 
         console.print(f"[yellow]interrupted by {stop_reason(exc)}[/]: Locust and the server are stopped")
         raise typer.Exit(exit_code(exc)) from None

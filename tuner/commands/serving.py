@@ -93,7 +93,7 @@ def serve(
     except ServerError as exc:
         fail(str(exc), code=1)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (tuner/cli.py): a requested stop, exit 0
-        from core.processes import stop_reason
+        from core.signals import stop_reason
 
         console.print(f"{stop_reason(exc)}: stopping the server and its workers")
     finally:

@@ -179,7 +179,8 @@ def run_tune_cli(options: TuneOptions, resume_hint: str) -> TuneOutcome:
     """`run_tune` for a command: bad input (SpaceError, StoreError, ValueError) or a study still
     running elsewhere becomes a one-line error; Ctrl-C, SIGTERM or SIGHUP a hint on how to resume
     and exit code 128 + the signal (130, 143, 129) once the trial's server and Locust are stopped."""
-    from core.processes import StillRunning, exit_code, stop_reason
+    from core.leftovers import StillRunning
+    from core.signals import exit_code, stop_reason
     from tuner.trial import TargetStartError
 
     view = progress_view(options)
