@@ -19,7 +19,8 @@ from typing import Any, Protocol
 from bench.surface import SimulatedSurface
 from tuner.profile import BatchTime, Device, prior_batch_times
 from tuner.servermodel import ServerModel
-from tuner.space import DIMENSIONS, Dimension, Machine, SearchSpace, pow2
+from tuner.space import DIMENSIONS, Dimension, Machine, SearchSpace
+from tuner.spacefile import pow2
 
 MINILM_CPU = prior_batch_times("embedding")["cpu"]  # measured in-process (tuner/profile.py)
 MINILM_GPU = prior_batch_times("embedding")["gpu"]  # GPU-like: not measured

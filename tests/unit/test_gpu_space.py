@@ -29,12 +29,11 @@ from tuner.space import (
     Machine,
     SearchSpace,
     SpaceError,
-    SpaceFile,
     default_space,
     derived_space,
     parse_space,
-    pow2,
 )
+from tuner.spacefile import SpaceFile, pow2
 
 GIB = 1024**3
 MIB = 1024**2

@@ -11,7 +11,8 @@ import pytest
 
 from services.devices import GpuDevice
 from tuner.profile import Profile, profile_key, profile_service
-from tuner.space import Machine, SearchSpace, SpaceFile
+from tuner.space import Machine, SearchSpace
+from tuner.spacefile import SpaceFile
 from tuner.tuning import TuneOptions, gpu_fitted
 
 GIB = 1 << 30

@@ -14,7 +14,8 @@ from bench.surface_study import run_study
 from tuner.history import TrialHistory
 from tuner.profile import VARIANT_SPEED, Point, Profile, prior_batch_times, profile_key
 from tuner.servermodel import ServerModel
-from tuner.space import DIMENSIONS, Config, Dimension, Machine, SearchSpace, pow2
+from tuner.space import DIMENSIONS, Config, Dimension, Machine, SearchSpace
+from tuner.spacefile import pow2
 from tuner.store import TrialRecord
 from tuner.strategies import make_strategy
 from tuner.strategies.base import SearchStrategy

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import fake_model_store
-from tuner.space import Config, Machine, SpaceError, default_space, load_space, parse_space, pow2
+from tuner.space import Config, Machine, SpaceError, default_space, load_space, parse_space
+from tuner.spacefile import pow2
 
 TWO_CORES = Machine(cores=2, gpus=0)
 
