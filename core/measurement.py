@@ -71,6 +71,9 @@ class StepMeasurement:
     invalid: tuple[Invalidity, ...] = ()
     server_source: str | None = None  # the MetricsReader that produced the server figures
     aborted: bool = False  # the step ended early on its abort rule (LoadStep.abort_above_ms)
+    # (failures, requests) of consecutive equal slices of the step's requests in completion order:
+    # how the failures spread over the step (a burst of 503s sits in one slice).
+    failure_slices: tuple[tuple[int, int], ...] = ()
     # GPU figures from the workers' gauges (services/gpumetrics.py); None when not measured.
     gpu_utilization: float | None = None  # mean over the step and its GPUs, 0..1
     gpu_memory_peak_bytes: int | None = None  # the most one worker held

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -130,6 +131,24 @@ class ClientFigures:
     p95_ms: float
     p99_ms: float
     max_ms: float
+    failure_slices: tuple[tuple[int, int], ...] = ()
+
+
+FAILURE_SLICES = 8  # slices of one step's requests that `failure_slices` counts failures in
+SLICE_MIN_REQUESTS = 10
+
+
+def failure_slices(events: Sequence[tuple[float, float, str]]) -> tuple[tuple[int, int], ...]:
+    """(failures, requests) per slice of `events` (in completion order) cut into up to
+    FAILURE_SLICES near-equal runs of at least SLICE_MIN_REQUESTS requests."""
+    count = min(FAILURE_SLICES, len(events) // SLICE_MIN_REQUESTS)
+    if count < 2:
+        return ()
+    edges = [round(i * len(events) / count) for i in range(count + 1)]
+    return tuple(
+        (sum(1 for _, _, status in events[lo:hi] if not status.startswith("2")), hi - lo)
+        for lo, hi in itertools.pairwise(edges)
+    )
 
 
 class EventLog:
@@ -184,6 +203,7 @@ def client_figures(events: Sequence[tuple[float, float, str]]) -> ClientFigures:
         p95_ms=float(p95),
         p99_ms=float(p99),
         max_ms=max(ok) if ok else math.nan,
+        failure_slices=failure_slices(events),
     )
 
 
@@ -584,6 +604,7 @@ def _measurement(
         valid=not reasons,
         invalid=tuple(reasons),
         server_source=server.source if server else None,
+        failure_slices=client.failure_slices,
         gpu_utilization=server.gpu_utilization if server else None,
         gpu_memory_peak_bytes=server.gpu_memory_peak_bytes if server else None,
         gpu_memory_device_peak_bytes=server.gpu_memory_device_peak_bytes if server else None,

@@ -18,11 +18,15 @@ breach had converged the bracket, and one re-measurement climbed past it on sing
 verdict is its latest measurement: the knee is the highest level that stands met, the breach
 the lowest that stands breached, and the goodput is the best step that met the SLO at a level
 that still stands.
-A step that breaks only the failure bound, by an excess that chance could give (one-sided
-binomial test at the bound: 3-5 failures in 200 requests at a 1% bound), is measured again at
-once, and its level is judged on the failures of both steps: on 200 requests one failure is half
-the bound, and a knee set by 3 failures against 2 was noise (BentoML's dispatcher sheds a few
-requests now and then at loads it holds).
+A step that breaks only the failure bound, by an excess that chance could give, is measured
+again at once, and its level is judged on the failures of all its steps: on 200 requests one
+failure is half the bound, and a knee set by 3 failures against 2 was noise (BentoML's dispatcher
+sheds a few requests now and then at loads it holds). Chance is a one-sided binomial test at the
+bound (3-5 failures in 200 requests at a 1% bound), on counts divided by the failures'
+dispersion over the step (`failure_dispersion`): 503s that come in one burst are one event,
+not independent ones (the dispatcher sheds a burst when one batch runs long), so 8 failures in
+one slice of a step are weaker evidence than 8 spread over it. A level stays undecided while its
+pooled failures are over the bound and could still be chance, up to `failure_repeats` repeats.
 Server errors (HTTP 5xx other than 503 shedding) over the failure bound at two levels 2x apart,
 with the latency within the SLO, end the search (`errors`): they do not fall with the load, and
 shrinking further would only find a level that passes on a lucky short sample.
@@ -57,11 +61,26 @@ ERRORS_SPAN = 2.0  # server errors at two levels this far apart do not come from
 
 
 class Undecided(NamedTuple):
-    """A step whose failures could be chance: its level is measured again, judged on both."""
+    """A level whose failures so far could be chance: measured again, judged on all its steps."""
 
     level: float
     failures: int
     requests: int
+    slices: tuple[tuple[int, int], ...]  # (failures, requests) per slice of its steps
+    repeats: int = 0  # steps measured again so far
+
+    @classmethod
+    def of(cls, level: float, measured: StepMeasurement) -> Undecided:
+        return cls(level, _failures(measured), measured.requests, _slices(measured))
+
+    def add(self, measured: StepMeasurement) -> Undecided:
+        """Pooled with one more step at the level."""
+        return self._replace(
+            failures=self.failures + _failures(measured),
+            requests=self.requests + measured.requests,
+            slices=self.slices + _slices(measured),
+            repeats=self.repeats + 1,
+        )
 
 
 @dataclass(frozen=True)
@@ -99,6 +118,7 @@ class CapacityRules:
     # at least this, could have been unlucky: its level is measured again and judged on both
     # steps' failures (0: judge every step alone).
     failure_alpha: float = 0.05
+    failure_repeats: int = 3  # most times one undecided level is measured again
 
     def __post_init__(self) -> None:
         if not 0 < self.resolution < 1:
@@ -115,6 +135,8 @@ class CapacityRules:
             raise ValueError("need recover_s >= 0, recover_fraction in (0, 1), recover_attempts >= 1")
         if not 0 <= self.failure_alpha < 1:
             raise ValueError(f"failure_alpha must be in [0, 1), got {self.failure_alpha}")
+        if self.failure_repeats < 1:
+            raise ValueError(f"failure_repeats must be >= 1, got {self.failure_repeats}")
 
     def min_requests(self, quantile: str) -> int:
         """Requests one step needs so that ~10 of them lie above the quantile (p95: 200, p99: 1000)."""
@@ -282,9 +304,18 @@ class CapacitySearch:
         met = self._met(measured)
         undecided, self._undecided = self._undecided, None
         if undecided is not None and undecided.level == level and self._met_but_failures(measured):
-            met = self._judge_pooled(level, undecided, measured)
-        elif not met and self._failures_could_be_chance(measured):
-            self._undecided = Undecided(level, _failures(measured), measured.requests)
+            pooled = undecided.add(measured)
+            met = pooled.failures <= self.slo.max_failure_ratio * pooled.requests
+            if not met and pooled.repeats < self.rules.failure_repeats and self._could_be_chance(pooled):
+                self._undecided = pooled
+                return
+            self._note_pooled(pooled, met)
+        elif (
+            not met
+            and self._met_but_failures(measured)
+            and self._could_be_chance(Undecided.of(level, measured))
+        ):
+            self._undecided = Undecided.of(level, measured)
             return
         if met:
             self.passed.append(measured)
@@ -308,26 +339,25 @@ class CapacitySearch:
         """The step met every part of the SLO but, perhaps, its failure bound."""
         return not measured.aborted and not self.slo.violations(replace(measured, failure_ratio=0.0))
 
-    def _failures_could_be_chance(self, measured: StepMeasurement) -> bool:
-        """Only the failure bound broke, and a service exactly at the bound would fail this many
-        of these requests with a probability of at least `failure_alpha`."""
+    def _could_be_chance(self, undecided: Undecided) -> bool:
+        """A service exactly at the failure bound would fail this many of these requests with a
+        probability of at least `failure_alpha`, with the counts divided by their dispersion."""
         bound, alpha = self.slo.max_failure_ratio, self.rules.failure_alpha
-        if alpha <= 0 or bound <= 0 or measured.requests <= 0 or not self._met_but_failures(measured):
+        if alpha <= 0 or bound <= 0 or undecided.requests <= 0:
             return False
-        test = binomtest(_failures(measured), measured.requests, bound, alternative="greater")
-        return bool(test.pvalue >= alpha)
+        dispersion = failure_dispersion(undecided.slices)
+        requests = max(1, round(undecided.requests / dispersion))
+        failures = min(requests, round(undecided.failures / dispersion))
+        return bool(binomtest(failures, requests, bound, alternative="greater").pvalue >= alpha)
 
-    def _judge_pooled(self, level: float, undecided: Undecided, measured: StepMeasurement) -> bool:
-        """A level measured again after an undecided failure count: judged on both steps."""
-        before, before_requests = undecided.failures, undecided.requests
-        failures, requests = before + _failures(measured), before_requests + measured.requests
-        met = failures <= self.slo.max_failure_ratio * requests
+    def _note_pooled(self, pooled: Undecided, met: bool) -> None:
+        """Name a level judged on more than one step in the finding's note."""
+        again = "again" if pooled.repeats == 1 else f"{pooled.repeats} more times"
         self.note = (
-            f"{before} failures in {before_requests} requests at {level:.4g} could be chance; "
-            f"measured again: {failures} in {requests} ({failures / requests:.1%}, "
+            f"the failures at {pooled.level:.4g} could be chance; measured {again}: "
+            f"{pooled.failures} in {pooled.requests} ({pooled.failures / pooled.requests:.1%}, "
             f"{'within' if met else 'over'} the bound)"
         )
-        return met
 
     def _stop_on_lasting_errors(self, level: float, measured: StepMeasurement) -> None:
         """End the search when server errors (HTTP 5xx other than 503 shedding) broke the failure
@@ -452,6 +482,23 @@ class CapacitySearch:
 
 def _failures(measured: StepMeasurement) -> int:
     return measured.requests - measured.successes
+
+
+def _slices(measured: StepMeasurement) -> tuple[tuple[int, int], ...]:
+    """The step's (failures, requests) slices; the whole step as one when it has none."""
+    return measured.failure_slices or ((_failures(measured), measured.requests),)
+
+
+def failure_dispersion(slices: Sequence[tuple[int, int]]) -> float:
+    """How much more the failures vary between slices than independent failures would: Pearson's
+    chi-square over the slices / (slices - 1), at least 1 (1 with too little to tell)."""
+    failures = sum(f for f, _ in slices)
+    requests = sum(n for _, n in slices)
+    if len(slices) < 2 or requests <= 0 or failures in (0, requests):
+        return 1.0
+    share = failures / requests
+    chi_square = sum((f - n * share) ** 2 / (n * share * (1 - share)) for f, n in slices if n > 0)
+    return max(1.0, chi_square / (len(slices) - 1))
 
 
 def error_ratio(measured: StepMeasurement) -> float:

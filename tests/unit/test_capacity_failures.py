@@ -1,5 +1,6 @@
 """The capacity search's failure verdicts: an excess over the failure bound that chance could give
-is measured again and judged on both steps; a clear excess is a breach at once."""
+is measured again and judged on all the level's steps; a clear excess is a breach at once; a burst
+of failures is weaker evidence than as many spread over the step."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from core.measurement import LoadStep, StepMeasurement
 from tests.fakes import make_step
-from tuner.capacity import CapacityRules, CapacitySearch
+from tuner.capacity import CapacityRules, CapacitySearch, failure_dispersion
 from tuner.objective import SLO
 
 SLO_200 = SLO(latency_ms=200.0)
@@ -42,7 +43,7 @@ def first_step(rules: CapacityRules | None = None) -> tuple[CapacitySearch, Load
 
 @pytest.mark.parametrize(("again", "met"), [(0, True), (1, True), (2, False)])
 def test_an_excess_that_chance_could_give_is_measured_again_and_judged_on_both(again: int, met: bool) -> None:
-    search, step = first_step()
+    search, step = first_step(CapacityRules(failure_repeats=1))
     search.tell(step_with(step, 3))  # 1.5% of 200 at a 1% bound: p = 0.32
     assert search.verdicts == {} and not search.done
     assert not search.recovers_before() and not search.last_shed
@@ -55,6 +56,59 @@ def test_an_excess_that_chance_could_give_is_measured_again_and_judged_on_both(a
     following = search.next_step()
     assert following is not None and following.rate is not None
     assert (following.rate > 100.0) is met  # a pass grows, a breach shrinks
+
+
+def test_a_level_stays_undecided_while_its_pooled_failures_could_be_chance() -> None:
+    search, step = first_step()
+    for failures in (3, 2):  # 5 in 400: over the bound, p = 0.37
+        search.tell(step_with(step, failures))
+        assert search.verdicts == {}
+        repeat = search.next_step()
+        assert repeat is not None and repeat.rate == step.rate
+    search.tell(step_with(step, 0))  # 5 in 600: within
+    assert search.verdicts == {100.0: [True]}
+    assert "measured 2 more times: 5 in 600" in search.note
+
+
+def test_an_undecided_level_is_judged_once_its_repeats_are_spent() -> None:
+    search, step = first_step(CapacityRules(failure_repeats=3))
+    for _ in range(3):
+        search.tell(step_with(step, 3))
+        assert search.verdicts == {}
+        assert search.next_step() == step
+    search.tell(step_with(step, 3))  # 12 in 800 (1.5%) could still be chance: the cap decides
+    assert search.verdicts == {100.0: [False]}
+    assert "measured 3 more times: 12 in 800 (1.5%, over the bound)" in search.note
+
+
+def sliced(measured: StepMeasurement, per_slice: list[int]) -> StepMeasurement:
+    """`measured` with its failures laid out over equal slices of its requests."""
+    size = measured.requests // len(per_slice)
+    return replace(shed(measured, sum(per_slice)), failure_slices=tuple((f, size) for f in per_slice))
+
+
+def test_the_dispersion_of_failures_over_slices() -> None:
+    assert failure_dispersion([(1, 25)] * 8) == 1.0  # as even as can be
+    assert failure_dispersion([(0, 25)] * 8) == 1.0  # no failures: nothing to tell
+    assert failure_dispersion([(8, 25)]) == 1.0  # one slice: nothing to tell
+    assert failure_dispersion([(8, 25)] + [(0, 25)] * 7) > 5.0  # one burst
+
+
+def test_a_burst_of_failures_is_measured_again_where_as_many_spread_out_breach_at_once() -> None:
+    search, step = first_step()
+    search.tell(sliced(step_with(step, 0), [1] * 8))  # 8 of 200 spread out: p = 0.001
+    assert search.verdicts == {100.0: [False]}
+    search, step = first_step()
+    search.tell(sliced(step_with(step, 0), [8, 0, 0, 0, 0, 0, 0, 0]))  # one burst: about one event
+    assert search.verdicts == {}
+    repeat = search.next_step()
+    assert repeat == step
+    search.tell(sliced(step_with(repeat, 0), [0] * 8))  # 8 in 400: still over, could be chance
+    assert search.verdicts == {}
+    search.tell(sliced(step_with(repeat, 0), [0] * 8))  # 8 in 600 (1.3%)
+    assert search.verdicts == {}
+    search.tell(sliced(step_with(repeat, 0), [0] * 8))  # 8 in 800: within the bound
+    assert search.verdicts == {100.0: [True]}
 
 
 def test_a_clear_excess_is_a_breach_at_once() -> None:
@@ -124,3 +178,44 @@ def test_a_few_failures_at_loads_the_server_holds_no_longer_set_the_knee() -> No
     assert statistics.median(measured_again) <= 0.05
     assert statistics.fmean(measured_again) < statistics.fmean(judged_alone)
     assert sum(e > 0.1 for e in measured_again) < sum(e > 0.1 for e in judged_alone)
+
+
+def bursty_shedder(capacity: float, seed: int) -> Callable[[LoadStep], StepMeasurement]:
+    """A server that, up to `capacity`, sheds a burst of 6 requests in 2% of its slices of 25
+    (0.5% in the long run: one batch ran long) and beyond it 5% of requests, spread out."""
+    rng = random.Random(seed)
+
+    def respond(step: LoadStep) -> StepMeasurement:
+        rate = step.rate or 0.0
+        measured = make_step(step, rate, 50.0, 0.0)
+        slices = measured.requests // 25
+        if rate <= capacity:
+            per_slice = [6 if rng.random() < 0.02 else 0 for _ in range(slices)]
+        else:
+            per_slice = [sum(rng.random() < 0.05 for _ in range(25)) for _ in range(slices)]
+        return sliced(replace(measured, requests=25 * slices, successes=25 * slices), per_slice)
+
+    return respond
+
+
+def bursty_knee_errors(rules: CapacityRules, seeds: range, see_slices: bool) -> list[float]:
+    errors = []
+    for seed in seeds:
+        respond = bursty_shedder(300.0, seed)
+        search = CapacitySearch(SLO_200, rules, start=80.0)
+        while (step := search.next_step()) is not None:
+            measured = respond(step)
+            search.tell(measured if see_slices else replace(measured, failure_slices=()))
+        errors.append(abs((search.finding().knee or 0.0) - 300.0) / 300.0)
+    return errors
+
+
+def test_bursts_of_failures_at_loads_the_server_holds_no_longer_set_the_knee() -> None:
+    """Judged as independent failures, one burst of 6 in 200 requests is a clear breach (p = 0.02)
+    and ~1 step in 7 below the capacity shows one; seen as a burst, the level is measured again."""
+    seeds = range(80)
+    as_independent = bursty_knee_errors(CapacityRules(), seeds, see_slices=False)
+    as_bursts = bursty_knee_errors(CapacityRules(), seeds, see_slices=True)
+    assert statistics.median(as_bursts) <= 0.05
+    assert statistics.fmean(as_bursts) < statistics.fmean(as_independent)
+    assert sum(e > 0.1 for e in as_bursts) < sum(e > 0.1 for e in as_independent)

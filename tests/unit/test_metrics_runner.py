@@ -14,6 +14,7 @@ from loadtests.runner import (
     LoadTarget,
     check_url,
     client_figures,
+    failure_slices,
     spread,
     uneven_workers,
 )
@@ -40,6 +41,15 @@ def test_client_figures_count_failures_and_take_quantiles_of_successes() -> None
     assert fig.p50_ms == pytest.approx(50.5)
     assert fig.p99_ms == pytest.approx(99.01)
     assert math.isnan(client_figures([(0.0, 0.1, "503")]).p95_ms), "no success -> nan"
+
+
+def test_failure_slices_count_failures_in_equal_runs_of_requests_in_completion_order() -> None:
+    events = [(float(i), 1.0, "503" if 40 <= i < 46 else "200") for i in range(200)]
+    slices = failure_slices(events)
+    assert slices == ((0, 25), (6, 25)) + ((0, 25),) * 6  # the burst sits in the second slice
+    assert client_figures(events).failure_slices == slices
+    assert [n for _, n in failure_slices(events[:45])] == [11, 11, 12, 11]  # near-equal runs
+    assert failure_slices(events[:19]) == ()  # too few requests for two slices
 
 
 def test_stability_spread() -> None:
