@@ -26,7 +26,8 @@ bound (3-5 failures in 200 requests at a 1% bound), on counts divided by the fai
 dispersion over the step (`failure_dispersion`): 503s that come in one burst are one event,
 not independent ones (the dispatcher sheds a burst when one batch runs long), so 8 failures in
 one slice of a step are weaker evidence than 8 spread over it. A level stays undecided while its
-pooled failures are over the bound and could still be chance, up to `failure_repeats` repeats.
+pooled failures are over the bound and could still be chance, up to `failure_repeats` repeats
+(which may run past `max_steps`).
 Server errors (HTTP 5xx other than 503 shedding) over the failure bound at two levels 2x apart,
 with the latency within the SLO, end the search (`errors`): they do not fall with the load, and
 shrinking further would only find a level that passes on a lucky short sample.
@@ -115,7 +116,7 @@ class CapacityRules:
     recover_attempts: int = 3
     max_users: int = 2000  # the load generator's bound on concurrent requests
     # A step that breaks only the failure bound, with a one-sided binomial p-value at the bound of
-    # at least this, could have been unlucky: its level is measured again and judged on both
+    # at least this, could have been unlucky: its level is measured again and judged on all its
     # steps' failures (0: judge every step alone).
     failure_alpha: float = 0.05
     failure_repeats: int = 3  # most times one undecided level is measured again
@@ -310,13 +311,11 @@ class CapacitySearch:
                 self._undecided = pooled
                 return
             self._note_pooled(pooled, met)
-        elif (
-            not met
-            and self._met_but_failures(measured)
-            and self._could_be_chance(Undecided.of(level, measured))
-        ):
-            self._undecided = Undecided.of(level, measured)
-            return
+        elif not met and self._met_but_failures(measured):
+            first = Undecided.of(level, measured)
+            if self._could_be_chance(first):
+                self._undecided = first
+                return
         if met:
             self.passed.append(measured)
         if self._generator_limited(measured):
