@@ -48,7 +48,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from scipy.stats import binomtest
 
 from core.measurement import InvalidReason, LoadStep, StepMeasurement
@@ -156,6 +156,10 @@ class CapacityFinding(BaseModel):
     steps: int
     resolution: float
     note: str = ""
+    # Per scored step: it met the SLO at a level whose verdict stands met (a level judged on
+    # pooled failures can stand breached after a step that met the SLO alone). Empty in records
+    # written before it (`counted_mask` then rebuilds it from the steps).
+    counted: list[bool] = Field(default_factory=list)
 
 
 @dataclass
@@ -462,7 +466,7 @@ class CapacitySearch:
     def finding(self) -> CapacityFinding:
         # A step that met the SLO at a level that stands breached (a pass that did not hold on
         # a confirmation) is no capacity; a generator-limited last step that met it still is.
-        counted = counted_steps([level for level, _ in self.told], [self._met(m) for _, m in self.told])
+        counted = self._counted()
         held = [m for (_, m), ok in zip(self.told, counted, strict=True) if ok]
         best = max(held, key=lambda m: m.goodput_rps, default=None)
         converged = self.lo is not None and self.hi is not None and self._converged()
@@ -476,7 +480,22 @@ class CapacitySearch:
             steps=len(self.told),
             resolution=self.rules.resolution,
             note=self.note,
+            counted=counted,
         )
+
+    def _counted(self) -> list[bool]:
+        """Per told step: it met the SLO and its level's latest verdict is a pass. A level with no
+        verdict stands by its latest step (a generator-limited step), unless it is undecided."""
+        levels, met = [level for level, _ in self.told], [self._met(m) for _, m in self.told]
+        latest = dict(zip(levels, met, strict=True))  # each level's latest step
+        pending = self._undecided.level if self._undecided is not None else None
+
+        def stands(level: float) -> bool:
+            if self.verdicts.get(level):
+                return self.verdicts[level][-1]
+            return level != pending and latest[level]
+
+        return [ok and stands(level) for level, ok in zip(levels, met, strict=True)]
 
 
 def _failures(measured: StepMeasurement) -> int:
@@ -518,7 +537,8 @@ def counted_steps(levels: Sequence[float], met: Sequence[bool]) -> list[bool]:
 
 
 def counted_mask(steps: Sequence[StepMeasurement], slo: SLO, mode: LoadMode) -> list[bool]:
-    """`counted_steps` for a search's recorded steps (an aborted step is a breach)."""
+    """`counted_steps` for a search's recorded steps (an aborted step is a breach): records
+    written before `CapacityFinding.counted`, which also knows the levels judged on pooled steps."""
     levels = [_level_of_step(s.step, mode) for s in steps]
     met = [not slo.violations(s) and not s.aborted for s in steps]
     return counted_steps(levels, met)

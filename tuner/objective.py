@@ -139,7 +139,7 @@ class Objective:
     ) -> Outcome:
         """Goodput = the best step that meets the SLO; infeasible (with why) when none does.
         `counted`: per step, whether it may count at all (a capacity search's passes at levels
-        that later failed may not; tuner/capacity.py counted_mask)."""
+        that later failed may not; CapacityFinding.counted)."""
         allowed = list(counted) if counted is not None else [True] * len(steps)
         per_gpu = config.workers_per_gpu or 1
         good = [(i, s) for i, s in enumerate(steps) if allowed[i] and not self.slo.violations(s, per_gpu)]

@@ -172,7 +172,9 @@ class Study:
             return TrialRecord(status="failed", reason=measured.reason, **common)
         counted = None
         if measured.capacity is not None:
-            counted = counted_mask(measured.steps, self.objective.slo, measured.capacity.mode)
+            counted = measured.capacity.counted
+            if len(counted) != len(measured.steps):
+                counted = counted_mask(measured.steps, self.objective.slo, measured.capacity.mode)
         outcome = self.objective.evaluate(config, measured.steps, counted)
         return TrialRecord(
             status="ok" if outcome.feasible else "infeasible",

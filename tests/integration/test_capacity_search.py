@@ -42,13 +42,13 @@ def test_the_search_brackets_the_no_op_services_knee(tmp_path: Path) -> None:
         assert step.step.rate is not None and step.step.abort_above_ms == 2 * slo.latency_ms
         assert step.duration_s >= 1.0 or step.aborted
     assert any(step.kept_rate for step in met), trace  # paced users sent what was asked
-    # Each level's verdict is its latest step (a confirmation can overturn a pass).
-    standing = {s.step.rate: not slo.violations(s) and not s.aborted for s in measured.steps}
-    fallen = {rate for rate, ok in standing.items() if not ok}
-    top_met = max(rate or 0.0 for rate, ok in standing.items() if ok)
+    # A step counts when it met the SLO at a level that stands met (a confirmation can overturn
+    # a pass, and a level judged on pooled failures can stand breached after a step that met).
+    assert len(found.counted) == len(measured.steps)
+    held = [s for s, ok in zip(measured.steps, found.counted, strict=True) if ok]
+    assert held and all(not slo.violations(s) and not s.aborted for s in held), trace
     if found.limited_by != "generator":
-        assert found.knee == pytest.approx(top_met), trace
-    held = [s for s in met if s.step.rate not in fallen and not s.aborted]
+        assert found.knee == pytest.approx(max(s.step.rate or 0.0 for s in held)), trace
     assert found.goodput_rps == pytest.approx(max(s.goodput_rps for s in held))
     if found.limited_by == "slo":
         assert found.converged and found.breach is not None
@@ -59,7 +59,7 @@ def test_the_search_brackets_the_no_op_services_knee(tmp_path: Path) -> None:
         for rate in breach_rates:  # a lower breach stands only if a recheck overturned it
             assert rate >= found.breach - 1e-9 or any(r == pytest.approx(rate) for r in met_rates), trace
     elif found.limited_by == "step_cap":  # a noisy machine can keep a bracket from closing
-        assert found.steps == rules.max_steps and found.note, trace
+        assert found.steps >= rules.max_steps and found.note, trace  # repeats may run past it
     else:
         assert found.limited_by in ("generator", "max_load"), trace
         assert found.note

@@ -111,6 +111,21 @@ def test_a_burst_of_failures_is_measured_again_where_as_many_spread_out_breach_a
     assert search.verdicts == {100.0: [True]}
 
 
+def test_a_step_that_met_the_slo_at_a_level_that_pooled_breached_does_not_count() -> None:
+    search, step = first_step(CapacityRules(failure_repeats=1))
+    search.tell(step_with(step, 4))  # 2% of 200: p = 0.14
+    repeat = search.next_step()
+    assert repeat == step
+    search.tell(replace(step_with(repeat, 2), goodput_rps=999.0))  # 1%: meets the SLO alone
+    assert search.verdicts == {100.0: [False]}  # 6 in 400
+    lower = search.next_step()
+    assert lower is not None and lower.rate is not None and lower.rate < 100.0
+    search.tell(step_with(lower, 0))
+    found = search.finding()
+    assert found.counted == [False, False, True]
+    assert found.goodput_rps == pytest.approx(search.told[2][1].goodput_rps)
+
+
 def test_a_clear_excess_is_a_breach_at_once() -> None:
     search, step = first_step()
     search.tell(step_with(step, 8))  # 4% of 200: p = 0.001
