@@ -389,8 +389,11 @@ class Running:
         return contextlib.nullcontext(self.deployment)
 
 
-def search_steps(steps: Sequence[StepMeasurement], slo: SLO) -> list[dict[str, Any]]:
-    """The search's scored steps for the JSON."""
+def search_steps(
+    steps: Sequence[StepMeasurement], slo: SLO, counted: Sequence[bool] = ()
+) -> list[dict[str, Any]]:
+    """The search's scored steps for the JSON (`counted`: the finding's, when it has one)."""
+    counts = list(counted) if len(counted) == len(steps) else [None] * len(steps)
     return [
         {
             "rate": round(m.step.rate, 2) if m.step.rate is not None else None,
@@ -407,8 +410,10 @@ def search_steps(steps: Sequence[StepMeasurement], slo: SLO) -> list[dict[str, A
             "stable": m.stable,
             "generator_cpu": round(m.generator_cpu, 2),
             "generator_saturated": bool(m.flagged(InvalidReason.GENERATOR_SATURATED)),
+            "counted": count,
+            "failure_slices": [list(pair) for pair in m.failure_slices],
         }
-        for m in steps
+        for m, count in zip(steps, counts, strict=True)
     ]
 
 
@@ -493,7 +498,7 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
             return points, time.monotonic() - t1
 
     finding, measured, search_s = search(None)
-    searches = [finding]
+    searches, measures = [finding], [measured]
     center = finding.knee or max((m.goodput_rps for m in measured.steps), default=1.0)
     rates = sweep_rates(center, args.low, args.high)
     points: list[SweepPoint] = []
@@ -502,7 +507,9 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
         more, took = one_pass(rates, index)
         points, reference_s = points + more, reference_s + took
         if len(searches) < args.searches:
-            searches.append(search(finding.knee)[0])
+            again, again_measured, _ = search(finding.knee)
+            searches.append(again)
+            measures.append(again_measured)
     knee = reference_knee(points, slo)
     widened: list[str] = []
     while knee.edge is not None and len(widened) < MAX_WIDEN:
@@ -541,7 +548,10 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
         **scores,
         "finding": finding.model_dump(),
         "findings": [f.model_dump() for f in searches],
-        "search_steps": search_steps(measured.steps, slo),
+        "search_steps": search_steps(measured.steps, slo, finding.counted),
+        "search_steps_each": [
+            search_steps(m.steps, slo, f.counted) for f, m in zip(searches, measures, strict=True)
+        ],
         "sweep_rates": [round(r, 2) for r in sorted(by_rate)],
         "widened": widened,
         "min_sweep_requests": min(p.requests for p in points),

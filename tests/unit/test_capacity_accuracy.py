@@ -19,6 +19,7 @@ from bench.capacity_accuracy import (
     reference_knee,
     rel_error,
     rescore,
+    search_steps,
     spread,
     step_seconds,
     strict_knee,
@@ -270,3 +271,14 @@ def test_rescore_scores_a_recorded_run_again_from_its_windows() -> None:
     assert again["reference_rps"] == pytest.approx((100 + 110) / 2)
     assert again["rel_error"] == pytest.approx(105 / 105 - 1)
     assert result["median_rel_error"] == pytest.approx(0.0)
+
+
+def test_search_steps_carry_the_findings_counted_flags_and_failure_slices() -> None:
+    slo = SLO(latency_ms=200.0)
+    first = replace(make_step(LoadStep(users=10, duration_s=2.0, rate=100.0), 100.0, 50.0, 0.0),
+                    failure_slices=((3, 100), (0, 100)))  # fmt: skip
+    second = make_step(LoadStep(users=10, duration_s=2.0, rate=120.0), 120.0, 50.0, 0.0)
+    rows = search_steps([first, second], slo, [True, False])
+    assert [r["counted"] for r in rows] == [True, False]
+    assert rows[0]["failure_slices"] == [[3, 100], [0, 100]] and rows[1]["failure_slices"] == []
+    assert [r["counted"] for r in search_steps([first, second], slo)] == [None, None]  # older findings
