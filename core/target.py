@@ -97,6 +97,21 @@ def choose_endpoint(info: ServiceInfo, endpoint: str | None) -> ApiInfo:
     return candidates[0]
 
 
+def session_warnings(info: ServiceInfo) -> list[str]:
+    """One line per dependency whose BentoML client closes its session with calls in flight."""
+    if info.client_session_requests is None:
+        return []
+    return [
+        f"{info.name} calls {dependency.name} (bentoml.depends), and BentoML's client closes its "
+        f"session to {dependency.name} every {info.client_session_requests} requests, failing the calls "
+        "in flight on it (HTTP 500 under concurrent load; BentoML issues #5540, #5544). servetune "
+        f'measures the service as written; runner_connection={{"max_requests": 1000000}} in '
+        f"{dependency.name}'s @bentoml.service avoids it"
+        for dependency in info.dependencies
+        if dependency.session_max_requests is None
+    ]
+
+
 def spec_from_info(
     info: ServiceInfo,
     api: ApiInfo,

@@ -30,6 +30,13 @@ class ApiInfo(BaseModel):
     is_task: bool = False
 
 
+class DependencyInfo(BaseModel):
+    """A service the target calls through `bentoml.depends`, served with it."""
+
+    name: str
+    session_max_requests: int | None = None  # its `runner_connection.max_requests`, if set
+
+
 class ServiceInfo(BaseModel):
     """What servetune needs to know to launch, load and tune a service."""
 
@@ -41,6 +48,10 @@ class ServiceInfo(BaseModel):
     resources: dict[str, Any] = {}
     uses_torch: bool = False
     openapi: dict[str, Any] = {}
+    dependencies: list[DependencyInfo] = []
+    # Requests after which BentoML's client to a dependency closes its session, calls in flight
+    # on it included (BentoML >= 1.4.30); None where this BentoML does not.
+    client_session_requests: int | None = None
 
     def api(self, name: str) -> ApiInfo | None:
         wanted = name.strip("/")
@@ -55,6 +66,32 @@ def last_line(error: BaseException) -> str:
     """The last line of the error as Python prints it (`ModuleNotFoundError: No module named 'x'`)."""
     lines = "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()
     return lines[-1] if lines else type(error).__name__
+
+
+def client_session_requests() -> int | None:
+    """The default `max_requests` of BentoML's client between services, where it has one."""
+    import inspect
+
+    try:
+        from _bentoml_impl.client.proxy2 import AsyncClient
+    except ImportError:
+        return None
+    parameter = inspect.signature(AsyncClient.__init__).parameters.get("max_requests")
+    return parameter.default if parameter is not None and isinstance(parameter.default, int) else None
+
+
+def dependencies_of(service: Any) -> list[DependencyInfo]:
+    """The services served with `service` (its `bentoml.depends` on local services, nested too)."""
+    found = []
+    for name, dependency in service.all_services(exclude_urls=True).items():
+        if dependency is service:
+            continue
+        connection = dict(dependency.config or {}).get("runner_connection") or {}
+        limit = connection.get("max_requests")
+        found.append(
+            DependencyInfo(name=name, session_max_requests=limit if isinstance(limit, int) else None)
+        )
+    return found
 
 
 def describe(target: str, working_dir: str) -> ServiceInfo:
@@ -96,6 +133,8 @@ def describe(target: str, working_dir: str) -> ServiceInfo:
         resources=dict(config.get("resources") or {}),
         uses_torch="torch" in sys.modules,
         openapi=openapi,
+        dependencies=dependencies_of(service),
+        client_session_requests=client_session_requests(),
     )
 
 

@@ -21,10 +21,11 @@ from core.target import (
     choose_endpoint,
     looks_like_import_path,
     resolve_target,
+    session_warnings,
     spec_from_info,
 )
 from services.adapter import after_init
-from services.describe import ApiInfo, ServiceInfo
+from services.describe import ApiInfo, DependencyInfo, ServiceInfo
 from tuner.cli import app
 from tuner.commands import console as console_module
 from tuner.preflight import RequestsRejected, check_requests, sample_requests
@@ -52,6 +53,26 @@ class Multi:
         return name
 """
 
+COMPOSED = """\
+import bentoml
+
+
+@bentoml.service{scorer_options}
+class Scorer:
+    @bentoml.api(batchable=True, max_batch_size=16, max_latency_ms=200)
+    def score(self, rows: list[list[float]]) -> list[float]:
+        return [sum(row) for row in rows]
+
+
+@bentoml.service
+class Gateway:
+    scorer = bentoml.depends(Scorer)
+
+    @bentoml.api
+    async def predict(self, values: list[float]) -> float:
+        return (await self.scorer.to_async.score([values]))[0]
+"""
+
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
@@ -62,6 +83,10 @@ def project(tmp_path: Path) -> Path:
     (folder / "broken.py").write_text(BROKEN)
     (folder / "plain.py").write_text(PLAIN)
     (folder / "multi.py").write_text(MULTI)
+    (folder / "composed.py").write_text(COMPOSED.format(scorer_options=""))
+    (folder / "composed_kept.py").write_text(
+        COMPOSED.format(scorer_options='(runner_connection={"max_requests": 1000000})')
+    )
     return folder
 
 
@@ -184,7 +209,49 @@ def test_cli_names_the_file_and_line_of_a_bad_request(project: Path, tmp_path: P
     assert "Traceback" not in output
 
 
+def test_a_dependency_whose_client_drops_calls_in_flight_is_warned_about(project: Path) -> None:
+    _, described = resolve_target("composed.py:Gateway", project)
+    assert described is not None and [d.name for d in described.dependencies] == ["Scorer"]
+    assert described.dependencies[0].session_max_requests is None
+    warnings = session_warnings(described)
+    if described.client_session_requests is None:  # a BentoML that keeps its sessions
+        assert warnings == []
+        return
+    assert len(warnings) == 1
+    assert (
+        "Gateway calls Scorer" in warnings[0]
+        and f"every {described.client_session_requests} requests" in warnings[0]
+    )
+    assert "runner_connection" in warnings[0]
+    _, kept = resolve_target("composed_kept.py:Gateway", project)
+    assert kept is not None and kept.dependencies[0].session_max_requests == 1000000
+    assert session_warnings(kept) == []
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_cli_warns_about_the_dependency_before_anything_is_measured(project: Path, tmp_path: Path) -> None:
+    _, described = resolve_target("composed.py:Gateway", project)
+    assert described is not None
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text('{"values": [1.0]}\n{"values": [\n')
+    code, output = tune(
+        "composed.py:Gateway", "--working-dir", str(project), "--requests", str(requests),
+        "--out", str(tmp_path / "study"),
+    )  # fmt: skip
+    assert code == 2 and f"{requests}:2: not valid JSON" in output
+    assert ("warning: Gateway calls Scorer" in output) == bool(session_warnings(described))
+
+
 # --- pure pieces ---------------------------------------------------------------------------------
+
+
+def test_no_session_warning_without_dependencies_or_on_a_bentoml_that_keeps_sessions() -> None:
+    plain = info(api("encode", True))
+    assert session_warnings(plain.model_copy(update={"client_session_requests": 100})) == []
+    composed = plain.model_copy(update={"dependencies": [DependencyInfo(name="Scorer")]})
+    assert session_warnings(composed) == []  # client_session_requests None: no refresh
+    warned = session_warnings(composed.model_copy(update={"client_session_requests": 100}))
+    assert len(warned) == 1 and "Svc calls Scorer" in warned[0] and "every 100 requests" in warned[0]
 
 
 def test_choose_endpoint_picks_the_only_batchable_one_or_asks() -> None:

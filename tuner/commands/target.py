@@ -105,6 +105,10 @@ def resolve_cli_target(
             return _builtin_with_requests(spec, requests, shuffle_seed, pool_dir)
         return spec
     assert info is not None
+    from core.target import session_warnings
+
+    for warning in session_warnings(info):
+        err_console.print(f"warning: {warning}", highlight=False)
     folder = pool_dir or Path.cwd()
     if requests is not None:
         try:
