@@ -104,7 +104,7 @@ def session_warnings(info: ServiceInfo) -> list[str]:
     return [
         f"{info.name} calls {dependency.name} (bentoml.depends), and BentoML's client closes its "
         f"session to {dependency.name} every {info.client_session_requests} requests, failing the calls "
-        "in flight on it (HTTP 500 under concurrent load; BentoML issues #5540, #5544). servetune "
+        "in flight on it (HTTP 500 under concurrent load; BentoML issues #5540, #5544). servetune runs and "
         f'measures the service as written; runner_connection={{"max_requests": 1000000}} in '
         f"{dependency.name}'s @bentoml.service avoids it"
         for dependency in info.dependencies

@@ -21,6 +21,7 @@ from tuner.commands.console import err_console, fail
 
 if TYPE_CHECKING:
     from loadtests.requests import Request
+    from services.describe import ServiceInfo
 
 TARGET_HELP = (
     "a built-in service (digits, embedding) or your own BentoML service as `bentoml serve` takes it: "
@@ -73,6 +74,14 @@ def parse_service_args(pairs: list[str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
+def warn_about_dependencies(info: ServiceInfo | None) -> None:
+    """Say, before anything is measured, which dependencies BentoML's client will fail calls to."""
+    from core.target import session_warnings
+
+    for warning in session_warnings(info) if info is not None else []:
+        err_console.print(f"warning: {warning}", highlight=False)
+
+
 def resolve_cli_target(
     target: str,
     working_dir: Path | None = None,
@@ -105,10 +114,7 @@ def resolve_cli_target(
             return _builtin_with_requests(spec, requests, shuffle_seed, pool_dir)
         return spec
     assert info is not None
-    from core.target import session_warnings
-
-    for warning in session_warnings(info):
-        err_console.print(f"warning: {warning}", highlight=False)
+    warn_about_dependencies(info)
     folder = pool_dir or Path.cwd()
     if requests is not None:
         try:

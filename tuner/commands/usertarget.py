@@ -9,7 +9,7 @@ from pathlib import Path
 
 from core.registry import ServiceSpec
 from tuner.commands.console import fail
-from tuner.commands.target import parse_service_args
+from tuner.commands.target import parse_service_args, warn_about_dependencies
 
 
 def resolve_service(
@@ -22,9 +22,11 @@ def resolve_service(
     from core.target import TargetError, resolve_target
 
     try:
-        spec, _ = resolve_target(target, working_dir, endpoint, service_args=parse_service_args(service_args))
+        pairs = parse_service_args(service_args)
+        spec, info = resolve_target(target, working_dir, endpoint, service_args=pairs)
     except TargetError as exc:
         fail(str(exc))
+    warn_about_dependencies(info)
     if not spec.external and endpoint is not None and endpoint.strip("/") != spec.endpoint:
         fail(f"--endpoint: the built-in service {spec.key} serves /{spec.endpoint}")
     return spec
@@ -49,9 +51,10 @@ def resolve_winner_service(path: Path, working_dir: Path | None = None) -> Servi
             "here; give the service's folder with --working-dir"
         )
     try:
-        spec, _ = resolve_target(
+        spec, info = resolve_target(
             reference.import_path(folder), folder, reference.endpoint, service_args=reference.arg_pairs()
         )
     except TargetError as exc:
         fail(f"{path}: target {reference.target}: {exc}")
+    warn_about_dependencies(info)
     return spec
