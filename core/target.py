@@ -112,6 +112,17 @@ def session_warnings(info: ServiceInfo) -> list[str]:
     ]
 
 
+def dependency_notes(info: ServiceInfo) -> list[str]:
+    """One line per dependency with batchable APIs: its knobs are not the ones tuned."""
+    return [
+        f"{info.name}'s dependency {dependency.name} has batchable APIs "
+        f"({', '.join(dependency.batchable_routes)}); the knobs servetune sets are {info.name}'s own, "
+        f"and {dependency.name} runs as its decorator says"
+        for dependency in info.dependencies
+        if dependency.batchable_routes
+    ]
+
+
 def spec_from_info(
     info: ServiceInfo,
     api: ApiInfo,

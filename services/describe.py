@@ -35,6 +35,7 @@ class DependencyInfo(BaseModel):
 
     name: str
     session_max_requests: int | None = None  # its `runner_connection.max_requests`, if set
+    batchable_routes: list[str] = []
 
 
 class ServiceInfo(BaseModel):
@@ -88,9 +89,9 @@ def dependencies_of(service: Any) -> list[DependencyInfo]:
             continue
         connection = dict(dependency.config or {}).get("runner_connection") or {}
         limit = connection.get("max_requests")
-        found.append(
-            DependencyInfo(name=name, session_max_requests=limit if isinstance(limit, int) else None)
-        )
+        kept = limit if isinstance(limit, int) else None
+        routes = [method.route for method in dependency.apis.values() if method.batchable]
+        found.append(DependencyInfo(name=name, session_max_requests=kept, batchable_routes=routes))
     return found
 
 

@@ -19,6 +19,7 @@ from core.target import (
     TargetError,
     absolute_file_target,
     choose_endpoint,
+    dependency_notes,
     looks_like_import_path,
     resolve_target,
     session_warnings,
@@ -213,6 +214,11 @@ def test_a_dependency_whose_client_drops_calls_in_flight_is_warned_about(project
     _, described = resolve_target("composed.py:Gateway", project)
     assert described is not None and [d.name for d in described.dependencies] == ["Scorer"]
     assert described.dependencies[0].session_max_requests is None
+    assert described.dependencies[0].batchable_routes == ["/score"]
+    (note,) = dependency_notes(described)
+    assert (
+        "Gateway's dependency Scorer has batchable APIs (/score)" in note and "runs as its decorator" in note
+    )
     warnings = session_warnings(described)
     if described.client_session_requests is None:  # a BentoML that keeps its sessions
         assert warnings == []
@@ -240,6 +246,7 @@ def test_cli_warns_about_the_dependency_before_anything_is_measured(project: Pat
     )  # fmt: skip
     assert code == 2 and f"{requests}:2: not valid JSON" in output
     assert ("warning: Gateway calls Scorer" in output) == bool(session_warnings(described))
+    assert "note: Gateway's dependency Scorer has batchable APIs (/score)" in output
 
 
 # --- pure pieces ---------------------------------------------------------------------------------
@@ -250,6 +257,7 @@ def test_no_session_warning_without_dependencies_or_on_a_bentoml_that_keeps_sess
     assert session_warnings(plain.model_copy(update={"client_session_requests": 100})) == []
     composed = plain.model_copy(update={"dependencies": [DependencyInfo(name="Scorer")]})
     assert session_warnings(composed) == []  # client_session_requests None: no refresh
+    assert dependency_notes(composed) == []  # no batchable API in the dependency
     warned = session_warnings(composed.model_copy(update={"client_session_requests": 100}))
     assert len(warned) == 1 and "Svc calls Scorer" in warned[0] and "every 100 requests" in warned[0]
 

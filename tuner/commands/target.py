@@ -76,10 +76,14 @@ def parse_service_args(pairs: list[str] | None) -> tuple[tuple[str, str], ...]:
 
 def warn_about_dependencies(info: ServiceInfo | None) -> None:
     """Say, before anything is measured, which dependencies BentoML's client will fail calls to."""
-    from core.target import session_warnings
+    from core.target import dependency_notes, session_warnings
 
-    for warning in session_warnings(info) if info is not None else []:
+    if info is None:
+        return
+    for warning in session_warnings(info):
         err_console.print(f"warning: {warning}", highlight=False)
+    for note in dependency_notes(info):
+        err_console.print(f"note: {note}", highlight=False)
 
 
 def resolve_cli_target(
