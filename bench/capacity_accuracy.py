@@ -38,6 +38,10 @@ which re-bracket around the first knee); each single search's error is kept too.
    pass met with every lower rate met too. Near a shedding knee one window in ~30 misses by a
    few 503s at rates that the windows above it meet, and that rule stopped there (biased low).
 rel_error = searched / reference - 1 (signed); the summary takes medians/maxima of |rel_error|.
+A pass climbs from a light start and stops after two misses, so it measures what a server holds
+before it has been overloaded; a search overloads it to find its knee. For a config whose
+batching dispatcher latches after an overload (MiniLM b8-l100: `bench/dispatcher_history.py`)
+the two differ by more than the noise of either.
 
 SLOs: MiniLM ("embedding") p95 <= 200 ms and failures (503 included) <= 1%. No-op (b32-l100,
 one worker, one thread): p95 <= 25 ms (`--noop-slo-ms`), failures <= 1%. Measured on 2 shared
