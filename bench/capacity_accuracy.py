@@ -41,8 +41,9 @@ rel_error = searched / reference - 1 (signed); the summary takes medians/maxima 
 A pass climbs from a light start and stops after two misses, so it measures what a server holds
 before it has been overloaded; a search overloads it to find its knee. For a config whose
 batching dispatcher latches after an overload (MiniLM b8-l100: `bench/dispatcher_history.py`)
-the two can differ beyond the search's resolution (b8-l100's searches came out 12% below its
-reference in two of three runs of 2026-12-01, and 10% above in the third).
+the search can come out below the reference beyond its resolution (b8-l100's searches came
+out 12% below it in two of three runs of 2026-12-01; in the third they were 10% above a
+reference whose two passes fell 31% apart).
 
 SLOs: MiniLM ("embedding") p95 <= 200 ms and failures (503 included) <= 1%. No-op (b32-l100,
 one worker, one thread): p95 <= 25 ms (`--noop-slo-ms`), failures <= 1%. Measured on 2 shared

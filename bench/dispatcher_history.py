@@ -43,6 +43,7 @@ from tuner.space import Config
 from tuner.trial import LoadPlan, TrialRunner
 from tuner.tuning import TuneOptions, real_load_runner
 
+SERVICE = "embedding"  # MiniLM
 SLO_MS = 200.0
 WINDOW_S = 5.0
 BASELINE = "probe"
@@ -124,12 +125,12 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
-def searched_rate(service: str, config: Config, work: Path) -> float:
+def searched_rate(config: Config, work: Path) -> float:
     """The knee rate of one capacity search, as the tuner runs it, on a fresh server."""
-    options = TuneOptions(service=service, slo_ms=SLO_MS)
-    deployer = LocalBentoDeployer(service, work / "logs", options.ready_timeout_s)
+    options = TuneOptions(service=SERVICE, slo_ms=SLO_MS)
+    deployer = LocalBentoDeployer(SERVICE, work / "logs", options.ready_timeout_s)
     load = real_load_runner(options.max_extend, options.settle_s)
-    measured = TrialRunner(deployer, load, options.plan(), options.slo(), service).measure(config)
+    measured = TrialRunner(deployer, load, options.plan(), options.slo(), SERVICE).measure(config)
     if measured.capacity is None or measured.capacity.knee is None:
         raise RuntimeError(f"the search found no knee: {measured.reason}")
     return measured.capacity.knee
@@ -142,14 +143,18 @@ def run_history(
     from loadtests.runner import LocustRunner
 
     before = history_steps(HISTORIES[name], test_rate, config.workers, slo)
-    options = TuneOptions(service="embedding", slo_ms=SLO_MS)
-    deployer = LocalBentoDeployer("embedding", work / "logs", options.ready_timeout_s)
+    options = TuneOptions(service=SERVICE, slo_ms=SLO_MS)
+    deployer = LocalBentoDeployer(SERVICE, work / "logs", options.ready_timeout_s)
     with deployer.deploy(config) as deployment:
         measured = LocustRunner(max_extend=0.0, settle_s=0.0).run_steps(
-            deployment.url, "embedding", [*before, *held_steps(test_rate, test_s, slo)],
+            deployment.url, SERVICE, [*before, *held_steps(test_rate, test_s, slo)],
             expected_workers=config.workers,
         )  # fmt: skip
     return server_row(name, measured[len(before) :], slo)
+
+
+def _percent(ratio: float | None) -> str:
+    return f"{ratio:.2%}" if ratio is not None else "no requests,"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,28 +175,29 @@ def main(argv: list[str] | None = None) -> int:
     from tuner.commands.demo import ensure_models
 
     ensure_models()
-    slo = TuneOptions(service="embedding", slo_ms=SLO_MS).slo()
+    slo = TuneOptions(service=SERVICE, slo_ms=SLO_MS).slo()
     load_before, t0 = os.getloadavg(), time.monotonic()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="servetune-dispatcher-history-") as folder:
         work = Path(folder)
-        rate = args.rate if args.rate is not None else searched_rate("embedding", config, work)
+        rate = args.rate if args.rate is not None else searched_rate(config, work)
         print(f"{config.key}: test rate {rate:.1f}/s for {args.test_s:g} s", flush=True)
         for index in range(args.servers):  # histories interleaved: the machine's drift falls on all
             for name in names:
                 row = run_history(name, config, rate, args.test_s, work, slo)
                 rows.append({**row, "server": index})
                 print(
-                    f"{name:>15} server {index}: {row['failure_ratio']:.2%} failed, median "
+                    f"{name:>15} server {index}: {_percent(row['failure_ratio'])} failed, median "
                     f"{row['median_latency_ms']} ms; windows {row['window_failure_ratios']}",
                     flush=True,
                 )
     summary = summarize(rows)
     for name, figures in summary.items():
+        against = f"{figures['vs_probe']}x" if figures["vs_probe"] is not None else "no ratio to"
         print(
             f"{name:>15}: mean {figures['mean_failure_ratio']:.2%} failed (min "
             f"{figures['min_failure_ratio']:.2%}, max {figures['max_failure_ratio']:.2%}), "
-            f"{figures['vs_probe']}x the probe history's"
+            f"{against} the probe history's"
         )
     result = {
         "config": config.key,

@@ -97,27 +97,46 @@ def choose_endpoint(info: ServiceInfo, endpoint: str | None) -> ApiInfo:
     return candidates[0]
 
 
+SESSION_REQUESTS_ADVISED = 1_000_000_000
+SESSION_AGE_ADVISED_S = 1e9
+
+
 def session_warnings(info: ServiceInfo) -> list[str]:
-    """One line per dependency whose BentoML client closes its session with calls in flight."""
-    if info.client_session_requests is None:
-        return []
-    return [
-        f"{info.name} calls {dependency.name} (bentoml.depends), and BentoML's client closes its "
-        f"session to {dependency.name} every {info.client_session_requests} requests, failing the calls "
-        "in flight on it (HTTP 500 under concurrent load; BentoML issues #5540, #5544). servetune runs and "
-        f'measures the service as written; runner_connection={{"max_requests": 1000000}} in '
-        f"{dependency.name}'s @bentoml.service avoids it"
-        for dependency in info.dependencies
-        if dependency.session_max_requests is None
-    ]
+    """One line per dependency whose BentoML client closes its session, calls in flight with it,
+    sooner than the advised settings."""
+    warnings = []
+    for dependency in info.dependencies:
+        requests, age = dependency.session_max_requests, dependency.session_max_age_s
+        if (requests is None or requests >= SESSION_REQUESTS_ADVISED) and (
+            age is None or age >= SESSION_AGE_ADVISED_S
+        ):
+            continue
+        every = " or ".join(
+            part
+            for part in (
+                f"{requests} requests" if requests is not None else "",
+                f"{age:g} s" if age is not None else "",
+            )
+            if part
+        )
+        warnings.append(
+            f"{dependency.caller} calls {dependency.name} (bentoml.depends), and BentoML's client closes "
+            f"its session to {dependency.name} every {every}, failing the calls in flight on it (HTTP "
+            "500 under concurrent load; it came with the session refresh of BentoML 1.4.30, see its "
+            f'issues #5540 and #5544). runner_connection={{"max_requests": {SESSION_REQUESTS_ADVISED}, '
+            f'"max_age": {SESSION_AGE_ADVISED_S:g}}} in {dependency.name}\'s @bentoml.service avoids it; '
+            "servetune leaves your code as written"
+        )
+    return warnings
 
 
 def dependency_notes(info: ServiceInfo) -> list[str]:
     """One line per dependency with batchable APIs: its knobs are not the ones tuned."""
     return [
-        f"{info.name}'s dependency {dependency.name} has batchable APIs "
-        f"({', '.join(dependency.batchable_routes)}); the knobs servetune sets are {info.name}'s own, "
-        f"and {dependency.name} runs as its decorator says"
+        f"{dependency.caller}'s dependency {dependency.name} has batchable APIs "
+        f"({', '.join(dependency.batchable_routes)}); servetune tunes {info.name}'s knobs: "
+        f"{dependency.name}'s batching and workers stay as its decorator says (it runs with "
+        f"{info.name}'s thread and GPU settings)"
         for dependency in info.dependencies
         if dependency.batchable_routes
     ]

@@ -31,10 +31,14 @@ class ApiInfo(BaseModel):
 
 
 class DependencyInfo(BaseModel):
-    """A service the target calls through `bentoml.depends`, served with it."""
+    """A service served with the target, called through a `bentoml.depends` of `caller`."""
 
     name: str
-    session_max_requests: int | None = None  # its `runner_connection.max_requests`, if set
+    caller: str
+    # BentoML's client from `caller` closes its session to this service after this many
+    # requests or seconds (its `runner_connection`, else BentoML's default; None: never)
+    session_max_requests: int | None = None
+    session_max_age_s: float | None = None
     batchable_routes: list[str] = []
 
 
@@ -50,9 +54,6 @@ class ServiceInfo(BaseModel):
     uses_torch: bool = False
     openapi: dict[str, Any] = {}
     dependencies: list[DependencyInfo] = []
-    # Requests after which BentoML's client to a dependency closes its session, calls in flight
-    # on it included (BentoML >= 1.4.30); None where this BentoML does not.
-    client_session_requests: int | None = None
 
     def api(self, name: str) -> ApiInfo | None:
         wanted = name.strip("/")
@@ -69,30 +70,55 @@ def last_line(error: BaseException) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
-def client_session_requests() -> int | None:
-    """The default `max_requests` of BentoML's client between services, where it has one."""
-    import inspect
+def session_defaults() -> dict[str, Any]:
+    """BentoML's default `runner_connection` where its client between services closes its
+    sessions (BentoML >= 1.4.30: `SessionManager`); empty where it does not."""
+    import importlib.util
+    from pathlib import Path
 
+    import yaml
+
+    if importlib.util.find_spec("_bentoml_impl.client.proxy2") is None:
+        return {}
+    from _bentoml_impl.client import proxy2
+
+    if not hasattr(proxy2, "SessionManager"):
+        return {}
+    import bentoml._internal.configuration as configuration
+
+    path = Path(configuration.__file__).parent / "v2" / "default_configuration.yaml"
     try:
-        from _bentoml_impl.client.proxy2 import AsyncClient
-    except ImportError:
-        return None
-    parameter = inspect.signature(AsyncClient.__init__).parameters.get("max_requests")
-    return parameter.default if parameter is not None and isinstance(parameter.default, int) else None
+        document = yaml.safe_load(path.read_text())
+        defaults = document["services"]["runner_connection"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return {}
+    return dict(defaults) if isinstance(defaults, dict) else {}
 
 
-def dependencies_of(service: Any) -> list[DependencyInfo]:
-    """The services served with `service` (its `bentoml.depends` on local services, nested too)."""
-    found = []
-    for name, dependency in service.all_services(exclude_urls=True).items():
-        if dependency is service:
-            continue
-        connection = dict(dependency.config or {}).get("runner_connection") or {}
-        limit = connection.get("max_requests")
-        kept = limit if isinstance(limit, int) else None
-        routes = [method.route for method in dependency.apis.values() if method.batchable]
-        found.append(DependencyInfo(name=name, session_max_requests=kept, batchable_routes=routes))
-    return found
+def dependencies_of(service: Any, defaults: dict[str, Any] | None = None) -> list[DependencyInfo]:
+    """The services `bentoml serve` starts with `service`: its `bentoml.depends` on services (not
+    on a URL or a deployment), nested ones too, each with the service that calls it."""
+    defaults = session_defaults() if defaults is None else defaults
+    found: dict[str, DependencyInfo] = {}
+
+    def visit(caller: Any) -> None:
+        for dependency in caller.dependencies.values():
+            served = dependency.on
+            if served is None or dependency.url or dependency.deployment or served.name in found:
+                continue
+            connection = {**defaults, **(dict(served.config or {}).get("runner_connection") or {})}
+            requests, age = connection.get("max_requests"), connection.get("max_age")
+            found[served.name] = DependencyInfo(
+                name=served.name,
+                caller=caller.name,
+                session_max_requests=requests if isinstance(requests, int) else None,
+                session_max_age_s=float(age) if isinstance(age, int | float) else None,
+                batchable_routes=[m.route for m in served.apis.values() if m.batchable],
+            )
+            visit(served)
+
+    visit(service)
+    return list(found.values())
 
 
 def describe(target: str, working_dir: str) -> ServiceInfo:
@@ -135,7 +161,6 @@ def describe(target: str, working_dir: str) -> ServiceInfo:
         uses_torch="torch" in sys.modules,
         openapi=openapi,
         dependencies=dependencies_of(service),
-        client_session_requests=client_session_requests(),
     )
 
 

@@ -74,6 +74,36 @@ class Gateway:
         return (await self.scorer.to_async.score([values]))[0]
 """
 
+NESTED = """\
+import bentoml
+
+
+@bentoml.service(runner_connection={"max_requests": 200})
+class Leaf:
+    @bentoml.api(batchable=True)
+    def leaf(self, xs: list[int]) -> list[int]:
+        return xs
+
+
+@bentoml.service
+class Middle:
+    leaf = bentoml.depends(Leaf)
+
+    @bentoml.api
+    async def middle(self, x: int) -> int:
+        return (await self.leaf.to_async.leaf([x]))[0]
+
+
+@bentoml.service
+class Top:
+    middle = bentoml.depends(Middle)
+    remote = bentoml.depends(url="http://127.0.0.1:9")
+
+    @bentoml.api
+    async def top(self, x: int) -> int:
+        return await self.middle.to_async.middle(x)
+"""
+
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
@@ -86,8 +116,9 @@ def project(tmp_path: Path) -> Path:
     (folder / "multi.py").write_text(MULTI)
     (folder / "composed.py").write_text(COMPOSED.format(scorer_options=""))
     (folder / "composed_kept.py").write_text(
-        COMPOSED.format(scorer_options='(runner_connection={"max_requests": 1000000})')
+        COMPOSED.format(scorer_options='(runner_connection={"max_requests": 1000000000, "max_age": 1e9})')
     )
+    (folder / "nested.py").write_text(NESTED)
     return folder
 
 
@@ -212,32 +243,35 @@ def test_cli_names_the_file_and_line_of_a_bad_request(project: Path, tmp_path: P
 
 def test_a_dependency_whose_client_drops_calls_in_flight_is_warned_about(project: Path) -> None:
     _, described = resolve_target("composed.py:Gateway", project)
-    assert described is not None and [d.name for d in described.dependencies] == ["Scorer"]
-    assert described.dependencies[0].session_max_requests is None
-    assert described.dependencies[0].batchable_routes == ["/score"]
+    assert described is not None
+    (scorer,) = described.dependencies  # BentoML is pinned: its defaults are 100 requests, 300 s
+    assert (scorer.name, scorer.caller, scorer.batchable_routes) == ("Scorer", "Gateway", ["/score"])
+    assert (scorer.session_max_requests, scorer.session_max_age_s) == (100, 300.0)
+    (warning,) = session_warnings(described)
+    assert "Gateway calls Scorer" in warning and "every 100 requests or 300 s" in warning
+    assert '"max_requests": 1000000000' in warning and "Scorer's @bentoml.service" in warning
     (note,) = dependency_notes(described)
-    assert (
-        "Gateway's dependency Scorer has batchable APIs (/score)" in note and "runs as its decorator" in note
-    )
-    warnings = session_warnings(described)
-    if described.client_session_requests is None:  # a BentoML that keeps its sessions
-        assert warnings == []
-        return
-    assert len(warnings) == 1
-    assert (
-        "Gateway calls Scorer" in warnings[0]
-        and f"every {described.client_session_requests} requests" in warnings[0]
-    )
-    assert "runner_connection" in warnings[0]
+    assert "Gateway's dependency Scorer has batchable APIs (/score)" in note
+    assert "stay as its decorator says" in note
     _, kept = resolve_target("composed_kept.py:Gateway", project)
-    assert kept is not None and kept.dependencies[0].session_max_requests == 1000000
+    assert kept is not None and kept.dependencies[0].session_max_requests == 1_000_000_000
     assert session_warnings(kept) == []
+
+
+def test_nested_dependencies_name_their_caller_and_a_url_dependency_is_not_served(project: Path) -> None:
+    _, described = resolve_target("nested.py:Top", project)
+    assert described is not None
+    found = {d.name: d for d in described.dependencies}
+    assert set(found) == {"Middle", "Leaf"}  # the URL one is not started with the service
+    assert found["Middle"].caller == "Top" and found["Leaf"].caller == "Middle"
+    assert found["Leaf"].session_max_requests == 200  # its own runner_connection, not the default
+    warnings = session_warnings(described)
+    assert any("Middle calls Leaf" in w and "every 200 requests or 300 s" in w for w in warnings)
+    assert any("Top calls Middle" in w for w in warnings) and len(warnings) == 2
 
 
 @pytest.mark.usefixtures("wide_console")
 def test_cli_warns_about_the_dependency_before_anything_is_measured(project: Path, tmp_path: Path) -> None:
-    _, described = resolve_target("composed.py:Gateway", project)
-    assert described is not None
     requests = tmp_path / "requests.jsonl"
     requests.write_text('{"values": [1.0]}\n{"values": [\n')
     code, output = tune(
@@ -245,21 +279,26 @@ def test_cli_warns_about_the_dependency_before_anything_is_measured(project: Pat
         "--out", str(tmp_path / "study"),
     )  # fmt: skip
     assert code == 2 and f"{requests}:2: not valid JSON" in output
-    assert ("warning: Gateway calls Scorer" in output) == bool(session_warnings(described))
+    assert "warning: Gateway calls Scorer" in output
     assert "note: Gateway's dependency Scorer has batchable APIs (/score)" in output
 
 
 # --- pure pieces ---------------------------------------------------------------------------------
 
 
-def test_no_session_warning_without_dependencies_or_on_a_bentoml_that_keeps_sessions() -> None:
+def test_session_warnings_follow_the_effective_limits() -> None:
     plain = info(api("encode", True))
-    assert session_warnings(plain.model_copy(update={"client_session_requests": 100})) == []
-    composed = plain.model_copy(update={"dependencies": [DependencyInfo(name="Scorer")]})
-    assert session_warnings(composed) == []  # client_session_requests None: no refresh
-    assert dependency_notes(composed) == []  # no batchable API in the dependency
-    warned = session_warnings(composed.model_copy(update={"client_session_requests": 100}))
-    assert len(warned) == 1 and "Svc calls Scorer" in warned[0] and "every 100 requests" in warned[0]
+    assert session_warnings(plain) == [] and dependency_notes(plain) == []
+
+    def with_dependency(**limits: float | None) -> ServiceInfo:
+        return plain.model_copy(update={"dependencies": [DependencyInfo(name="Dep", caller="Svc", **limits)]})
+
+    assert session_warnings(with_dependency()) == []  # a BentoML that keeps its sessions
+    assert session_warnings(with_dependency(session_max_requests=10**9, session_max_age_s=1e9)) == []
+    (low,) = session_warnings(with_dependency(session_max_requests=5000))
+    assert "Svc calls Dep" in low and "every 5000 requests," in low
+    (aged,) = session_warnings(with_dependency(session_max_requests=10**9, session_max_age_s=300.0))
+    assert "every 1000000000 requests or 300 s" in aged
 
 
 def test_choose_endpoint_picks_the_only_batchable_one_or_asks() -> None:
