@@ -283,6 +283,11 @@ class BentoServer:
         if self.spec.gpus <= 0:
             env["CUDA_VISIBLE_DEVICES"] = ""
         env.update(self.spec.extra_env)
+        # A dependency's processes (bentoml.depends) get these back as they were: the knobs are
+        # the target's alone.
+        knobs = {n: env[n] for n in adapter.PRIOR_VARIABLES if n in env and env[n] != os.environ.get(n)}
+        env[adapter.ENV_PRIOR] = adapter.prior_environment(dict(os.environ), knobs)
+        env[adapter.ENV_SERVICE_NAME] = self.spec.service.bento_name
         return env
 
     def start(self, ready_timeout_s: float = 90.0) -> None:

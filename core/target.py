@@ -135,8 +135,7 @@ def dependency_notes(info: ServiceInfo) -> list[str]:
     return [
         f"{dependency.caller}'s dependency {dependency.name} has batchable APIs "
         f"({', '.join(dependency.batchable_routes)}); servetune tunes {info.name}'s knobs: "
-        f"{dependency.name}'s batching and workers stay as its decorator says (it runs with "
-        f"{info.name}'s thread and GPU settings)"
+        f"{dependency.name}'s batching, workers, threads and GPUs stay as written"
         for dependency in info.dependencies
         if dependency.batchable_routes
     ]

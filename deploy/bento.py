@@ -41,8 +41,8 @@ USER_BENTOFILES = ("bentofile.yaml", "bentofile.yml")
 # Never copied from a user's working dir into the build folder (caches, VCS, environments).
 SKIPPED = (".git", ".hg", ".venv", "venv", "__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache",
            ".ruff_cache", "node_modules", ".ipynb_checkpoints")  # fmt: skip
-ADAPTER_KNOBS = (adapter.ENV_TARGET, adapter.ENV_WORKING_DIR, adapter.ENV_BATCHING,
-                 adapter.ENV_THREADS, adapter.ENV_GPUS)  # fmt: skip
+ADAPTER_KNOBS = (adapter.ENV_TARGET, adapter.ENV_WORKING_DIR, adapter.ENV_BATCHING, adapter.ENV_THREADS,
+                 adapter.ENV_GPUS, adapter.ENV_SERVICE_NAME, adapter.ENV_PRIOR)  # fmt: skip
 
 
 class BentoBuildError(RuntimeError):
@@ -145,14 +145,15 @@ def adapter_env(context: RenderContext) -> dict[str, str]:
     if reference is None:
         raise BentoBuildError("the winner file names no target (a built-in service needs no adapter)")
     threads = str(context.sizing.threads_per_worker)
+    knobs = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OMP_WAIT_POLICY": "PASSIVE"}
     return {
         adapter.ENV_TARGET: reference.target,
+        adapter.ENV_SERVICE_NAME: context.winner.config.service,
         adapter.ENV_BATCHING: json.dumps(context.winner.config.server_spec().batching()),
         adapter.ENV_THREADS: threads,
         adapter.ENV_GPUS: str(context.sizing.gpus),
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        "OMP_WAIT_POLICY": "PASSIVE",  # as measured (core/server.py)
+        **knobs,  # OMP_WAIT_POLICY as measured (core/server.py)
+        adapter.ENV_PRIOR: adapter.prior_environment({}, knobs),  # a dependency's processes drop them
         "BENTOML_CONFIG_OVERRIDES": json.dumps(context.config_overrides()),
     }
 

@@ -4,7 +4,9 @@
 copies this file as `servetune_adapter.py` into a folder of its own, first on PYTHONPATH, so a
 project with packages named like servetune's imports its own) with the environment below loads
 the user's service (as `bentoml serve <target>` would) and, in every process that
-imports it (the arbiter and each worker):
+imports it (the arbiter and each worker of the target; a worker of a `bentoml.depends` service
+only gets back the thread and GPU variables the launcher replaced, as they were before:
+SERVETUNE_SERVICE_NAME names the target, SERVETUNE_PRIOR_ENV holds what they were):
 - sets `max_batch_size` / `max_latency_ms` on the named batchable APIs (`APIMethod` attributes,
   read when the worker builds its batching dispatchers; tests/unit/test_adapter.py pins this);
 - narrows CUDA_VISIBLE_DEVICES to this worker's GPU before the user's code imports torch
@@ -52,6 +54,9 @@ ENV_EVIDENCE = "SERVETUNE_EVIDENCE"  # file each worker appends one JSON line to
 ENV_UVLOOP = "SERVETUNE_UVLOOP"  # 0: uvicorn on asyncio + h11 even where uvloop/httptools exist
 ENV_TRACING = "SERVETUNE_TRACING"  # 1: keep the OpenTelemetry middleware without an exporter
 ENV_GPU_METRICS = "SERVETUNE_GPU_METRICS"  # 0: no GPU metrics sampler in the workers
+ENV_SERVICE_NAME = "SERVETUNE_SERVICE_NAME"  # the target's service name: the knobs are its own
+ENV_PRIOR = "SERVETUNE_PRIOR_ENV"  # JSON {variable: {"before": value or null, "set": value}}
+PRIOR_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "CUDA_VISIBLE_DEVICES")
 GPU_METRICS_MODULES = ("servetune_gpumetrics", "services.gpumetrics")  # a Bento's copy, the repo's
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
@@ -259,6 +264,58 @@ def trim_serving_path() -> None:
     drop_idle_tracing()
 
 
+def served_service(argv: list[str]) -> str | None:
+    """The service this process serves: BentoML starts every service worker, the target's and
+    each dependency's, with `--service-name NAME`; None in any other process (the arbiter)."""
+    for index, arg in enumerate(argv):
+        if arg == "--service-name" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--service-name="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def serves_dependency(argv: list[str], target_name: str | None) -> bool:
+    """Whether this process serves a service other than the target (a `bentoml.depends` one)."""
+    served = served_service(argv)
+    return bool(target_name) and served is not None and served != target_name
+
+
+def prior_environment(before: dict[str, str], knobs: dict[str, str]) -> str:
+    """The ENV_PRIOR value for variables `knobs` sets over `before` (a launcher's environment)."""
+    return json.dumps(
+        {name: {"before": before.get(name), "set": knobs[name]} for name in PRIOR_VARIABLES if name in knobs}
+    )
+
+
+def restore_prior_environment(raw: str | None, environ: dict[str, str] | None = None) -> list[str]:
+    """Put back each variable the knobs set, as it was before (unset where it was), unless this
+    process got another value since (BentoML's own per-worker allocation); the names restored."""
+    if not raw:
+        return []
+    env = os.environ if environ is None else environ
+    restored = []
+    for name, values in json.loads(raw).items():
+        if env.get(name) != values.get("set"):
+            continue
+        if values.get("before") is None:
+            env.pop(name, None)
+        else:
+            env[name] = str(values["before"])
+        restored.append(name)
+    return restored
+
+
+def load_dependency_process() -> Any:
+    """In a dependency's process: its environment as before the knobs, no thread count, no GPU
+    placement, no worker hooks (its decorator rules it); the target imported as BentoML expects."""
+    from _bentoml_impl.loader import import_service
+
+    restore_prior_environment(os.environ.get(ENV_PRIOR))
+    working_dir = os.environ.get(ENV_WORKING_DIR) or os.getcwd()
+    return import_service(os.environ[ENV_TARGET], working_dir=working_dir)
+
+
 def load_target() -> Any:
     """Import the target service as `bentoml serve` would and apply the knobs; returns it."""
     from _bentoml_impl.loader import import_service
@@ -267,6 +324,8 @@ def load_target() -> Any:
     target = os.environ.get(ENV_TARGET)
     if not target:
         raise AdapterError(f"{ENV_TARGET} is not set: nothing to serve")
+    if serves_dependency(sys.argv, os.environ.get(ENV_SERVICE_NAME)):
+        return load_dependency_process()
     gpus = int(os.environ.get(ENV_GPUS) or 0)
     worker_index = server_context.worker_index
     place_worker(gpus, worker_index)

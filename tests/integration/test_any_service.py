@@ -152,6 +152,67 @@ def test_a_project_with_packages_named_like_servetunes_imports_its_own(tmp_path:
         server.stop()
 
 
+# --- a composed service: the knobs are the target's, its dependency runs as written ------------
+
+COMPOSED_SERVICE = """
+import os
+
+import bentoml
+
+
+def threads_seen() -> dict:
+    return {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+@bentoml.service(runner_connection={"max_requests": 1000000000, "max_age": 1e9})
+class Backend:
+    @bentoml.api(batchable=True, max_batch_size=4, max_latency_ms=300)
+    def lengths(self, texts: list[str]) -> list[int]:
+        return [len(t) for t in texts]
+
+    @bentoml.api
+    def environment(self) -> dict:
+        return threads_seen()
+
+
+@bentoml.service
+class Front:
+    backend = bentoml.depends(Backend)
+
+    @bentoml.api
+    async def measure(self, text: str) -> dict:
+        length = (await self.backend.to_async.lengths([text]))[0]
+        seen = await self.backend.to_async.environment()
+        return {"length": length, "backend": seen, "front": threads_seen()}
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_dependency_runs_with_its_own_environment_and_the_target_with_the_knobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread knobs reach the target's processes only: the dependency keeps the variables
+    as the user's environment had them (here OMP_NUM_THREADS=5, MKL_NUM_THREADS unset)."""
+    project = tmp_path / "composed"
+    project.mkdir()
+    (project / "service.py").write_text(COMPOSED_SERVICE)
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    spec, described = resolve_target("service.py:Front", project)
+    assert described is not None and [d.name for d in described.dependencies] == ["Backend"]
+    server = BentoServer(ServerSpec(spec, args={"threads": 1}), log_dir=tmp_path / "logs")
+    try:
+        server.start(ready_timeout_s=180)
+        answer = httpx.post(f"{server.url}/measure", json={"text": "abcd"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["length"] == 4
+        assert body["front"] == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        assert body["backend"] == {"OMP_NUM_THREADS": "5", "MKL_NUM_THREADS": None}
+    finally:
+        server.stop()
+
+
 # --- the injected batching takes effect ----------------------------------------------------------
 
 

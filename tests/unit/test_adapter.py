@@ -162,3 +162,30 @@ def test_the_switches_put_bentoml_and_uvicorn_defaults_back() -> None:
     assert result["status"] == 200
     assert result["http"] == "H11Protocol"
     assert result["uvloop_importable"] is False
+
+
+# --- a dependency's processes (bentoml.depends) run as written --------------------------------
+
+
+def test_the_served_service_is_read_from_bentomls_worker_arguments() -> None:
+    worker = ["-m", "_bentoml_impl.worker.service", "servetune_adapter:service", "--service-name", "Scorer"]
+    assert adapter.served_service(worker) == "Scorer"
+    assert adapter.served_service(["x", "--service-name=Gateway", "--fd", "3"]) == "Gateway"
+    assert adapter.served_service(["bentoml", "serve", "servetune_adapter:service"]) is None  # the arbiter
+    assert adapter.serves_dependency(worker, "Gateway")
+    assert not adapter.serves_dependency([*worker[:-1], "Gateway"], "Gateway")  # the target's own worker
+    assert not adapter.serves_dependency(worker, None)  # a launcher that names no target: knobs everywhere
+    assert not adapter.serves_dependency(["bentoml", "serve"], "Gateway")
+
+
+def test_a_dependency_gets_back_the_environment_the_knobs_replaced() -> None:
+    before = {"OMP_NUM_THREADS": "4", "PATH": "/bin"}
+    knobs = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    raw = adapter.prior_environment(before, {**knobs, "PATH": "/elsewhere"})  # only the thread/GPU variables
+    assert set(json.loads(raw)) == set(knobs)
+    env = {**before, **knobs, "CUDA_VISIBLE_DEVICES": "1"}  # BentoML gave this worker its own GPU
+    restored = adapter.restore_prior_environment(raw, env)
+    assert sorted(restored) == ["MKL_NUM_THREADS", "OMP_NUM_THREADS"]
+    assert env == {"OMP_NUM_THREADS": "4", "PATH": "/bin", "CUDA_VISIBLE_DEVICES": "1"}
+    assert adapter.restore_prior_environment(None, env) == []
+    assert adapter.restore_prior_environment("", env) == []

@@ -252,7 +252,7 @@ def test_a_dependency_whose_client_drops_calls_in_flight_is_warned_about(project
     assert '"max_requests": 1000000000' in warning and "Scorer's @bentoml.service" in warning
     (note,) = dependency_notes(described)
     assert "Gateway's dependency Scorer has batchable APIs (/score)" in note
-    assert "stay as its decorator says" in note
+    assert "batching, workers, threads and GPUs stay as written" in note
     _, kept = resolve_target("composed_kept.py:Gateway", project)
     assert kept is not None and kept.dependencies[0].session_max_requests == 1_000_000_000
     assert session_warnings(kept) == []
