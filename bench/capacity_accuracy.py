@@ -76,6 +76,7 @@ from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.runfacts import write_json
 from core.deployer import Deployment, LocalBentoDeployer
 from core.measurement import InvalidReason, LoadStep, StepMeasurement
 from tuner.capacity import CapacityFinding, CapacityRules
@@ -666,8 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         rescored["rescored_from"] = str(args.rescore)
         print(table(rescored["rows"]))
         print(f"median |rel error| {rescored['median_rel_error']}, max {rescored['max_rel_error']}")
-        if args.json:
-            args.json.write_text(json.dumps(rescored, indent=2) + "\n")
+        write_json(args.json, rescored)
         return 0
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     from tuner.commands.demo import ensure_models
@@ -712,9 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         f"wall {result['wall_seconds']} s, load {result['load_average_before']} -> "
         f"{result['load_average_after']}"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.runfacts import BenchRun, write_json
 from core.polling import wait_until
 from core.processes import spawn, stop_tree
 from core.server import free_port
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
-    load_before, t0 = os.getloadavg(), time.monotonic()
+    run = BenchRun()
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="servetune-depends-sessions-") as work:
         for index, (name, options) in enumerate(VARIANTS.items()):
@@ -142,14 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         "variants": {name: options or "(none)" for name, options in VARIANTS.items()},
         "requests": args.requests,
         "results": results,
-        "cores": os.cpu_count(),
-        "wall_seconds": round(time.monotonic() - t0),
-        "load_average_before": [round(v, 2) for v in load_before],
-        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        **run.facts(),
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

@@ -22,12 +22,10 @@ measures depends on the loads before it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.runfacts import BenchRun, write_json
 from bench.transient import parse_config
 from core.deployer import LocalBentoDeployer
 from core.measurement import LoadStep, StepMeasurement
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_models()
     slo = TuneOptions(service=SERVICE, slo_ms=SLO_MS).slo()
-    load_before, t0 = os.getloadavg(), time.monotonic()
+    run = BenchRun()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="servetune-dispatcher-history-") as folder:
         work = Path(folder)
@@ -207,14 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         "histories": {n: [vars(p) for p in HISTORIES[n]] for n in names},
         "rows": rows,
         "summary": summary,
-        "cores": os.cpu_count(),
-        "wall_seconds": round(time.monotonic() - t0),
-        "load_average_before": [round(v, 2) for v in load_before],
-        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        **run.facts(),
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

@@ -14,6 +14,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from bench.depends_sessions import KEPT
+from bench.depends_sessions import PROJECT as COMPOSED
 from core.registry import register, service_spec
 from core.target import (
     TargetError,
@@ -54,25 +56,6 @@ class Multi:
         return name
 """
 
-COMPOSED = """\
-import bentoml
-
-
-@bentoml.service{scorer_options}
-class Scorer:
-    @bentoml.api(batchable=True, max_batch_size=16, max_latency_ms=200)
-    def score(self, rows: list[list[float]]) -> list[float]:
-        return [sum(row) for row in rows]
-
-
-@bentoml.service
-class Gateway:
-    scorer = bentoml.depends(Scorer)
-
-    @bentoml.api
-    async def predict(self, values: list[float]) -> float:
-        return (await self.scorer.to_async.score([values]))[0]
-"""
 
 NESTED = """\
 import bentoml
@@ -114,10 +97,8 @@ def project(tmp_path: Path) -> Path:
     (folder / "broken.py").write_text(BROKEN)
     (folder / "plain.py").write_text(PLAIN)
     (folder / "multi.py").write_text(MULTI)
-    (folder / "composed.py").write_text(COMPOSED.format(scorer_options=""))
-    (folder / "composed_kept.py").write_text(
-        COMPOSED.format(scorer_options='(runner_connection={"max_requests": 1000000000, "max_age": 1e9})')
-    )
+    (folder / "composed.py").write_text(COMPOSED.format(options=""))  # the bench's two-service project
+    (folder / "composed_kept.py").write_text(COMPOSED.format(options=KEPT))
     (folder / "nested.py").write_text(NESTED)
     return folder
 
