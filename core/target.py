@@ -111,14 +111,9 @@ def session_warnings(info: ServiceInfo) -> list[str]:
             age is None or age >= SESSION_AGE_ADVISED_S
         ):
             continue
-        every = " or ".join(
-            part
-            for part in (
-                f"{requests} requests" if requests is not None else "",
-                f"{age:g} s" if age is not None else "",
-            )
-            if part
-        )
+        limits = [f"{requests} requests"] if requests is not None else []
+        limits += [f"{age:g} s"] if age is not None else []
+        every = " or ".join(limits)
         warnings.append(
             f"{dependency.caller} calls {dependency.name} (bentoml.depends), and BentoML's client closes "
             f"its session to {dependency.name} every {every}, failing the calls in flight on it (HTTP "

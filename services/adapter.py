@@ -306,16 +306,6 @@ def restore_prior_environment(raw: str | None, environ: dict[str, str] | None = 
     return restored
 
 
-def load_dependency_process() -> Any:
-    """In a dependency's process: its environment as before the knobs, no thread count, no GPU
-    placement, no worker hooks (its decorator rules it); the target imported as BentoML expects."""
-    from _bentoml_impl.loader import import_service
-
-    restore_prior_environment(os.environ.get(ENV_PRIOR))
-    working_dir = os.environ.get(ENV_WORKING_DIR) or os.getcwd()
-    return import_service(os.environ[ENV_TARGET], working_dir=working_dir)
-
-
 def load_target() -> Any:
     """Import the target service as `bentoml serve` would and apply the knobs; returns it."""
     from _bentoml_impl.loader import import_service
@@ -324,12 +314,15 @@ def load_target() -> Any:
     target = os.environ.get(ENV_TARGET)
     if not target:
         raise AdapterError(f"{ENV_TARGET} is not set: nothing to serve")
+    working_dir = os.environ.get(ENV_WORKING_DIR) or os.getcwd()
     if serves_dependency(sys.argv, os.environ.get(ENV_SERVICE_NAME)):
-        return load_dependency_process()
+        # A dependency's process: its environment as before the knobs, no thread count, no GPU
+        # placement, no worker hooks (its decorator rules it).
+        restore_prior_environment(os.environ.get(ENV_PRIOR))
+        return import_service(target, working_dir=working_dir)
     gpus = int(os.environ.get(ENV_GPUS) or 0)
     worker_index = server_context.worker_index
     place_worker(gpus, worker_index)
-    working_dir = os.environ.get(ENV_WORKING_DIR) or os.getcwd()
     service = import_service(target, working_dir=working_dir)
     batching = read_batching(os.environ.get(ENV_BATCHING))
     apply_batching(service, batching)

@@ -73,16 +73,13 @@ def last_line(error: BaseException) -> str:
 def session_defaults() -> dict[str, Any]:
     """BentoML's default `runner_connection` where its client between services closes its
     sessions (BentoML >= 1.4.30: `SessionManager`); empty where it does not."""
-    import importlib.util
     from pathlib import Path
 
     import yaml
 
-    if importlib.util.find_spec("_bentoml_impl.client.proxy2") is None:
-        return {}
-    from _bentoml_impl.client import proxy2
-
-    if not hasattr(proxy2, "SessionManager"):
+    try:
+        from _bentoml_impl.client.proxy2 import SessionManager  # noqa: F401
+    except ImportError:
         return {}
     import bentoml._internal.configuration as configuration
 
