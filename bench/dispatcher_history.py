@@ -58,15 +58,19 @@ class Phase:
 
 
 # The capacity search starts as `probe` does (2 closed-loop users per worker, then a paced rate
-# below the knee); the overload histories add what its bracketing does (2x the knee, unscored
-# adapt time, then the light recovery load of `CapacityRules`).
+# below the knee); the overload histories add what its bracketing does (2x the knee, then a
+# light load). `short-overload` and `long-overload` recover as the search did until 2026-12-01
+# (0.25x for 6 s); `recover-11` as it does since (0.25x for `CapacityRules.recover_s`, 11 s);
+# `overload-lead` adds 10 s at 0.85x after the 6 s.
 PROBE = (Phase(3.0, users=2), Phase(5.0, rate=0.85))
-RECOVERY = Phase(6.0, rate=0.25)
+RECOVERY_6S = Phase(6.0, rate=0.25)
 HISTORIES: dict[str, tuple[Phase, ...]] = {
     "probe": PROBE,
     "busy-start": (Phase(3.0, users=16), Phase(5.0, rate=0.85)),
-    "short-overload": (*PROBE, Phase(1.7, rate=2.0), RECOVERY),
-    "long-overload": (*PROBE, Phase(7.0, rate=2.0), RECOVERY),
+    "short-overload": (*PROBE, Phase(1.7, rate=2.0), RECOVERY_6S),
+    "long-overload": (*PROBE, Phase(7.0, rate=2.0), RECOVERY_6S),
+    "recover-11": (*PROBE, Phase(1.7, rate=2.0), Phase(11.0, rate=0.25)),
+    "overload-lead": (*PROBE, Phase(1.7, rate=2.0), RECOVERY_6S, Phase(10.0, rate=0.85)),
 }
 
 

@@ -57,6 +57,7 @@ from tuner.objective import SLO, load_text
 LoadMode = Literal["rate", "users"]
 Limit = Literal["slo", "generator", "step_cap", "infeasible", "max_load", "budget", "errors"]
 QUANTILE_OF = {"p95": 0.95, "p99": 0.99}
+DISPATCHER_REFIT_S = 5.0  # BentoML's batching dispatcher refits its latency model this often
 TAIL_SAMPLES = 10  # requests expected above the judged quantile in one step
 ERRORS_SPAN = 2.0  # server errors at two levels this far apart do not come from the load
 
@@ -104,14 +105,18 @@ class CapacityRules:
     # model on its last 50 batches, refreshed every 5 s, and until it refits at the new load it
     # sheds requests the server can serve (a rise: 3-4% of the first 3 s at loads it then holds
     # for 30 s with none; an overload: it keeps shedding at loads it can hold).
-    adapt_s: float = 5.0
+    adapt_s: float = DISPATCHER_REFIT_S
     # After a step that shed requests or was cut short as overloaded, the server first runs
     # unscored for `recover_s` at `recover_fraction` of the next level. BentoML's dispatcher
     # refits its latency model only from the batches it dispatches; after an overload with a
     # tight max_latency it can shed every request at loads it served before (digits b8-l50:
     # 100% 503 for 50 s at 535/s, after passing 491/s), until a light load lets it refit.
+    # Its first refit in the light load may still fit the overload's batches, so the light load
+    # spans two refits (2 x 5 s + 1): its mean wait then falls back, and the latch of
+    # `bench/dispatcher_history.py` (MiniLM b8-l100 at a searched knee after a 2x overload: 6 s
+    # of light load shed 3.6% and 12.4% on two servers, 11 s 1.3% and 1.8%) lets go.
     # A light load the server still fails is run again, lighter, up to `recover_attempts` times.
-    recover_s: float = 6.0
+    recover_s: float = 2 * DISPATCHER_REFIT_S + 1.0
     recover_fraction: float = 0.25
     recover_attempts: int = 3
     max_users: int = 2000  # the load generator's bound on concurrent requests
