@@ -11,7 +11,7 @@ import pytest
 
 from core.measurement import Invalidity, InvalidReason, LoadStep, StepMeasurement
 from tests.fakes import FakeDeployer, FakeLoadRunner, make_step
-from tuner.capacity import DISPATCHER_REFIT_S, CapacityRules, CapacitySearch, start_level
+from tuner.capacity import CapacityRules, CapacitySearch, start_level
 from tuner.objective import SLO
 from tuner.space import Config
 from tuner.trial import CapacityPlan, CapacitySchedule, TrialRunner
@@ -431,49 +431,6 @@ def test_a_light_load_after_an_overload_lets_a_latched_server_recover(start_fact
         found[recover_s] = finding.knee or 0.0
     assert knee / (1 + rules.resolution) ** 2 <= found[3.0] <= knee
     assert found[0.0] < found[3.0] / (1 + rules.resolution)
-
-
-def refitting_server(capacity: float, refits: int = 2) -> tuple[Respond, float]:
-    """A server that, once overloaded, sheds a few percent at every load near its knee until it
-    has had `refits` refit intervals of light load in a row (BentoML's dispatcher: its first
-    refit may still fit the overload's batches). A light load is served meanwhile."""
-    respond, knee = knee_curve(capacity)
-    stuck, light_s = False, 0.0
-
-    def refitting(step: LoadStep) -> StepMeasurement:
-        nonlocal stuck, light_s
-        rate = step.rate or 0.0
-        if rate > knee:
-            stuck, light_s = True, 0.0
-        elif rate <= capacity / 3:
-            light_s += step.duration_s
-            if light_s >= refits * DISPATCHER_REFIT_S:
-                stuck = False
-            return respond(step)
-        else:
-            light_s = 0.0
-        if stuck and rate > capacity / 2:
-            return make_step(step, rate, 90.0, 0.05)
-        return respond(step)
-
-    return refitting, knee
-
-
-def test_the_light_load_spans_two_dispatcher_refits() -> None:
-    """The default light load after an overload lasts two refits of BentoML's dispatcher: a
-    server that needs two refits of light load to stop shedding is found at its knee, and with
-    one refit's worth (6 s) only below its first overload's levels."""
-    found = {}
-    for recover_s in (CapacityRules().recover_s, 6.0):
-        respond, knee = refitting_server(100.0)
-        plan = CapacityPlan(replace(CapacityRules(), recover_s=recover_s), probe_s=2.0)
-        schedule = CapacitySchedule(plan, SLO_200, workers=1)
-        run_schedule(schedule, respond, probe_rps=knee * 0.6 / 0.8)
-        finding = schedule.finding()
-        assert finding is not None and finding.knee is not None
-        found[recover_s] = finding.knee
-    assert knee / (1 + CapacityRules().resolution) ** 2 <= found[CapacityRules().recover_s] <= knee
-    assert found[6.0] < knee / (1 + CapacityRules().resolution) ** 2
 
 
 def test_a_recovery_that_still_fails_is_named_in_the_finding() -> None:
