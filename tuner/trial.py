@@ -100,7 +100,8 @@ class CapacityPlan:
     """A probe (closed loop, 2 users per worker: it also warms the model up), then a capacity
     search from what the probe served; a level the load rises to, or the one after a breach that
     shed requests (503), runs unscored for `rules.adapt_s` before it is measured, and after a
-    breach that shed or was cut short, a light load runs unscored for `rules.recover_s` first."""
+    breach that shed or was cut short, a light load runs unscored for `rules.recover_s` first,
+    then `rules.approach_fraction` of the level for `rules.approach_s`, then the adapt step."""
 
     rules: CapacityRules = field(default_factory=CapacityRules)
     probe_s: float = 3.0
@@ -130,6 +131,7 @@ class CapacitySchedule:
     _unscored: bool = True  # the probe comes first
     _adapt_breached: bool = False  # the last adapt step was cut short: its level breached
     _recovering: bool = False  # the step out is a light load after an overload
+    _approaching: bool = False  # the step out leads from the light load up to the next level
     _recovered: bool = False  # the last light load was served within the failure bound
     _attempt: int = 0  # of the light load out
 
@@ -152,6 +154,9 @@ class CapacitySchedule:
                 break
             if search.recovers_before():
                 yield from self._recover(search, step)
+                if rules.approach_s > 0:
+                    self._unscored, self._approaching = True, True
+                    yield search.approach_step(step)
             if search.adapts_before(step):
                 self._unscored = True
                 yield search.adapt_step(step)
@@ -174,11 +179,7 @@ class CapacitySchedule:
         the config has no capacity to report, and the budget still holds)."""
         if self.time_left is None or not search.told:
             return False
-        rules = self.plan.rules
-        unscored = (rules.adapt_s if search.adapts_before(step) else 0.0) + (
-            rules.recover_s if search.recovers_before() else 0.0
-        )
-        if self.time_left() >= step.duration_s + unscored:
+        if self.time_left() >= step.duration_s + search.unscored_s(step):
             return False
         if search.lo is None:
             lowest = min(level for level, _ in search.told)
@@ -200,6 +201,9 @@ class CapacitySchedule:
             if self._recovering:
                 self._recovering = False
                 self._recovered = self.search.tell_recovery(measured, self._attempt)
+                return False
+            if self._approaching:
+                self._approaching = False
                 return False
             if self.search.tell_adapt(measured):
                 self._adapt_breached = True

@@ -272,9 +272,9 @@ def test_a_level_is_judged_after_the_server_adapted_to_it() -> None:
     """BentoML's dispatcher sheds for seconds after the load rises, and keeps shedding after an
     overload: a scored step is preceded by an unscored `adapt_s` step at its own level (same
     users, rate and abort rule) exactly when its level is above the last one, or the last step
-    shed requests (after a light-load recovery); the first scored step (at the probe's load) and
-    falls without 503s are not."""
-    plan = CapacityPlan(CapacityRules(adapt_s=4.0, recover_s=6.0), probe_s=2.0)
+    shed requests (after a light-load recovery and an approach just under the level); the first
+    scored step (at the probe's load) and falls without 503s are not."""
+    plan = CapacityPlan(CapacityRules(adapt_s=4.0, recover_s=6.0, approach_s=7.0), probe_s=2.0)
     for surface, sheds in ((shedding_surface, True), (None, False)):
         deployer = FakeDeployer()
         loads = FakeLoadRunner(deployer, surface) if surface else FakeLoadRunner(deployer)
@@ -283,7 +283,9 @@ def test_a_level_is_judged_after_the_server_adapted_to_it() -> None:
         )
         adapts = [step for step in sent[1:] if step.duration_s == 4.0]
         recoveries = [step for step in sent[1:] if step.duration_s == 6.0 and step.abort_above_ms is None]
-        assert len(sent) == 1 + len(scored) + len(adapts) + len(recoveries)
+        approaches = [step for step in sent[1:] if step.duration_s == 7.0 and step.abort_above_ms is None]
+        assert len(approaches) == len(recoveries)
+        assert len(sent) == 1 + len(scored) + len(adapts) + len(recoveries) + len(approaches)
         queue = iter(sent[1:])
         previous: StepMeasurement | None = None
         for measured in scored:
@@ -296,6 +298,9 @@ def test_a_level_is_judged_after_the_server_adapted_to_it() -> None:
             )
             if shed:
                 assert first in recoveries, "a light load after a step that shed"
+                first = next(queue)
+                assert first in approaches, "then a load just under the level judged next"
+                assert first.rate == pytest.approx(0.85 * (measured.step.rate or 0.0))
                 first = next(queue)
             if rose or shed:
                 assert first == replace(measured.step, duration_s=4.0), "adapt at the level judged next"
@@ -408,7 +413,7 @@ def test_a_light_load_after_an_overload_lets_a_latched_server_recover(start_fact
     overload until the load falls is then found at its knee, where without it the search only
     keeps the levels it passed before its first overload."""
     capacity = 100.0
-    rules = CapacityRules(adapt_s=4.0, recover_s=3.0, recover_fraction=0.25)
+    rules = CapacityRules(adapt_s=4.0, recover_s=3.0, recover_fraction=0.25, approach_s=0.0)
     found = {}
     for recover_s in (3.0, 0.0):
         respond, knee = latching_server(capacity)
@@ -433,6 +438,78 @@ def test_a_light_load_after_an_overload_lets_a_latched_server_recover(start_fact
     assert found[0.0] < found[3.0] / (1 + rules.resolution)
 
 
+def history_server(capacity: float, refit_s: float = 5.0) -> tuple[Respond, float]:
+    """A server that, after an overload, sheds a tenth of the requests at a level above half its
+    knee until it has run for two refits (`refit_s` each) at 80% or more of that level since its
+    last overload (BentoML's dispatcher fits its wait to the batches it has just dispatched)."""
+    respond, knee = knee_curve(capacity)
+    near: dict[str, float] = {"level": 0.0, "s": 0.0}
+    overloaded = False
+
+    def history(step: LoadStep) -> StepMeasurement:
+        nonlocal overloaded
+        rate = step.rate or 0.0
+        if rate > knee:
+            overloaded, near["level"], near["s"] = True, 0.0, 0.0
+            return make_step(step, knee, 900.0, 0.3)
+        refitted = near["s"] >= 2 * refit_s and near["level"] >= 0.8 * rate
+        fitted = not overloaded or rate < 0.5 * knee or refitted
+        if near["level"] and 0.8 * near["level"] <= rate <= near["level"] / 0.8:
+            near["s"] += step.duration_s
+        else:
+            near["level"], near["s"] = rate, step.duration_s
+        return respond(step) if fitted else make_step(step, rate, 120.0, 0.1)
+
+    return history, knee
+
+
+def test_a_load_just_under_the_next_level_lets_the_server_refit_near_it() -> None:
+    """After an overload, a server whose batching model is fitted on the light load sheds at
+    levels it holds: the approach (`approach_fraction` of the next level, `approach_s` long, never
+    cut short) after the light load lets the search find its knee, where without it the search
+    keeps only the levels it passed before its first overload."""
+    rules = CapacityRules(adapt_s=5.0, recover_s=6.0, approach_s=10.0, approach_fraction=0.85)
+    found = {}
+    for approach_s in (10.0, 0.0):
+        respond, knee = history_server(100.0)
+        plan = CapacityPlan(replace(rules, approach_s=approach_s), probe_s=2.0)
+        schedule = CapacitySchedule(plan, SLO_200, workers=1)
+        sent = run_schedule(schedule, respond, probe_rps=knee * 0.6 / 0.8)
+        for index, step in enumerate(sent):
+            if step.abort_above_ms is None and step.duration_s == 6.0:  # a light load
+                after = sent[index + 1 : index + 4]
+                if approach_s:
+                    assert after[0].abort_above_ms is None and after[0].duration_s == approach_s
+                    assert after[0].rate == pytest.approx(0.85 * (after[1].rate or 0.0))
+                    after = after[1:]
+                assert after[0] == replace(after[1], duration_s=5.0), "then it adapts at the level"
+        finding = schedule.finding()
+        assert finding is not None
+        found[approach_s] = finding.knee or 0.0
+    assert knee / (1 + rules.resolution) ** 2 <= found[10.0] <= knee
+    assert found[0.0] < found[10.0] / (1 + rules.resolution)
+
+
+def test_the_time_budget_counts_the_approach() -> None:
+    """A level that fits the budget with its light load and adapt step but not with its approach
+    ends the search."""
+    rules = CapacityRules(adapt_s=5.0, recover_s=6.0, approach_s=10.0)
+    search = CapacitySearch(SLO_200, rules, start=100.0)
+    first = search.next_step()
+    assert first is not None
+    search.tell(make_step(first, 100.0, 60.0, 0.0))
+    second = search.next_step()
+    assert second is not None
+    search.tell(make_step(second, 150.0, 900.0, 0.2))  # shed: recovery, approach, adapt
+    nxt = search.next_step()
+    assert nxt is not None
+    assert search.unscored_s(nxt) == 6.0 + 10.0 + 5.0
+    seconds = nxt.duration_s + 6.0 + 5.0 + 1.0
+    schedule = CapacitySchedule(CapacityPlan(rules), SLO_200, workers=1, time_left=lambda: seconds)
+    schedule.search = search
+    assert schedule._out_of_time(search, nxt) and search.limited_by == "budget"
+
+
 def test_a_recovery_that_still_fails_is_named_in_the_finding() -> None:
     """A server that fails even the light load after an overload: the finding says so."""
     search = CapacitySearch(SLO_200, CapacityRules(), start=50.0)
@@ -452,7 +529,9 @@ def test_a_light_load_the_server_still_fails_is_run_again_lighter() -> None:
     """A latched server that refits only under a tenth of its capacity: each light load it fails
     is followed by one half as heavy, until one is served; then the level is measured."""
     respond, knee = latching_server(100.0, release=0.1)
-    rules = CapacityRules(adapt_s=4.0, recover_s=3.0, recover_fraction=0.25, recover_attempts=3)
+    rules = CapacityRules(
+        adapt_s=4.0, recover_s=3.0, recover_fraction=0.25, recover_attempts=3, approach_s=0.0
+    )
     schedule = CapacitySchedule(CapacityPlan(rules, probe_s=2.0), SLO_200, workers=1)
     sent = run_schedule(schedule, respond, probe_rps=knee * 0.9 / 0.8)
     runs: list[list[LoadStep]] = [[]]
