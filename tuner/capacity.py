@@ -36,8 +36,8 @@ Each step lasts long enough to hold the requests its quantile needs (`min_reques
 load rises, or after a step that shed requests, it first runs unscored for `adapt_s` (BentoML's
 dispatcher sheds for seconds after a rise, until it refits its latency model, at loads it then
 holds; judged in that transient, a short step's verdict depended on where the refit fell).
-After a step that shed or was cut short, a light load lets the dispatcher forget the overload,
-and a load just under the next level lets it refit near that level before it adapts to it.
+After a step that shed or was cut short, a light load lets the dispatcher forget the overload;
+after one that shed, a load just under the next level then lets it refit near that level.
 
 The load level is an arrival rate (requests/s, paced users: open loop as long as the server
 answers within `horizon_factor` x the SLO) or, with `mode="users"`, closed-loop users.
@@ -120,11 +120,13 @@ class CapacityRules:
     recover_s: float = 6.0
     recover_fraction: float = 0.25
     recover_attempts: int = 3
-    # Then it runs unscored for `approach_s` (two refits) at `approach_fraction` of the next
-    # level, and adapts at that level: the dispatcher refits near the load it is judged at, as
-    # when the load climbs to it. Jumping from the light load to the level, MiniLM b8-l100 at a
-    # searched knee shed 3.6-12.4% where a light start shed 0.8-4.1%; with this approach,
-    # 0.2-5.0% (`bench/dispatcher_history.py`, history `overload-lead`, 2 servers in each of 2 runs).
+    # After a step that shed, the server then runs unscored for `approach_s` (two refits) at
+    # `approach_fraction` of the next level, and adapts at that level: the dispatcher refits
+    # near the load it is judged at, as when the load climbs to it. Jumping from the light load
+    # to the level, MiniLM b8-l100 at a searched knee shed 3.6-12.4% where a light start shed
+    # 0.8-4.1%; with this approach, 0.2-5.0% (`bench/dispatcher_history.py`, history
+    # `overload-lead`, 2 servers in each of 2 runs). A step cut short without shedding (a server
+    # that queues rather than sheds, or no dispatcher at all) has no batching model to refit.
     approach_s: float = 2 * DISPATCHER_REFIT_S
     approach_fraction: float = 0.85
     max_users: int = 2000  # the load generator's bound on concurrent requests
@@ -433,12 +435,10 @@ class CapacitySearch:
 
     def adapts_before(self, step: LoadStep) -> bool:
         """Whether `step` is preceded by an unscored `adapt_s` step at its level: after a step
-        that shed requests, and when the load rises from the last step's level or from the
-        light load of a recovery."""
+        that shed requests, and when the load rises from the last step's level."""
         if self.rules.adapt_s <= 0 or not self.told:
             return False
-        rises = _level_of_step(step, self.rules.mode) > self.told[-1][0]
-        return self.last_shed or rises or self.recovers_before()
+        return self.last_shed or _level_of_step(step, self.rules.mode) > self.told[-1][0]
 
     def adapt_step(self, before: LoadStep) -> LoadStep:
         """`before` (the next scored step), unscored and `adapt_s` long, with its abort rule: a
@@ -459,6 +459,11 @@ class CapacitySearch:
         level = self._level(fraction * _level_of_step(before, self.rules.mode))
         return replace(self.step_for(level), duration_s=self.rules.recover_s, abort_above_ms=None)
 
+    def approaches_before(self) -> bool:
+        """Whether the light load is followed by an unscored `approach_s` step: the last step
+        shed requests (a batching dispatcher to refit)."""
+        return self.rules.approach_s > 0 and self.recovers_before() and self.last_shed
+
     def approach_step(self, before: LoadStep) -> LoadStep:
         """After the light load: `approach_fraction` of `before`'s level for `approach_s`, never
         cut short, so the server refits near the level before it adapts to it."""
@@ -468,8 +473,9 @@ class CapacitySearch:
     def unscored_s(self, step: LoadStep) -> float:
         """Seconds of unscored load that come before `step` (its first light load counted)."""
         rules = self.rules
-        recovery = rules.recover_s + rules.approach_s if self.recovers_before() else 0.0
-        return recovery + (rules.adapt_s if self.adapts_before(step) else 0.0)
+        recovery = rules.recover_s if self.recovers_before() else 0.0
+        approach = rules.approach_s if self.approaches_before() else 0.0
+        return recovery + approach + (rules.adapt_s if self.adapts_before(step) else 0.0)
 
     def tell_recovery(self, measured: StepMeasurement, attempt: int = 0) -> bool:
         """Record a light load; True when the server served it within the failure bound. A

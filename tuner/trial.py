@@ -100,8 +100,8 @@ class CapacityPlan:
     """A probe (closed loop, 2 users per worker: it also warms the model up), then a capacity
     search from what the probe served; a level the load rises to, or the one after a breach that
     shed requests (503), runs unscored for `rules.adapt_s` before it is measured, and after a
-    breach that shed or was cut short, a light load runs unscored for `rules.recover_s` first,
-    then `rules.approach_fraction` of the level for `rules.approach_s`, then the adapt step."""
+    breach that shed or was cut short, a light load runs unscored for `rules.recover_s` first
+    (after one that shed, then `rules.approach_fraction` of the level for `rules.approach_s`)."""
 
     rules: CapacityRules = field(default_factory=CapacityRules)
     probe_s: float = 3.0
@@ -153,8 +153,9 @@ class CapacitySchedule:
             if self._out_of_time(search, step):
                 break
             if search.recovers_before():
+                approaches = search.approaches_before()
                 yield from self._recover(search, step)
-                if rules.approach_s > 0:
+                if approaches:
                     self._unscored, self._approaching = True, True
                     yield search.approach_step(step)
             if search.adapts_before(step):

@@ -510,6 +510,31 @@ def test_the_time_budget_counts_the_approach() -> None:
     assert schedule._out_of_time(search, nxt) and search.limited_by == "budget"
 
 
+def test_a_step_cut_short_without_shedding_gets_the_light_load_only() -> None:
+    """A server that queued rather than shed (no 503) has no batching model to refit: after its
+    overloaded step comes the light load, then the level, with no approach and no adapt step."""
+    rules = CapacityRules(adapt_s=5.0, recover_s=6.0, approach_s=10.0)
+    schedule = CapacitySchedule(CapacityPlan(rules, probe_s=2.0), SLO_200, workers=1)
+    steps = schedule.steps()
+    schedule.tell(make_step(next(steps), 80.0, 60.0, 0.0))  # the probe
+    first = next(steps)  # the first level: met
+    schedule.tell(make_step(first, first.rate or 0.0, 60.0, 0.0))
+    adapt = next(steps)
+    schedule.tell(make_step(adapt, adapt.rate or 0.0, 60.0, 0.0))
+    higher = next(steps)
+    assert higher.rate == pytest.approx(2 * (first.rate or 0.0))
+    schedule.tell(replace(make_step(higher, 90.0, 900.0, 0.0), aborted=True))  # queued, no 503
+    search = schedule.search
+    assert search is not None and search.recovers_before() and not search.approaches_before()
+    light = next(steps)
+    assert light.abort_above_ms is None and light.duration_s == 6.0
+    schedule.tell(make_step(light, light.rate or 0.0, 40.0, 0.0))
+    judged = next(steps)
+    assert judged.abort_above_ms is not None and judged.rate is not None
+    assert first.rate is not None and first.rate < judged.rate < higher.rate
+    assert search.unscored_s(judged) == 6.0
+
+
 def test_a_recovery_that_still_fails_is_named_in_the_finding() -> None:
     """A server that fails even the light load after an overload: the finding says so."""
     search = CapacitySearch(SLO_200, CapacityRules(), start=50.0)
