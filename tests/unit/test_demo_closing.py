@@ -48,6 +48,17 @@ def test_a_baseline_cut_by_the_budget_is_a_lower_bound_and_its_ratio_is_flagged(
     assert "at least" not in whole and "may be too high" not in whole
 
 
+def test_a_winner_whose_searches_the_budget_cut_is_a_lower_bound_and_its_ratios_are_flagged() -> None:
+    data = summary([122.3, 121.9], [119.9, 124.3]) | {"ratio": 2.68, "winner_searches_cut_by_budget": 2}
+    text = closing(data)
+    assert "122.1 good RPS (at least: 2 of its 2 searches were cut by the time budget)" in text
+    assert "the ratios may be too low" in text
+    whole = closing(
+        summary([122.3, 121.9], [119.9, 124.3]) | {"ratio": 2.68, "winner_searches_cut_by_budget": 0}
+    )
+    assert "at least" not in whole and "may be too low" not in whole
+
+
 def baseline_stopped(converged: bool) -> TrialRecord:
     finding = CapacityFinding(
         mode="rate", knee=200.0, breach=206.0 if converged else None, goodput_rps=198.0,

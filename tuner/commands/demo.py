@@ -156,6 +156,7 @@ def demo_summary(
         "winner_goodput_runs": [round(g, 1) for g in winner.goodputs] if winner else [],
         "winner_interval_rps": [round(v, 1) for v in interval] if interval else None,
         "winner_stdev_rps": round(winner.stdev, 1) if winner else None,
+        "winner_searches_cut_by_budget": sum(map(cut_by_budget, winner.measured)) if winner else 0,
         "choice": result.choice.explain() if result.choice else None,
         "statistically_tied": bool(result.choice and result.choice.is_tie),
         "winner_kept_baseline": (result.choice.kept_baseline or None) if result.choice else None,
@@ -188,10 +189,10 @@ def demo_summary(
 CUT_NOTE = " (at least: its search was cut by the time budget)"
 
 
-def cut_by_budget(baseline: TrialRecord | None) -> bool:
+def cut_by_budget(record: TrialRecord | None) -> bool:
     """Its search ended at the time budget before its bracket converged: its figure is a lower
     bound (a converged bracket whose recheck or confirmation was cut is not)."""
-    capacity = baseline.capacity if baseline is not None else None
+    capacity = record.capacity if record is not None else None
     return capacity is not None and capacity.limited_by == "budget" and not capacity.converged
 
 
@@ -200,9 +201,16 @@ def print_closing(summary: dict[str, Any], out: Path) -> None:
     console.rule("demo result")
     interval = summary["winner_interval_rps"]
     interval_text = f", 95% interval {interval[0]}-{interval[1]}" if interval else ", no interval (1 run)"
+    winner_cut = summary.get("winner_searches_cut_by_budget", 0)
+    searches = summary["winner_goodput_runs"]
+    winner_cut_text = (
+        f" (at least: {winner_cut} of its {len(searches)} searches were cut by the time budget)"
+        if winner_cut
+        else ""
+    )
     console.print(
-        f"winner  {summary['winner_key']}: {summary['winner_goodput_rps']} good RPS{interval_text} "
-        f"(capacity searches {summary['winner_goodput_runs']}) at p95 <= {summary['slo_p95_ms']:.0f} ms",
+        f"winner  {summary['winner_key']}: {summary['winner_goodput_rps']} good RPS{winner_cut_text}"
+        f"{interval_text} (capacity searches {searches}) at p95 <= {summary['slo_p95_ms']:.0f} ms",
         highlight=False,
     )
     if summary["choice"]:
@@ -228,6 +236,11 @@ def print_closing(summary: dict[str, Any], out: Path) -> None:
             console.print(
                 "[yellow]a baseline's search was cut by the time budget: its figure is a lower bound, "
                 "so the ratio over it may be too high (a longer --time-budget measures it whole)[/]"
+            )
+        if winner_cut:
+            console.print(
+                "[yellow]the winner's searches were cut by the time budget: its figure is a lower "
+                "bound, so the ratios may be too low (a longer --time-budget measures it whole)[/]"
             )
     why = f" ({summary['stopped_because']})" if summary["stopped_because"] else ""
     console.print(
