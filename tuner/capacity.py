@@ -36,8 +36,9 @@ Each step lasts long enough to hold the requests its quantile needs (`min_reques
 load rises, or after a step that shed requests, it first runs unscored for `adapt_s` (BentoML's
 dispatcher sheds for seconds after a rise, until it refits its latency model, at loads it then
 holds; judged in that transient, a short step's verdict depended on where the refit fell).
-After a step that shed or was cut short, a light load lets the dispatcher forget the overload;
-after one that shed, a load just under the next level then lets it refit near that level.
+After a step that shed or was cut short, a light load lets the dispatcher forget the overload
+(and, with `approach_s`, after one that shed, a load just under the next level lets it refit
+near that level).
 
 The load level is an arrival rate (requests/s, paced users: open loop as long as the server
 answers within `horizon_factor` x the SLO) or, with `mode="users"`, closed-loop users.
@@ -120,14 +121,15 @@ class CapacityRules:
     recover_s: float = 6.0
     recover_fraction: float = 0.25
     recover_attempts: int = 3
-    # After a step that shed, the server then runs unscored for `approach_s` (two refits) at
-    # `approach_fraction` of the next level, and adapts at that level: the dispatcher refits
-    # near the load it is judged at, as when the load climbs to it. Jumping from the light load
-    # to the level, MiniLM b8-l100 at a searched knee shed 3.6-12.4% where a light start shed
-    # 0.8-4.1%; with this approach, 0.2-5.0% (`bench/dispatcher_history.py`, history
-    # `overload-lead`, 2 servers in each of 2 runs). A step cut short without shedding (a server
-    # that queues rather than sheds, or no dispatcher at all) has no batching model to refit.
-    approach_s: float = 2 * DISPATCHER_REFIT_S
+    # With `approach_s` > 0, after a step that shed, the server then runs unscored for
+    # `approach_s` at `approach_fraction` of the next level before it adapts at that level: the
+    # dispatcher refits near the load it is judged at, as when the load climbs to it. After the
+    # light load alone, MiniLM b8-l100 at a searched knee shed 3.6-12.4% where a light start shed
+    # 0.8-4.1%; with 10 s at 0.85x, 0.2-5.0% (`bench/dispatcher_history.py`, `overload-lead`).
+    # Off by default: in one accuracy run (capacity-accuracy-s32) it gave b8-l100 +6.0% and
+    # b16-l200 +0.2%, but median 8.9% and max 15.1% overall, and it doubled a digits study's
+    # searches (an integration test: 351 -> 708 s) and left `make demo` less for its trials.
+    approach_s: float = 0.0
     approach_fraction: float = 0.85
     max_users: int = 2000  # the load generator's bound on concurrent requests
     # A step that breaks only the failure bound, with a one-sided binomial p-value at the bound of

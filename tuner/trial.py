@@ -101,7 +101,8 @@ class CapacityPlan:
     search from what the probe served; a level the load rises to, or the one after a breach that
     shed requests (503), runs unscored for `rules.adapt_s` before it is measured, and after a
     breach that shed or was cut short, a light load runs unscored for `rules.recover_s` first
-    (after one that shed, then `rules.approach_fraction` of the level for `rules.approach_s`)."""
+    (after one that shed, then `rules.approach_fraction` of the level for `rules.approach_s`,
+    off by default)."""
 
     rules: CapacityRules = field(default_factory=CapacityRules)
     probe_s: float = 3.0
