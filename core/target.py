@@ -136,6 +136,26 @@ def dependency_notes(info: ServiceInfo) -> list[str]:
     ]
 
 
+def remote_dependency_warnings(info: ServiceInfo) -> list[str]:
+    """One line per `bentoml.depends` on a URL or a BentoCloud deployment: servetune does not
+    start it, and the load tests reach it through the target."""
+    warnings = []
+    for remote in info.remote_dependencies:
+        field = f"{remote.caller}.{remote.attribute}"
+        if remote.url:
+            where = f"calls {remote.url} ({field} = bentoml.depends(url=...))"
+        else:
+            where = (
+                f"depends on the BentoCloud deployment {remote.deployment!r} ({field}), which BentoML "
+                "looks up over the network when the server starts"
+            )
+        warnings.append(
+            f"{remote.caller} {where}: servetune neither starts nor tunes it; the load tests send it "
+            f"real traffic through {remote.caller}, and each config's capacity includes its answers"
+        )
+    return warnings
+
+
 def spec_from_info(
     info: ServiceInfo,
     api: ApiInfo,

@@ -42,6 +42,16 @@ class DependencyInfo(BaseModel):
     batchable_routes: list[str] = []
 
 
+class RemoteDependencyInfo(BaseModel):
+    """A `bentoml.depends(url=...)` or `bentoml.depends(deployment=...)` of `caller` (its field
+    `attribute`): a service reached over the network, not started with the target."""
+
+    caller: str
+    attribute: str
+    url: str | None = None
+    deployment: str | None = None
+
+
 class ServiceInfo(BaseModel):
     """What servetune needs to know to launch, load and tune a service."""
 
@@ -54,6 +64,7 @@ class ServiceInfo(BaseModel):
     uses_torch: bool = False
     openapi: dict[str, Any] = {}
     dependencies: list[DependencyInfo] = []
+    remote_dependencies: list[RemoteDependencyInfo] = []
 
     def api(self, name: str) -> ApiInfo | None:
         wanted = name.strip("/")
@@ -97,25 +108,55 @@ def dependencies_of(service: Any, defaults: dict[str, Any] | None = None) -> lis
     on a URL or a deployment), nested ones too, each with the service that calls it."""
     defaults = session_defaults() if defaults is None else defaults
     found: dict[str, DependencyInfo] = {}
+    for caller, _, dependency in _depends(service):
+        served = dependency.on
+        if _remote(dependency) or served.name in found:
+            continue
+        connection = {**defaults, **(dict(served.config or {}).get("runner_connection") or {})}
+        requests, age = connection.get("max_requests"), connection.get("max_age")
+        found[served.name] = DependencyInfo(
+            name=served.name,
+            caller=caller.name,
+            session_max_requests=requests if isinstance(requests, int) else None,
+            session_max_age_s=float(age) if isinstance(age, int | float) else None,
+            batchable_routes=[m.route for m in served.apis.values() if m.batchable],
+        )
+    return list(found.values())
+
+
+def remote_dependencies_of(service: Any) -> list[RemoteDependencyInfo]:
+    """The `bentoml.depends` on a URL or a BentoCloud deployment of `service` and of the services
+    it starts: the load a test sends reaches them, and nothing of servetune's starts them."""
+    return [
+        RemoteDependencyInfo(
+            caller=caller.name, attribute=attribute, url=dependency.url, deployment=dependency.deployment
+        )
+        for caller, attribute, dependency in _depends(service)
+        if _remote(dependency)
+    ]
+
+
+def _remote(dependency: Any) -> bool:
+    return dependency.on is None or bool(dependency.url or dependency.deployment)
+
+
+def _depends(service: Any) -> list[tuple[Any, str, Any]]:
+    """(caller, its field, the `bentoml.depends`) for every dependency of `service` and of the
+    services it starts, each service visited once."""
+    found: list[tuple[Any, str, Any]] = []
+    seen = {service.name}
 
     def visit(caller: Any) -> None:
-        for dependency in caller.dependencies.values():
+        for attribute, dependency in caller.dependencies.items():
+            found.append((caller, attribute, dependency))
             served = dependency.on
-            if served is None or dependency.url or dependency.deployment or served.name in found:
+            if _remote(dependency) or served.name in seen:
                 continue
-            connection = {**defaults, **(dict(served.config or {}).get("runner_connection") or {})}
-            requests, age = connection.get("max_requests"), connection.get("max_age")
-            found[served.name] = DependencyInfo(
-                name=served.name,
-                caller=caller.name,
-                session_max_requests=requests if isinstance(requests, int) else None,
-                session_max_age_s=float(age) if isinstance(age, int | float) else None,
-                batchable_routes=[m.route for m in served.apis.values() if m.batchable],
-            )
+            seen.add(served.name)
             visit(served)
 
     visit(service)
-    return list(found.values())
+    return found
 
 
 def describe(target: str, working_dir: str) -> ServiceInfo:
@@ -158,6 +199,7 @@ def describe(target: str, working_dir: str) -> ServiceInfo:
         uses_torch="torch" in sys.modules,
         openapi=openapi,
         dependencies=dependencies_of(service),
+        remote_dependencies=remote_dependencies_of(service),
     )
 
 

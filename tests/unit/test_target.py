@@ -23,12 +23,13 @@ from core.target import (
     choose_endpoint,
     dependency_notes,
     looks_like_import_path,
+    remote_dependency_warnings,
     resolve_target,
     session_warnings,
     spec_from_info,
 )
 from services.adapter import after_init
-from services.describe import ApiInfo, DependencyInfo, ServiceInfo
+from services.describe import ApiInfo, DependencyInfo, RemoteDependencyInfo, ServiceInfo
 from tuner.cli import app
 from tuner.commands import console as console_module
 from tuner.preflight import RequestsRejected, check_requests, sample_requests
@@ -249,6 +250,16 @@ def test_nested_dependencies_name_their_caller_and_a_url_dependency_is_not_serve
     warnings = session_warnings(described)
     assert any("Middle calls Leaf" in w and "every 200 requests or 300 s" in w for w in warnings)
     assert any("Top calls Middle" in w for w in warnings) and len(warnings) == 2
+    (remote,) = described.remote_dependencies
+    assert (remote.caller, remote.attribute, remote.url, remote.deployment) == (
+        "Top",
+        "remote",
+        "http://127.0.0.1:9",
+        None,
+    )
+    (said,) = remote_dependency_warnings(described)
+    assert "Top calls http://127.0.0.1:9 (Top.remote = bentoml.depends(url=...))" in said
+    assert "servetune neither starts nor tunes it" in said
 
 
 @pytest.mark.usefixtures("wide_console")
@@ -262,6 +273,18 @@ def test_cli_warns_about_the_dependency_before_anything_is_measured(project: Pat
     assert code == 2 and f"{requests}:2: not valid JSON" in output
     assert "warning: Gateway calls Scorer" in output
     assert "note: Gateway's dependency Scorer has batchable APIs (/score)" in output
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_cli_names_a_url_dependency_before_anything_is_measured(project: Path, tmp_path: Path) -> None:
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("[\n")
+    code, output = tune(
+        "nested.py:Top", "--working-dir", str(project), "--requests", str(requests),
+        "--out", str(tmp_path / "study"),
+    )  # fmt: skip
+    assert code == 2 and f"{requests}:1: not valid JSON" in output
+    assert "warning: Top calls http://127.0.0.1:9 (Top.remote = bentoml.depends(url=...))" in output
 
 
 # --- pure pieces ---------------------------------------------------------------------------------
@@ -280,6 +303,21 @@ def test_session_warnings_follow_the_effective_limits() -> None:
     assert "Svc calls Dep" in low and "every 5000 requests," in low
     (aged,) = session_warnings(with_dependency(session_max_requests=10**9, session_max_age_s=300.0))
     assert "every 1000000000 requests or 300 s" in aged
+
+
+def test_remote_dependencies_are_named_with_where_they_are_reached() -> None:
+    plain = info(api("encode", True))
+    assert remote_dependency_warnings(plain) == []
+    remotes = [
+        RemoteDependencyInfo(caller="Svc", attribute="search", url="http://10.0.0.5:3000"),
+        RemoteDependencyInfo(caller="Svc", attribute="llm", deployment="my-llm"),
+    ]
+    by_url, by_deployment = remote_dependency_warnings(
+        plain.model_copy(update={"remote_dependencies": remotes})
+    )
+    assert by_url.startswith("Svc calls http://10.0.0.5:3000 (Svc.search = bentoml.depends(url=...))")
+    assert "BentoCloud deployment 'my-llm' (Svc.llm)" in by_deployment
+    assert all("real traffic through Svc" in w for w in (by_url, by_deployment))
 
 
 def test_choose_endpoint_picks_the_only_batchable_one_or_asks() -> None:

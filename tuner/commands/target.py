@@ -75,12 +75,13 @@ def parse_service_args(pairs: list[str] | None) -> tuple[tuple[str, str], ...]:
 
 
 def warn_about_dependencies(info: ServiceInfo | None) -> None:
-    """Say, before anything is measured, which dependencies BentoML's client will fail calls to."""
-    from core.target import dependency_notes, session_warnings
+    """Say, before anything is measured, which dependencies BentoML's client will fail calls to,
+    which are reached over the network, and whose knobs are not tuned."""
+    from core.target import dependency_notes, remote_dependency_warnings, session_warnings
 
     if info is None:
         return
-    for warning in session_warnings(info):
+    for warning in [*session_warnings(info), *remote_dependency_warnings(info)]:
         err_console.print(f"warning: {warning}", highlight=False)
     for note in dependency_notes(info):
         err_console.print(f"note: {note}", highlight=False)
