@@ -262,29 +262,30 @@ def test_nested_dependencies_name_their_caller_and_a_url_dependency_is_not_serve
     assert "servetune neither starts nor tunes it" in said
 
 
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        (
+            "composed.py:Gateway",
+            [
+                "warning: Gateway calls Scorer",
+                "note: Gateway's dependency Scorer has batchable APIs (/score)",
+            ],
+        ),
+        ("nested.py:Top", ["warning: Top calls http://127.0.0.1:9 (Top.remote = bentoml.depends(url=...))"]),
+    ],
+)
 @pytest.mark.usefixtures("wide_console")
-def test_cli_warns_about_the_dependency_before_anything_is_measured(project: Path, tmp_path: Path) -> None:
+def test_cli_warns_about_dependencies_before_anything_is_measured(
+    project: Path, tmp_path: Path, target: str, said: list[str]
+) -> None:
     requests = tmp_path / "requests.jsonl"
     requests.write_text('{"values": [1.0]}\n{"values": [\n')
     code, output = tune(
-        "composed.py:Gateway", "--working-dir", str(project), "--requests", str(requests),
-        "--out", str(tmp_path / "study"),
+        target, "--working-dir", str(project), "--requests", str(requests), "--out", str(tmp_path / "study"),
     )  # fmt: skip
     assert code == 2 and f"{requests}:2: not valid JSON" in output
-    assert "warning: Gateway calls Scorer" in output
-    assert "note: Gateway's dependency Scorer has batchable APIs (/score)" in output
-
-
-@pytest.mark.usefixtures("wide_console")
-def test_cli_names_a_url_dependency_before_anything_is_measured(project: Path, tmp_path: Path) -> None:
-    requests = tmp_path / "requests.jsonl"
-    requests.write_text("[\n")
-    code, output = tune(
-        "nested.py:Top", "--working-dir", str(project), "--requests", str(requests),
-        "--out", str(tmp_path / "study"),
-    )  # fmt: skip
-    assert code == 2 and f"{requests}:1: not valid JSON" in output
-    assert "warning: Top calls http://127.0.0.1:9 (Top.remote = bentoml.depends(url=...))" in output
+    assert all(line in output for line in said), output
 
 
 # --- pure pieces ---------------------------------------------------------------------------------
