@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
@@ -26,14 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scipy.stats import t as student_t
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.capacity_accuracy import MAX_TARGET, summarize
 from bench.runfacts import write_json
-
-MAX_TARGET = 0.10
-MEDIAN_TARGET = 0.05
+from tuner.finalists import t_interval
 
 
 @dataclass(frozen=True)
@@ -46,11 +42,16 @@ class RowError:
     noise_floor: float | None
 
 
+def run_commit(run: Mapping[str, Any]) -> str:
+    """The short commit a run started from ("" when it did not record one)."""
+    return str(run.get("code", {}).get("commit", ""))[:7]
+
+
 def row_errors(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, list[RowError]]:
     """Per config, its row in each run that has a reference (runs in the order given)."""
     found: dict[str, list[RowError]] = {}
     for name, run in runs.items():
-        commit = str(run.get("code", {}).get("commit", ""))[:7]
+        commit = run_commit(run)
         for row in run["rows"]:
             if row.get("rel_error") is None:
                 continue
@@ -59,14 +60,9 @@ def row_errors(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, list[RowError
     return found
 
 
-def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
-    """Student-t interval of the mean (None with fewer than two values)."""
-    if len(values) < 2:
-        return None
-    mean = statistics.fmean(values)
-    quantile = student_t.ppf(0.5 + confidence / 2, len(values) - 1)
-    half = quantile * statistics.stdev(values) / math.sqrt(len(values))
-    return mean - half, mean + half
+def mean_interval(values: Sequence[float]) -> tuple[float, float] | None:
+    """The 95% Student-t interval of the mean (None with fewer than two values)."""
+    return t_interval(values) if len(values) >= 2 else None
 
 
 def per_config(errors: Sequence[RowError]) -> dict[str, Any]:
@@ -85,17 +81,15 @@ def per_config(errors: Sequence[RowError]) -> dict[str, Any]:
 
 
 def run_met(run: Mapping[str, Any]) -> bool:
-    """Both targets met by one run (from its recorded rows)."""
-    errors = [abs(r["rel_error"]) for r in run["rows"] if r.get("rel_error") is not None]
-    complete = bool(errors) and len(errors) == len(run["rows"])
-    return complete and statistics.median(errors) <= MEDIAN_TARGET and max(errors) <= MAX_TARGET
+    """Both targets met by one run, every row scored (`summarize` on its recorded rows)."""
+    return bool(summarize(run["rows"])["met"])
 
 
 def run_summary(name: str, run: Mapping[str, Any]) -> dict[str, Any]:
     """One run's commit, its own median and max error, and whether it met both targets."""
     return {
         "run": name,
-        "commit": str(run.get("code", {}).get("commit", ""))[:7],
+        "commit": run_commit(run),
         "met": run_met(run),
         "median_rel_error": run.get("median_rel_error"),
         "max_rel_error": run.get("max_rel_error"),
