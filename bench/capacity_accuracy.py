@@ -1,7 +1,7 @@
 """Capacity search accuracy: the knee the tuner's search finds against a fine reference sweep.
 
     .venv/bin/python -m bench.capacity_accuracy [--json PATH] [--only embedding|noop]
-        [--requests 400] [--passes 2] [--low 0.8] [--high 1.2] [--noop-slo-ms 15]
+        [--requests 400] [--passes 2] [--low 0.8] [--high 1.4] [--noop-slo-ms 15]
     .venv/bin/python -m bench.capacity_accuracy --rescore RUN.json --json PATH
         (score a recorded run again from its recorded windows and findings; nothing is measured)
 
@@ -28,9 +28,12 @@ which re-bracket around the first knee); each single search's error is kept too.
    of that pass's windows (isotonic regression of the failure ratio and of the judged latency on
    the rate, weighted by requests: `fitted_knee`) meet the SLO, with the best goodput of its
    windows at or below that rate; the reference is the mean over the passes, as the searched
-   figure is over the searches. When a pass's knee is the highest rate, or one has none, the
-   sweep is widened by four more rates on that side (twice at most); a knee still at an edge is
-   reported as such.
+   figure is over the searches. The rates reach 1.4x above (a pass stops after two misses in a
+   row, so rates above the knee cost nothing). When a pass's knee is the highest rate, or one
+   has none, the whole comparison (searches interleaved with passes) runs again from its last
+   search, over rates widened by 8 on that side (above) or 4 (below), twice at most; the row
+   counts the last comparison (`compare`), and keeps the earlier ones' figures in
+   `earlier_comparisons`. A knee still at an edge is reported as such.
    `pass_spread` and `search_spread` (max / min - 1 of the passes' and the searches' figures)
    show how far two measurements of one config fall apart on this machine; `noise_floor` is the
    |rel_error| that spread alone gives two means of 3 and 2 fresh servers, were the search exact.
@@ -60,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -68,11 +72,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -88,7 +92,9 @@ from tuner.tuning import TuneOptions, real_load_runner
 EMBEDDING_SLO_MS = 200.0
 NOOP_SLO_MS = 25.0
 RATIO = 1.025  # neighbouring swept rates
-WIDEN_BY = 4  # rates added on a side when the knee is at that edge
+# Rates added on a side when the knee is at that edge; above costs nothing where the knee is
+# lower (a pass stops after two misses in a row), below costs a step each.
+WIDEN_BY: dict[Literal["below", "above"], int] = {"below": 4, "above": 8}
 MAX_WIDEN = 2
 STOP_AFTER_MISSES = 2  # a sweep pass ends after this many windows in a row missed the SLO
 MIN_STEP_S = 2.0
@@ -134,7 +140,7 @@ def sweep_rates(center: float, low: float = 0.8, high: float = 1.2, ratio: float
     return [center * ratio**k for k in range(k_low, k_high + 1)]
 
 
-def widen(rates: Sequence[float], side: Literal["below", "above"], count: int = WIDEN_BY) -> list[float]:
+def widen(rates: Sequence[float], side: Literal["below", "above"], count: int = 4) -> list[float]:
     """`count` new rates beyond the lowest (below) or highest (above) one, at the same ratio."""
     ordered = sorted(set(rates))
     ratio = ordered[1] / ordered[0] if len(ordered) > 1 else RATIO
@@ -468,6 +474,66 @@ def sweep(
     return points
 
 
+class Searched(NamedTuple):
+    """One capacity search: its finding and its measured steps."""
+
+    finding: CapacityFinding
+    measured: Measurement
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Searches interleaved with reference passes over one set of rates (search, pass, search,
+    ...): the machine's drift over that span falls on both sides alike."""
+
+    points: list[SweepPoint]
+    searched: list[Searched]
+    reference_s: float
+    widened: Literal["below", "above"] | None = None  # why it was run: the last one's knee edge
+
+    @property
+    def searches(self) -> list[CapacityFinding]:
+        return [s.finding for s in self.searched]
+
+    @property
+    def measures(self) -> list[Measurement]:
+        return [s.measured for s in self.searched]
+
+
+def compare(
+    first: Searched,
+    search: Callable[[], Searched],
+    one_pass: Callable[[Sequence[float], int], tuple[list[SweepPoint], float]],
+    rates: Sequence[float],
+    slo: SLO,
+    passes: int,
+    searches: int,
+) -> list[Comparison]:
+    """Interleaved comparisons, the last one counted. When its reference knee is at an edge of
+    the swept rates, the comparison is run again over wider rates, from its last search on (at
+    most `MAX_WIDEN` times): passes over only the new rates, after the last search, would put the
+    machine's later drift on the reference alone, and a fresh server's first rate high."""
+    done: list[Comparison] = []
+    widened: Literal["below", "above"] | None = None
+    while True:
+        searched, reference_s = [first], 0.0
+        points: list[SweepPoint] = []
+        for index in range(passes):
+            more, took = one_pass(rates, index)
+            points, reference_s = points + more, reference_s + took
+            if len(searched) < searches:
+                searched.append(search())
+        done.append(Comparison(points, searched, reference_s, widened))
+        edge = reference_knee(points, slo).edge
+        if edge is None or len(done) > MAX_WIDEN:
+            return done
+        wider = widen(rates, edge, WIDEN_BY[edge])
+        if edge == "below" and wider[0] < 0.2:
+            return done
+        print(f"the reference knee is at the {edge} edge: compared again over wider rates", flush=True)
+        rates, first, widened = sorted({*rates, *wider}), searched[-1], edge
+
+
 def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Search, then sweep around the searched knee, alternating (search, pass, search, pass,
     search: the drift of the machine falls on both), each on a fresh server as every search of
@@ -507,30 +573,15 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
             return points, time.monotonic() - t1
 
     finding, measured, search_s = search(None)
-    searches, measures = [finding], [measured]
     center = finding.knee or max((m.goodput_rps for m in measured.steps), default=1.0)
-    rates = sweep_rates(center, args.low, args.high)
-    points: list[SweepPoint] = []
-    reference_s = 0.0
-    for index in range(args.passes):
-        more, took = one_pass(rates, index)
-        points, reference_s = points + more, reference_s + took
-        if len(searches) < args.searches:
-            again, again_measured, _ = search(finding.knee)
-            searches.append(again)
-            measures.append(again_measured)
-    knee = reference_knee(points, slo)
-    widened: list[str] = []
-    while knee.edge is not None and len(widened) < MAX_WIDEN:
-        wider = widen([p.rate for p in points], knee.edge)
-        if knee.edge == "below" and wider[0] < 0.2:
-            break
-        widened.append(knee.edge)
-        print(f"{case.name}: knee at the {knee.edge} edge; widening", flush=True)
-        for index in range(args.passes):
-            more, took = one_pass(wider, index)
-            points, reference_s = points + more, reference_s + took
-        knee = reference_knee(points, slo)
+    segments = compare(
+        Searched(finding, measured), lambda: Searched(*search(finding.knee)[:2]), one_pass,
+        sweep_rates(center, args.low, args.high), slo, args.passes, args.searches,
+    )  # fmt: skip
+    counted = segments[-1]
+    points, searches, measures = counted.points, counted.searches, counted.measures
+    reference_s = sum(s.reference_s for s in segments)
+    widened = [s.widened for s in segments[1:] if s.widened is not None]
     scores = scored(points, searches, slo, args.passes)
     print(
         f"{case.name}: reference {scores['reference_rps']} good RPS at {scores['reference_knee_rate']} "
@@ -557,12 +608,22 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
         **scores,
         "finding": finding.model_dump(),
         "findings": [f.model_dump() for f in searches],
-        "search_steps": search_steps(measured.steps, slo, finding.counted),
+        "search_steps": search_steps(measures[0].steps, slo, searches[0].counted),
         "search_steps_each": [
             search_steps(m.steps, slo, f.counted) for f, m in zip(searches, measures, strict=True)
         ],
         "sweep_rates": [round(r, 2) for r in sorted(by_rate)],
         "widened": widened,
+        "earlier_comparisons": [
+            {
+                "edge": later.widened,
+                "search_rps_each": [round(f.goodput_rps, 2) for f in s.searches],
+                "pass_knees_rps": [_rounded(k) for k in pass_knees(s.points, slo)],
+                "sweep_rates": [round(r, 2) for r in sorted({p.rate for p in s.points})],
+                "sweep": [p.to_dict() for p in s.points],
+            }
+            for s, later in itertools.pairwise(segments)
+        ],
         "min_sweep_requests": min(p.requests for p in points),
         "sweep_generator_saturated_steps": sum(p.generator_peak for p in points),
         "sweep": [[p.to_dict() for p in by_rate[r]] for r in sorted(by_rate)],
@@ -660,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
         "tuner's finalist: its trial's search and 2 re-measurements)",
     )  # fmt: skip
     parser.add_argument("--low", type=float, default=0.8)
-    parser.add_argument("--high", type=float, default=1.2)
+    parser.add_argument("--high", type=float, default=1.4)
     parser.add_argument("--noop-slo-ms", type=float, default=NOOP_SLO_MS)
     parser.add_argument("--rescore", type=Path, help="a recorded run's JSON to score again (no load)")
     args = parser.parse_args(argv)

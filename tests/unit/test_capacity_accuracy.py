@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from bench.capacity_accuracy import (
+    MAX_WIDEN,
     Knee,
     MissRun,
+    Searched,
     SweepPoint,
     cases,
+    compare,
     fitted_knee,
     noise_floor,
     pass_knees,
@@ -32,7 +36,9 @@ from bench.capacity_accuracy import (
 )
 from core.measurement import Invalidity, InvalidReason, LoadStep
 from tests.fakes import make_step
+from tuner.capacity import CapacityFinding
 from tuner.objective import SLO
+from tuner.trial import Measurement
 
 
 def point(rate: float, met: bool, pass_index: int = 0, goodput: float | None = None) -> SweepPoint:
@@ -282,3 +288,51 @@ def test_search_steps_carry_the_findings_counted_flags_and_failure_slices() -> N
     assert [r["counted"] for r in rows] == [True, False]
     assert rows[0]["failure_slices"] == [[3, 100], [0, 100]] and rows[1]["failure_slices"] == []
     assert [r["counted"] for r in search_steps([first, second], slo)] == [None, None]  # older findings
+
+
+class FakeComparison:
+    """A server that meets the SLO up to `capacity`; records the order of searches and passes."""
+
+    def __init__(self, capacity: float) -> None:
+        self.capacity = capacity
+        self.events: list[str] = []
+        self.swept: list[list[float]] = []
+
+    def search(self) -> Searched:
+        self.events.append("search")
+        found = CapacityFinding(
+            mode="rate", knee=self.capacity, goodput_rps=len(self.events), converged=True, limited_by="slo",
+            steps=8, resolution=0.05, breach=None,
+        )  # fmt: skip
+        return Searched(found, Measurement(ok=True, capacity=found))
+
+    def one_pass(self, rates: Sequence[float], index: int) -> tuple[list[SweepPoint], float]:
+        self.events.append("pass")
+        self.swept.append(list(rates))
+        return [point(r, r <= self.capacity, index) for r in sorted(rates)], 1.0
+
+
+def test_a_knee_at_the_top_edge_runs_the_whole_interleaved_comparison_again_over_wider_rates() -> None:
+    slo = SLO(latency_ms=200.0, max_failure_ratio=0.01)
+    server = FakeComparison(capacity=130.0)
+    first = server.search()
+    rates = sweep_rates(100.0, 0.8, 1.2)
+    done = compare(first, server.search, server.one_pass, rates, slo, passes=2, searches=3)
+    assert [c.widened for c in done] == [None, "above"]
+    assert server.events == ["search", "pass", "search", "pass", "search", "pass", "search", "pass", "search"]
+    counted = done[-1]
+    assert counted.searched[0] is done[0].searched[-1]  # it starts from the last search
+    assert [f.goodput_rps for f in counted.searches] == [5, 7, 9]
+    assert server.swept[2] == pytest.approx(rates + widen(rates, "above", 8))
+    assert reference_knee(counted.points, slo).edge is None
+    assert counted.reference_s == 2.0
+
+
+def test_a_knee_still_at_an_edge_stops_after_the_last_widening() -> None:
+    slo = SLO(latency_ms=200.0, max_failure_ratio=0.01)
+    server = FakeComparison(capacity=10.0)
+    rates = sweep_rates(100.0)
+    done = compare(server.search(), server.search, server.one_pass, rates, slo, passes=2, searches=2)
+    assert [c.widened for c in done] == [None] + ["below"] * MAX_WIDEN
+    assert server.events.count("pass") == 2 * (MAX_WIDEN + 1)
+    assert all(len(c.searches) == 2 for c in done)
