@@ -72,6 +72,12 @@ HISTORIES: dict[str, tuple[Phase, ...]] = {
     "long-overload": (*PROBE, Phase(7.0, rate=2.0), RECOVERY_6S),
     "recover-11": (*PROBE, Phase(1.7, rate=2.0), Phase(11.0, rate=0.25)),
     "overload-lead": (*PROBE, Phase(1.7, rate=2.0), RECOVERY_6S, Phase(10.0, rate=0.85)),
+    # Recovering with closed-loop users (per worker) instead of a paced light load, on the guess
+    # that requests sent again together (n at once) would let the dispatcher's mean wait fall
+    # n-fold per refit. Measured (dispatcher-history-recover-users.json): 2 users shed more than
+    # the paced light load, 8 (a full batch) about as much; the guess is not borne out.
+    "pairs-recover": (*PROBE, Phase(1.7, rate=2.0), Phase(6.0, users=2)),
+    "batch-recover": (*PROBE, Phase(1.7, rate=2.0), Phase(6.0, users=8)),
 }
 
 
