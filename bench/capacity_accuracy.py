@@ -618,7 +618,7 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
             {
                 "edge": later.widened,
                 "search_rps_each": [round(f.goodput_rps, 2) for f in s.searches],
-                "pass_knees_rps": [_rounded(k) for k in pass_knees(s.points, slo)],
+                "pass_knees_rps": [round(k, 2) if k is not None else None for k in pass_knees(s.points, slo)],
                 "sweep_rates": [round(r, 2) for r in sorted({p.rate for p in s.points})],
                 "sweep": [p.to_dict() for p in s.points],
             }
