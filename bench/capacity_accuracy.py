@@ -336,6 +336,18 @@ def rel_error(searched: float, reference: float) -> float | None:
     return searched / reference - 1.0 if reference > 0 else None
 
 
+def every_search(row: dict[str, Any]) -> dict[str, Any]:
+    """A widened row's searches of every comparison, each once (a comparison starts from the
+    last search of the one before), against the counted reference: the row itself drops the
+    earlier comparisons' searches, and those are the extreme first searches that set a sweep
+    off-centre, so this figure shows what dropping them flattered."""
+    earlier = [c["search_rps_each"] for c in row.get("earlier_comparisons", [])]
+    chained = [*earlier, row["search_rps_each"]]
+    every = [*chained[0], *(v for c in chained[1:] for v in c[1:])]
+    error = rel_error(statistics.fmean(every), row["reference_rps"]) if every else None
+    return {"every_search_rps": every, "every_search_rel_error": _rounded(error)}
+
+
 def _single_search_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The same statistics over every single search (what one trial alone reports), and against
     the strict reference rule (a diagnostic), and how far repeated measurements of one config
@@ -592,7 +604,7 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
     by_rate: dict[float, list[SweepPoint]] = {}
     for p in points:
         by_rate.setdefault(p.rate, []).append(p)
-    return {
+    row = {
         "config": case.name,
         "search_s": round(search_s, 1),
         "reference_s": round(reference_s, 1),
@@ -630,6 +642,7 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
     }
+    return {**row, **every_search(row)}
 
 
 def scored(
@@ -682,7 +695,8 @@ def rescore(result: dict[str, Any]) -> dict[str, Any]:
         points = [SweepPoint.from_dict(window) for windows in row["sweep"] for window in windows]
         searches = [CapacityFinding.model_validate(f) for f in row["findings"]]
         passes = len({p.pass_index for p in points})
-        rows.append({**row, **scored(points, searches, slo, passes)})
+        scored_row = {**row, **scored(points, searches, slo, passes)}
+        rows.append({**scored_row, **every_search(scored_row)})
     return {**result, "rows": rows, **summarize(rows)}
 
 
@@ -742,6 +756,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="servetune-capacity-accuracy-") as work:
         for case in cases(args.noop_slo_ms, args.only):
             rows.append(measure_case(case, Path(work), args))
+            # A run stopped part-way (it takes about an hour) keeps the rows it finished.
+            write_json(args.json, {"rows": rows, "partial": True, "code": code, **summarize(rows)})
     print(table(rows))
     summary = summarize(rows)
     result: dict[str, Any] = {

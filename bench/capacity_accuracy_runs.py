@@ -81,8 +81,9 @@ def per_config(errors: Sequence[RowError]) -> dict[str, Any]:
 
 
 def run_met(run: Mapping[str, Any]) -> bool:
-    """Both targets met by one run, every row scored (`summarize` on its recorded rows)."""
-    return bool(summarize(run["rows"])["met"])
+    """Both targets met by one run, every row scored (`summarize` on its recorded rows); a run
+    stopped part-way has not met them."""
+    return not run.get("partial", False) and bool(summarize(run["rows"])["met"])
 
 
 def run_summary(name: str, run: Mapping[str, Any]) -> dict[str, Any]:

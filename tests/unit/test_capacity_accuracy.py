@@ -17,6 +17,7 @@ from bench.capacity_accuracy import (
     SweepPoint,
     cases,
     compare,
+    every_search,
     fitted_knee,
     noise_floor,
     pass_knees,
@@ -336,3 +337,16 @@ def test_a_knee_still_at_an_edge_stops_after_the_last_widening() -> None:
     assert [c.widened for c in done] == [None] + ["below"] * MAX_WIDEN
     assert server.events.count("pass") == 2 * (MAX_WIDEN + 1)
     assert all(len(c.searches) == 2 for c in done)
+
+
+def test_every_search_counts_a_widened_rows_earlier_searches_once_against_its_reference() -> None:
+    row = {
+        "search_rps_each": [90.0, 100.0, 110.0],  # the counted comparison, from the last search on
+        "reference_rps": 100.0,
+        "earlier_comparisons": [{"search_rps_each": [40.0, 70.0, 90.0]}],
+    }
+    figures = every_search(row)
+    assert figures["every_search_rps"] == [40.0, 70.0, 90.0, 100.0, 110.0]
+    assert figures["every_search_rel_error"] == pytest.approx(82 / 100 - 1)
+    unwidened = every_search({"search_rps_each": [95.0, 105.0], "reference_rps": 100.0})
+    assert unwidened == {"every_search_rps": [95.0, 105.0], "every_search_rel_error": 0.0}

@@ -60,6 +60,7 @@ def test_a_run_meets_both_targets_only_with_every_row_scored() -> None:
     assert run_met(run({"x": 0.04, "y": -0.09, "z": 0.01}))
     assert not run_met(run({"x": 0.04, "y": -0.09, "z": None}))
     assert not run_met(run({"x": 0.06, "y": -0.07}))
+    assert not run_met({**run({"x": 0.01, "y": 0.02}), "partial": True})  # stopped part-way
 
 
 def test_rows_without_a_noise_floor_are_left_out_of_the_ratio() -> None:
