@@ -33,7 +33,9 @@ which re-bracket around the first knee); each single search's error is kept too.
    has none, the whole comparison (searches interleaved with passes) runs again from its last
    search, over rates widened by 8 on that side (above) or 4 (below), twice at most; the row
    counts the last comparison (`compare`), and keeps the earlier ones' figures in
-   `earlier_comparisons`. A knee still at an edge is reported as such.
+   `earlier_comparisons`; `every_search_rel_error` scores each search of every comparison once
+   against the counted reference. A knee still at an edge is reported as such. The JSON is
+   written after each row (`partial` until the run ends).
    `pass_spread` and `search_spread` (max / min - 1 of the passes' and the searches' figures)
    show how far two measurements of one config fall apart on this machine; `noise_floor` is the
    |rel_error| that spread alone gives two means of 3 and 2 fresh servers, were the search exact.
