@@ -338,6 +338,11 @@ def rel_error(searched: float, reference: float) -> float | None:
     return searched / reference - 1.0 if reference > 0 else None
 
 
+def _rps(values: Sequence[float | None]) -> list[float | None]:
+    """Figures in requests/s, rounded to 2 decimals (None kept)."""
+    return [round(v, 2) if v is not None else None for v in values]
+
+
 def every_search(row: dict[str, Any]) -> dict[str, Any]:
     """A widened row's searches of every comparison, each once (a comparison starts from the
     last search of the one before), against the counted reference: the row itself drops the
@@ -632,7 +637,7 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
             {
                 "edge": later.widened,
                 "search_rps_each": [round(f.goodput_rps, 2) for f in s.searches],
-                "pass_knees_rps": [round(k, 2) if k is not None else None for k in pass_knees(s.points, slo)],
+                "pass_knees_rps": _rps(pass_knees(s.points, slo)),
                 "sweep_rates": [round(r, 2) for r in sorted({p.rate for p in s.points})],
                 "sweep": [p.to_dict() for p in s.points],
             }
@@ -674,8 +679,8 @@ def scored(
         ),
         "strict_reference_rps": round(strict.goodput_rps, 2),
         "strict_rel_error": _rounded(rel_error(searched, strict.goodput_rps)),
-        "pass_knees_rps": [round(k, 2) if k is not None else None for k in fitted],
-        "strict_pass_knees_rps": [round(k, 2) if k is not None else None for k in pass_knees(points)],
+        "pass_knees_rps": _rps(fitted),
+        "strict_pass_knees_rps": _rps(pass_knees(points)),
         "pass_spread": _rounded(spread(fitted)),
         "search_spread": _rounded(spread([f.goodput_rps for f in searches])),
         "noise_floor": _rounded(noise_floor([f.goodput_rps for f in searches], fitted, knee.goodput_rps)),
