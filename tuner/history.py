@@ -26,9 +26,10 @@ class TrialHistory:
             self.append(record)
 
     def append(self, record: TrialRecord) -> None:
-        """Add a finished measurement (a config's first search trial becomes its trial)."""
+        """Add a finished measurement (a config's first search trial becomes its trial, unless
+        it is unfinished: that one measured nothing, and the config may be asked again)."""
         self._records.append(record)
-        if record.kind == "trial" and record.key not in self._by_key:
+        if record.kind == "trial" and not record.unfinished and record.key not in self._by_key:
             self._by_key[record.key] = record
             self._trials.append(record)
 

@@ -33,7 +33,7 @@ from tuner.study import Finalist, StudyResult
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")  # fmt: skip
-STATUS_COLOUR = {"ok": "#2ca02c", "infeasible": "#ff7f0e", "failed": "#d62728"}
+STATUS_COLOUR = {"ok": "#2ca02c", "infeasible": "#ff7f0e", "failed": "#d62728", "unfinished": "#999"}
 BREACH_COLOUR = "#d62728"
 BASELINE_NAMES = {  # tuner.tuning's NAIVE_LABEL and DEFAULT_LABEL
     "naive": "Naive baseline (1 worker, no batching)",

@@ -16,7 +16,9 @@ from tuner.capacity import CapacityFinding
 from tuner.space import Config
 
 TrialKind = Literal["trial", "finalist", "baseline"]
-TrialStatus = Literal["ok", "infeasible", "failed"]
+# "unfinished": the time budget ended its capacity search before any level met the SLO, so it
+# says nothing of the config (not the config's trial: a resumed study measures it again)
+TrialStatus = Literal["ok", "infeasible", "failed", "unfinished"]
 TRIALS_FILE = "trials.jsonl"
 SETTINGS_FILE = "study.json"
 
@@ -58,6 +60,11 @@ class TrialRecord(BaseModel):
         if not isinstance(steps, list):
             return steps
         return [upgrade_step(s) if isinstance(s, dict) else s for s in steps]
+
+    @property
+    def unfinished(self) -> bool:
+        """Cut by the time budget before any level met the SLO: no figure of the config."""
+        return self.status == "unfinished"
 
     @property
     def cfg(self) -> Config:

@@ -176,15 +176,23 @@ class Study:
             if len(counted) != len(measured.steps):
                 counted = counted_mask(measured.steps, self.objective.slo, measured.capacity.mode)
         outcome = self.objective.evaluate(config, measured.steps, counted)
+        reason, status = outcome.reason, "ok" if outcome.feasible else "infeasible"
+        if not outcome.feasible and _cut_before_a_pass(measured):
+            assert measured.capacity is not None
+            status = "unfinished"
+            reason = (
+                f"unfinished: {measured.capacity.note}; nothing is known of this config yet (a longer "
+                f"--time-budget, or --resume, measures it)\n{reason}"
+            )
         return TrialRecord(
-            status="ok" if outcome.feasible else "infeasible",
+            status=status,
             score=outcome.score,
             goodput_rps=outcome.goodput_rps,
             latency_ms=outcome.latency_ms,
             failure_ratio=outcome.failure_ratio,
             cost_per_million=outcome.cost_per_million,
             best_step=outcome.best_step,
-            reason=outcome.reason,
+            reason=reason,
             **common,
         )
 
@@ -192,7 +200,7 @@ class Study:
         """Measure a reference config once per study (kept in the store, so resume skips it).
         A `keepable` one (deployable as it is) is a candidate of the final choice too."""
         self.baselines_ahead = max(0, self.baselines_ahead - 1)
-        stored = [r for r in self.history.records if r.kind == "baseline" and r.label == label]
+        stored = [r for r in self._finished("baseline") if r.label == label]
         record = stored[0] if stored else self.measure(config, "baseline", label, **runner_kw)
         if keepable:
             self.keepable.append(record)
@@ -222,7 +230,8 @@ class Study:
             repeats = leader and bool(self.finalists_k and self.finalists_r)
             keep = (self._first_repeat_cost() or 0.0) if repeats else 0.0
             reserve = self._reserve() if leader else 0.0
-            if not self.budget.affords_trial(len(self.history), self._walls("trial"), reserve, keep):
+            tried = sum(1 for r in self.history.records if r.kind == "trial")  # unfinished ones too
+            if not self.budget.affords_trial(tried, self._walls("trial"), reserve, keep):
                 break
             asks_left -= 1
             config = self.strategy.ask(view)
@@ -236,6 +245,10 @@ class Study:
                 self.history.refuse(config)
                 continue
             self.measure(config, "trial")
+
+    def _finished(self, kind: TrialKind) -> list[TrialRecord]:
+        """The records of `kind` that measured something (an unfinished one is measured again)."""
+        return [r for r in self.history.records if r.kind == kind and not r.unfinished]
 
     def _walls(self, kind: TrialKind) -> list[float]:
         return [r.wall_s for r in self.history.records if r.kind == kind and r.wall_s > 0]
@@ -268,8 +281,7 @@ class Study:
             key=lambda r: (-(r.score or 0.0), r.number),
         )[: max(1, self.finalists_k)]  # with no finalists asked, the best trial alone, not re-measured
         repeats = {
-            first.key: [r for r in self.history.records if r.kind == "finalist" and r.key == first.key]
-            for first in ranked
+            first.key: [r for r in self._finished("finalist") if r.key == first.key] for first in ranked
         }
         for round_ in range(self.finalists_r if self.finalists_k > 0 else 0):
             for first in ranked:
@@ -284,7 +296,10 @@ class Study:
                     )
                     break
                 hint = first.capacity.knee if first.capacity is not None else None
-                repeats[first.key].append(self.measure(first.cfg, "finalist", hint=hint))
+                repeat = self.measure(first.cfg, "finalist", hint=hint)
+                if repeat.unfinished:  # it measured nothing, and the budget is spent
+                    break
+                repeats[first.key].append(repeat)
         return [Finalist(first.cfg, first, repeats[first.key]) for first in ranked]
 
     def run(self) -> StudyResult:
@@ -297,3 +312,9 @@ class Study:
             self.records, finalists, winner, self.result_duplicates, self.result_illegal, choice,
             self.budget.stopped_because,
         )  # fmt: skip
+
+
+def _cut_before_a_pass(measured: Measurement) -> bool:
+    """The time budget ended the measurement's capacity search before any level met the SLO."""
+    found = measured.capacity
+    return found is not None and found.limited_by == "budget" and found.knee is None

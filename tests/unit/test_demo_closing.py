@@ -74,3 +74,9 @@ def test_a_baseline_is_a_lower_bound_only_when_the_budget_cut_its_bracket_open()
     assert cut_by_budget(baseline_stopped(converged=False))
     assert not cut_by_budget(baseline_stopped(converged=True))  # only a recheck was cut
     assert not cut_by_budget(None)
+
+
+def test_unfinished_trials_are_counted_apart() -> None:
+    text = closing(summary([108.9], None) | {"unfinished_trials": 1})
+    assert "2 trials, 1 of them unfinished (cut by the budget before any level met the SLO)" in text
+    assert "unfinished" not in closing(summary([108.9], None))

@@ -200,13 +200,35 @@ def never_meets_study(
 
 def test_a_search_that_has_met_nothing_by_the_budget_ends_there_too(tmp_path: Path) -> None:
     """A config that meets the SLO at no load (every step too slow) shrank its rate through all
-    its steps whatever the budget said; it now stops at the budget with no knee, and says so."""
+    its steps whatever the budget said; it now stops at the budget with no knee, and says so.
+    Its record is "unfinished", not "infeasible": it says nothing of the config, so it is not the
+    config's trial (a strategy would read it as a capacity of 0)."""
     now = [0.0]
-    (trial,) = never_meets_study(tmp_path, now, 30.0, trials=1, finalists=0).run().trials
+    study = never_meets_study(tmp_path, now, 30.0, trials=1, finalists=0)
+    (trial,) = study.run().trials
     found = trial.capacity
     assert found is not None and found.limited_by == "budget" and found.knee is None, found
-    assert "no level met yet" in found.note and trial.status == "infeasible"
+    assert "no level met yet" in found.note
+    assert trial.status == "unfinished" and trial.reason.startswith("unfinished: time budget")
+    assert not study.history.view().measured(trial.key) and len(study.history) == 0
     assert now[0] <= 30.0 + 15.0  # at most one step past the line (a step is at most 15 s)
+
+
+def test_a_resumed_study_measures_an_unfinished_trial_again(tmp_path: Path) -> None:
+    """`--resume` with a longer budget: the config the budget cut before any verdict is measured
+    again, to its end (here: infeasible, having shrunk to the floor), and kept as its trial."""
+    now = [0.0]
+    (cut,) = never_meets_study(tmp_path, now, 30.0, trials=1, finalists=0).run().trials
+    assert cut.unfinished
+    resumed = never_meets_study(tmp_path / "unused", now, None, trials=1, finalists=0)
+    store = StudyStore(tmp_path)
+    resumed.store = store
+    resumed.resume(store.open({}, resume=True))
+    result = resumed.run()
+    again = [r for r in result.trials if r.key == cut.key]
+    assert [r.status for r in again] == ["unfinished", "infeasible"]
+    assert again[1].capacity is not None and again[1].capacity.limited_by != "budget"
+    assert resumed.history.trial(cut.key) is again[1]
 
 
 def test_with_no_feasible_trial_the_budget_keeps_no_room_for_re_measurements(tmp_path: Path) -> None:
@@ -326,3 +348,22 @@ def test_a_tuned_config_tied_with_a_kept_baseline_wins_on_fewer_resources() -> N
     choice = choose([tuned], cores=2, kept=[default])
     assert choice is not None and choice.best_mean is default and choice.winner is tuned
     assert choice.kept_baseline == "" and "statistically tied" in choice.explain()
+
+
+def test_an_unfinished_re_measurement_is_no_run_of_its_finalist(tmp_path: Path) -> None:
+    """A re-measurement the budget cut before any level met the SLO measured nothing: before, it
+    counted as a run of score -inf, and the finalist (the leader) fell out of the choice. Here
+    the trial's server meets the SLO everywhere, every later one breaches at its first level, and
+    the budget has nothing left once a re-measurement has its first verdict."""
+    now = [0.0]
+    study = never_meets_study(tmp_path, now, 1e9, trials=1, finalists=1)
+    deployer, loads = study.runner.deployer, study.runner.load_runner
+    assert isinstance(deployer, FakeDeployer) and isinstance(loads, FakeLoadRunner)
+    loads.surface = lambda config, users: (users * 12.0, 50.0 if len(deployer.deployed) == 1 else 900.0, 0.0)
+    deadline = study._deadline
+    study._deadline = lambda kind: (lambda: 0.0) if kind == "finalist" else deadline(kind)  # type: ignore[method-assign]
+    result = study.run()
+    (trial,) = result.trials
+    assert [r.status for r in result.records] == ["ok", "unfinished"]
+    assert result.winner is not None and result.winner.repeats == []
+    assert result.winner.mean_goodput == trial.goodput_rps > 0

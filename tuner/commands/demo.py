@@ -175,6 +175,7 @@ def demo_summary(
         "finalist_runs": len([r for r in result.records if r.kind == "finalist"]),
         "failed_trials": len([r for r in result.trials if r.status == "failed"]),
         "infeasible_trials": len([r for r in result.trials if r.status == "infeasible"]),
+        "unfinished_trials": len([r for r in result.trials if r.unfinished]),
         "wall_seconds": round(wall, 1),
         "inprocess_fp32_batch16_1thread_s": profiled_batch16_s(outcome.out),
         "cores": os.cpu_count(),
@@ -243,8 +244,11 @@ def print_closing(summary: dict[str, Any], out: Path) -> None:
                 "bound, so the ratios may be too low (a longer --time-budget measures it whole)[/]"
             )
     why = f" ({summary['stopped_because']})" if summary["stopped_because"] else ""
+    cut = summary.get("unfinished_trials", 0)
+    unfinished = f", {cut} of them unfinished (cut by the budget before any level met the SLO)" if cut else ""
     console.print(
-        f"{summary['trials']} trials{why} + {summary['finalist_runs']} finalist capacity searches + 2 "
+        f"{summary['trials']} trials{unfinished}{why} + {summary['finalist_runs']} finalist capacity searches"
+        " + 2 "
         f"baselines in {summary['wall_seconds']:.0f} s; load average before/after "
         f"{summary['load_average_before'][0]}/{summary['load_average_after'][0]} on {summary['cores']} cores",
         highlight=False,

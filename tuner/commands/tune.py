@@ -146,7 +146,7 @@ class PlainProgress:
         return StudyEvents(self.trial_start, None, self.trial_end)
 
 
-STATUS_COLOURS = {"ok": "green", "infeasible": "yellow", "failed": "red"}
+STATUS_COLOURS = {"ok": "green", "infeasible": "yellow", "failed": "red", "unfinished": "dim"}
 
 
 def trial_table(records: list[TrialRecord], title: str | None = None) -> Table:
