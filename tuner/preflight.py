@@ -37,10 +37,22 @@ def sample_requests(
     return chosen[: max(count, len(seen))]
 
 
+SYNTHETIC_HINT = (
+    "these bodies were made up from the API's OpenAPI schema, which does not say everything a body "
+    "needs (an array's shape, a string's format): pass --requests FILE with bodies your service accepts"
+)
+
+
 def check_requests(
-    url: str, requests: Sequence[tuple[str, bytes]], source: str, client: httpx.Client | None = None
+    url: str,
+    requests: Sequence[tuple[str, bytes]],
+    source: str,
+    client: httpx.Client | None = None,
+    synthetic: bool = False,
 ) -> None:
-    """POST a sample of `requests` to the server at `url`; RequestsRejected names the first bad one."""
+    """POST a sample of `requests` to the server at `url`; RequestsRejected names the first bad one
+    (and, for `synthetic` bodies, says where real ones go)."""
+    fix = SYNTHETIC_HINT if synthetic else "fix the request bodies"
     own = client is None
     http = client or httpx.Client(timeout=TIMEOUT_S)
     server_errors: list[str] = []
@@ -54,13 +66,14 @@ def check_requests(
             if 400 <= response.status_code < 500:
                 raise RequestsRejected(
                     f"the service answered {response.status_code} to request {position} of {source} "
-                    f"(POST {route}): {text}\nfix the request bodies; nothing was tuned"
+                    f"(POST {route}): {text}\n{fix}; nothing was tuned"
                 )
             if response.status_code >= 500:
                 server_errors.append(f"request {position} (POST {route}): {response.status_code} {text}")
         if sample and len(server_errors) == len(sample):
             raise RequestsRejected(
                 f"the service failed every sampled request of {source}; the first: {server_errors[0]}"
+                + (f"\n{SYNTHETIC_HINT}; nothing was tuned" if synthetic else "")
             )
     finally:
         if own:

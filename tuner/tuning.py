@@ -167,7 +167,7 @@ def first_contact(service: str) -> Callable[[str], None] | None:
 
     path = Path(spec.requests_file)
     pool = [(r.route, r.body) for r in read_requests_file(path, spec.route, spec.routes or None)]
-    return lambda url: check_requests(url, pool, path.name)
+    return lambda url: check_requests(url, pool, path.name, synthetic=spec.synthetic_load)
 
 
 def real_load_runner(

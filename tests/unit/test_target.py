@@ -459,6 +459,20 @@ def test_every_sampled_request_failing_with_5xx_is_rejected_too() -> None:
     assert len(seen) == 4
 
 
+@pytest.mark.parametrize("status", [400, 500])
+def test_rejected_synthetic_bodies_say_where_real_ones_go(status: int) -> None:
+    """Bodies made up from the schema (no --requests) that the service refuses are not the user's
+    to fix: the message asks for --requests instead."""
+    refused = {body: (status, "cannot reshape array of size 1 into shape (4)") for _, body in REQUESTS}
+    for synthetic in (True, False):
+        with pytest.raises(RequestsRejected) as caught, client(refused, []) as http:
+            check_requests("http://svc", REQUESTS, "made.jsonl", client=http, synthetic=synthetic)
+        message = str(caught.value)
+        assert ("pass --requests FILE" in message) is synthetic
+        assert "cannot reshape array" in message
+    assert ("fix the request bodies" in message) is (status < 500)
+
+
 def test_one_5xx_among_successes_passes() -> None:
     seen: list[bytes] = []
     with client({b'{"n": 2}': (503, "busy")}, seen) as http:
