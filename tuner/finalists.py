@@ -148,7 +148,8 @@ def choose(
     finalists: Sequence[Finalist], cores: int | None = None, kept: Sequence[Finalist] = ()
 ) -> Choice | None:
     """The best mean score; among finalists statistically tied with it, the cheapest. `kept`:
-    measured baselines the user could deploy as they are, ranked with the finalists."""
+    measured baselines the user could deploy as they are, ranked with the finalists (a baseline
+    re-measured as a finalist is among `finalists`)."""
     ranked = [f for f in (*finalists, *kept) if math.isfinite(f.mean_score)]
     if not ranked:
         return None
@@ -161,5 +162,18 @@ def choose(
     )
     pool = [best, *tied]
     winner = min(pool, key=lambda f: (*resources(f.config, cores), -f.mean_score))
-    baselines = sum(1 for f in kept if math.isfinite(f.mean_score))
+    baselines = sum(1 for f in ranked if f.first.kind == "baseline")
     return Choice(winner, best, tied, len(ranked), baselines)
+
+
+def rerun_of(record: TrialRecord | None, finalists: Sequence[Finalist]) -> Finalist | None:
+    """The finalist that re-measured `record` (a baseline that led the finalists), if any."""
+    return next((f for f in finalists if record is not None and f.first is record and f.repeats), None)
+
+
+def mean_goodput_of(record: TrialRecord | None, finalists: Sequence[Finalist]) -> float:
+    """A baseline's figure: the mean of its runs when it was re-measured (as the winner's is)."""
+    runs = rerun_of(record, finalists)
+    if runs is not None:
+        return runs.mean_goodput
+    return record.goodput_rps if record is not None else 0.0

@@ -25,7 +25,7 @@ from core.measurement import StepMeasurement
 from core.registry import service_spec
 from core.serveconfig import FinalistSummary, TargetRef, WinnerFile
 from tuner.capacity import CapacityFinding, LoadMode
-from tuner.finalists import Choice
+from tuner.finalists import Choice, mean_goodput_of, rerun_of
 from tuner.gpureport import GpuFigures, gpu_section, measured_on_gpu
 from tuner.objective import SLO, Quantile, load_text
 from tuner.store import TrialRecord
@@ -119,14 +119,21 @@ class Comparison:
         return (self.label, self.key, self.status, _fmt(self.goodput_rps), self.capacity, ratio)
 
 
-def comparisons(winner: Finalist | None, baselines: Sequence[TrialRecord]) -> list[Comparison]:
-    """One row per measured baseline, with the winner's ratio to it when there is a winner."""
+def comparisons(
+    winner: Finalist | None, baselines: Sequence[TrialRecord], finalists: Sequence[Finalist] = ()
+) -> list[Comparison]:
+    """One row per measured baseline, with the winner's ratio to it when there is a winner; a
+    baseline re-measured as a finalist (it led) counts by the mean of its runs, as the winner."""
     rows = []
     for b in baselines:
-        ratio = winner.mean_goodput / b.goodput_rps if winner is not None and b.goodput_rps > 0 else None
+        runs, goodput = rerun_of(b, finalists), mean_goodput_of(b, finalists)
+        ratio = winner.mean_goodput / goodput if winner is not None and goodput > 0 else None
         capacity = capacity_text(b.capacity) or _first_line(b.reason)
+        if runs is not None:
+            searches = ", ".join(f"{v:.1f}" for v in runs.goodputs)
+            capacity = f"mean of {len(runs.goodputs)} capacity searches ({searches}); {capacity}"
         name = BASELINE_NAMES.get(b.label, f"Baseline {b.label}")
-        rows.append(Comparison(b.label, name, b.key, b.status, b.goodput_rps, ratio, capacity))
+        rows.append(Comparison(b.label, name, b.key, b.status, goodput, ratio, capacity))
     return rows
 
 
@@ -412,7 +419,8 @@ def _level(step: StepMeasurement, mode: LoadMode) -> float:
 
 
 def _groups(records: Sequence[TrialRecord], winner_key: str | None) -> tuple[list[list[TrialRecord]], int]:
-    """Records with steps grouped per config (baselines per label), the best `PANEL_LIMIT`
+    """Records with steps grouped per config (baselines per label, with their re-measurements
+    when one led the finalists), the best `PANEL_LIMIT`
     configs first (the winner leading), then the baselines; and how many configs were left out."""
     configs: dict[str, list[TrialRecord]] = {}
     baselines: dict[str, list[TrialRecord]] = {}
@@ -421,6 +429,10 @@ def _groups(records: Sequence[TrialRecord], winner_key: str | None) -> tuple[lis
             baselines.setdefault(r.label, []).append(r)
         elif r.steps:
             configs.setdefault(r.key, []).append(r)
+    for key, group in list(configs.items()):  # re-measurements of a baseline that led (no trial of it)
+        owner = next((g for g in baselines.values() if g[0].key == key), None)
+        if owner is not None and all(r.kind == "finalist" for r in group):
+            owner.extend(configs.pop(key))
     ranked = sorted(
         configs.values(),
         key=lambda g: (g[0].key != winner_key, -max(r.goodput_rps for r in g), g[0].number),
@@ -604,7 +616,7 @@ def render_html(result: StudyResult, inputs: ReportInputs) -> str:
         rows, batches = winner_record.best_step_batches()
         if batches:
             mean_batch = {"rows_per_batch": rows / batches, "batches": batches}
-    compared = comparisons(winner, baselines)
+    compared = comparisons(winner, baselines, result.finalists)
     drawn = list(records) + [b for b in baselines if b not in records]
     panels, left_out = latency_panels(drawn, slo, winner.config.key if winner is not None else None)
     tie_pool = []

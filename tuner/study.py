@@ -275,11 +275,18 @@ class Study:
 
     def select_finalists(self) -> list[Finalist]:
         """Re-measure the top-k feasible configs r times each (skipping repeats already stored),
-        one round over all finalists at a time so a tight budget leaves them equally measured."""
-        ranked = sorted(
-            (r for r in self.history.trials() if r.score is not None),
+        one round over all finalists at a time so a tight budget leaves them equally measured.
+        The deployable baselines rank with the trials: one that leads competes for the winner
+        and is measured again as a finalist is, or a lucky single run would win the choice."""
+        candidates = sorted(
+            (r for r in (*self.history.trials(), *self.keepable) if r.score is not None),
             key=lambda r: (-(r.score or 0.0), r.number),
-        )[: max(1, self.finalists_k)]  # with no finalists asked, the best trial alone, not re-measured
+        )
+        ranked: list[TrialRecord] = []
+        for record in candidates:  # a config once, by its best record
+            if all(r.key != record.key for r in ranked):
+                ranked.append(record)
+        ranked = ranked[: max(1, self.finalists_k)]  # no finalists asked: the best alone, not re-measured
         repeats = {
             first.key: [r for r in self._finished("finalist") if r.key == first.key] for first in ranked
         }
@@ -305,7 +312,7 @@ class Study:
     def run(self) -> StudyResult:
         self.search()
         finalists = self.select_finalists()
-        kept = [Finalist(r.cfg, r, []) for r in self.keepable]
+        kept = [Finalist(r.cfg, r, []) for r in self.keepable if all(f.first is not r for f in finalists)]
         choice = choose(finalists, self.cores, kept)
         winner = choice.winner if choice is not None else None
         return StudyResult(

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import FakeDeployer, FakeLoadRunner
+from tests.fakes import FakeDeployer, FakeLoadRunner, smooth_surface
 from tuner.budget import TimeBudget
 from tuner.finalists import Finalist, choose, resources, t_interval
 from tuner.objective import SLO, Objective
+from tuner.report import comparisons
 from tuner.space import Config, Machine, default_space
 from tuner.store import StudyStore, TrialRecord
 from tuner.strategies import make_strategy
@@ -367,3 +368,35 @@ def test_an_unfinished_re_measurement_is_no_run_of_its_finalist(tmp_path: Path) 
     assert [r.status for r in result.records] == ["ok", "unfinished"]
     assert result.winner is not None and result.winner.repeats == []
     assert result.winner.mean_goodput == trial.goodput_rps > 0
+
+
+def test_a_deployable_baseline_that_leads_is_re_measured_as_a_finalist(tmp_path: Path) -> None:
+    """BentoML's default batching served twice what any trial did: it wins, and it is measured
+    again as a finalist is (it used to win on one run, with no interval, against finalists
+    measured three times), and the comparison with it counts the mean of its runs."""
+    default = Config(100, 60000, 1, 2)
+
+    def surface(config: Config, users: float) -> tuple[float, float, float]:
+        if config.key != default.key:
+            return smooth_surface(config, users)
+        rps, p95, failures = smooth_surface(config, users / 2)
+        return 2 * rps, p95, failures
+
+    deployer = FakeDeployer()
+    loads = FakeLoadRunner(deployer, surface=surface)
+    space = default_space("embedding", Machine(cores=2, gpus=0))
+    slo = SLO(latency_ms=200)
+    runner = TrialRunner(deployer, loads, CapacityPlan(), slo, "embedding")
+    store = StudyStore(tmp_path)
+    store.open({}, resume=False)
+    study = Study(space, make_strategy("random", space, 0), Objective(slo), runner, store, 3, 2, 2, cores=2)
+    baseline = study.baseline(default, "bentoml-default", keepable=True)
+    result = study.run()
+    winner, choice = result.winner, result.choice
+    assert winner is not None and choice is not None and choice.kept_baseline == "bentoml-default"
+    assert winner.first is baseline and len(winner.repeats) == 2 and winner.repeated_interval is not None
+    assert {r.kind for r in winner.repeats} == {"finalist"} and len(result.finalists) == 2
+    assert choice.baselines == 1 and choice.contenders == 2  # counted once, among the finalists
+    (row,) = comparisons(winner, [baseline], result.finalists)
+    assert row.goodput_rps == winner.mean_goodput and row.ratio == 1.0
+    assert row.capacity.startswith("mean of 3 capacity searches")

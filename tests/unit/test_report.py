@@ -190,8 +190,12 @@ def test_capacity_report_draws_each_config_against_the_offered_load(tmp_path: Pa
     records = [r for r in outcome.result.records if r.steps]
     assert all(r.capacity is not None and r.capacity.knee is not None for r in records)
     groups: dict[str, list[TrialRecord]] = {}
+    baseline_titles = {r.key: f"{r.label} baseline: {r.key}" for r in records if r.kind == "baseline"}
+    trial_keys = {r.key for r in records if r.kind == "trial"}
     for r in records:
-        groups.setdefault(f"{r.label} baseline: {r.key}" if r.kind == "baseline" else r.key, []).append(r)
+        led = r.kind == "finalist" and r.key in baseline_titles and r.key not in trial_keys
+        title = baseline_titles[r.key] if r.kind == "baseline" or led else r.key  # a baseline that led
+        groups.setdefault(title, []).append(r)
     html = outcome.report.read_text()
     drawn = panels(html)
     assert sorted(drawn) == sorted(groups) and len(groups) == 4 + 2  # every config, both baselines

@@ -136,6 +136,7 @@ def demo_summary(
     outcome: Any, stats: dict[str, Any], wall: float, load_before: tuple[float, ...]
 ) -> dict[str, Any]:
     """The figures the closing note quotes (also reports/demo/summary.json)."""
+    from tuner.finalists import mean_goodput_of
     from tuner.tuning import DEFAULT_LABEL, NAIVE_LABEL
 
     result = outcome.result
@@ -145,8 +146,11 @@ def demo_summary(
     winner_rps = winner.mean_goodput if winner is not None else 0.0
     interval = winner.repeated_interval if winner is not None else None
 
-    def ratio(baseline: Any) -> float | None:
-        rps = baseline.goodput_rps if baseline is not None else 0.0
+    def goodput(baseline: TrialRecord | None) -> float:
+        return mean_goodput_of(baseline, result.finalists)
+
+    def ratio(baseline: TrialRecord | None) -> float | None:
+        rps = goodput(baseline)
         return round(winner_rps / rps, 2) if rps > 0 and winner is not None else None
 
     return {
@@ -165,7 +169,7 @@ def demo_summary(
         "naive_status": naive.status if naive is not None else None,
         "naive_cut_by_budget": cut_by_budget(naive),
         "ratio": ratio(naive),
-        "bentoml_default_goodput_rps": round(default.goodput_rps, 1) if default is not None else None,
+        "bentoml_default_goodput_rps": round(goodput(default), 1) if default is not None else None,
         "ratio_over_bentoml_default": ratio(default),
         "bentoml_default_cut_by_budget": cut_by_budget(default),
         "slo_p95_ms": DEMO_SLO_MS,

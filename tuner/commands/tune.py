@@ -237,7 +237,7 @@ def print_outcome(outcome: TuneOutcome) -> None:
             + f": {w.mean_goodput:.1f} good RPS ({w.interval_text}, spread {w.spread:.1f})",
             soft_wrap=True,
         )
-    for c in comparisons(result.winner, baselines):
+    for c in comparisons(result.winner, baselines, result.finalists):
         ratio = "no ratio (it served no good RPS within the SLO)" if c.ratio is None else f"{c.ratio:.2f}x"
         if result.winner is not None:
             ratio = f"winner / {c.label} = {ratio}"
