@@ -42,6 +42,14 @@ class RequestsFileError(ValueError):
 class SchemaError(ValueError):
     """An OpenAPI document gives no usable JSON request body for a route."""
 
+    fix = "pass --requests FILE"
+
+
+class NoJsonBody(SchemaError):
+    """The route takes a body other than JSON (a file upload): a requests file cannot carry it."""
+
+    fix = "pass --locustfile FILE whose users send its bodies (a --requests file holds JSON bodies)"
+
 
 def route_of(endpoint: str) -> str:
     """`"encode"` or `"/encode"` -> `"/encode"`."""
@@ -192,7 +200,7 @@ def request_schema(openapi: Mapping[str, Any], route: str) -> dict[str, Any]:
     media = content.get("application/json")
     if not isinstance(media, dict) or not isinstance(media.get("schema"), dict):
         types = ", ".join(sorted(content)) or "no body"
-        raise SchemaError(f"{path} takes no JSON request body ({types})")
+        raise NoJsonBody(f"{path} takes no JSON request body ({types})")
     schema = resolve_refs(media["schema"], openapi)
     if not any(k in schema for k in ("examples", "example", "default")):
         examples = _media_examples(media)

@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 
 from loadtests.requests import (
+    NoJsonBody,
     Request,
     RequestsFileError,
     SchemaError,
@@ -277,8 +278,9 @@ def test_unresolved_refs_come_from_the_components() -> None:
 def test_request_schema_errors_are_clear() -> None:
     with pytest.raises(SchemaError, match=r"no endpoint /nope \(POST endpoints: /rank, /sample, /upload\)"):
         request_schema(OPENAPI, "/nope")
-    with pytest.raises(SchemaError, match="/upload takes no JSON request body"):
+    with pytest.raises(NoJsonBody, match="/upload takes no JSON request body") as upload:
         request_schema(OPENAPI, "upload")
+    assert "--locustfile" in upload.value.fix  # a JSON requests file cannot carry a file upload
     with pytest.raises(SchemaError, match="/health takes no POST"):
         request_schema(OPENAPI, "/health")
     sample = request_schema(OPENAPI, "/sample")

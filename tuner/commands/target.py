@@ -136,7 +136,7 @@ def resolve_cli_target(
         schema = request_schema(info.openapi, spec.route)
         made = synthetic_requests(schema, spec.route, components=info.openapi.get("components"))
     except SchemaError as exc:
-        fail(f"{spec.key}: no --requests given and {exc}; pass --requests FILE")
+        fail(f"{spec.key}: no --requests given and {exc}; {exc.fix}")
     path = write_requests(made, folder / "synthetic-requests.jsonl")
     err_console.print(
         f"note: no --requests file: loading {spec.route} with {len(made)} bodies made up from its OpenAPI "
