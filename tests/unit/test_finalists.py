@@ -11,7 +11,7 @@ from tests.fakes import FakeDeployer, FakeLoadRunner, smooth_surface
 from tuner.budget import TimeBudget
 from tuner.finalists import Finalist, choose, resources, t_interval
 from tuner.objective import SLO, Objective
-from tuner.report import comparisons
+from tuner.report import ReportInputs, comparisons, render_html
 from tuner.space import Config, Machine, default_space
 from tuner.store import StudyStore, TrialRecord
 from tuner.strategies import make_strategy
@@ -206,13 +206,16 @@ def test_a_search_that_has_met_nothing_by_the_budget_ends_there_too(tmp_path: Pa
     config's trial (a strategy would read it as a capacity of 0)."""
     now = [0.0]
     study = never_meets_study(tmp_path, now, 30.0, trials=1, finalists=0)
-    (trial,) = study.run().trials
+    result = study.run()
+    (trial,) = result.trials
     found = trial.capacity
     assert found is not None and found.limited_by == "budget" and found.knee is None, found
     assert "no level met yet" in found.note
     assert trial.status == "unfinished" and trial.reason.startswith("unfinished: time budget")
     assert not study.history.view().measured(trial.key) and len(study.history) == 0
     assert now[0] <= 30.0 + 15.0  # at most one step past the line (a step is at most 15 s)
+    html = render_html(result, ReportInputs("embedding", {"slo_p95_ms": 200.0}, {}))
+    assert f"{trial.key} unfinished: 0.0 RPS — unfinished: time budget" in html  # its own colour
 
 
 def test_a_resumed_study_measures_an_unfinished_trial_again(tmp_path: Path) -> None:
