@@ -380,6 +380,8 @@ def tune(
         fail("--users and --rates: give one of them")
     if locustfile is not None and not locustfile.is_file():
         fail(f"--locustfile {locustfile}: no such file")
+    budget_s = parse_duration(time_budget, "--time-budget") if time_budget else None
+    chosen_users, chosen_rates = (_users(users) if users else ()), (_rates(rates) if rates else ())
     study_dir = out or Path("reports") / _folder_name(service)
     spec = resolve_cli_target(
         service, working_dir, endpoint, requests, shuffle_seed, service_arg, study_dir, variant_arg
@@ -391,9 +393,9 @@ def tune(
         max_gpu_memory_share=max_gpu_memory_share, objective=cast(ObjectiveKind, objective),
         price_core_hour=price_core_hour, price_gpu_hour=price_gpu_hour, seed=seed,
         out=study_dir, resume=resume, finalists=finalists, repeats=repeats,
-        users=_users(users) if users else (), rates=_rates(rates) if rates else (),
+        users=chosen_users, rates=chosen_rates,
         load=cast(LoadMode, load), resolution=resolution, max_step_s=max_step_seconds,
-        time_budget_s=parse_duration(time_budget, "--time-budget") if time_budget else None,
+        time_budget_s=budget_s,
         step_s=step_seconds, warmup_s=warmup_seconds,
         naive_baseline=baseline, default_baseline=default_baseline, max_extend=max_extend,
         written_baseline=spec.external if written_baseline is None else written_baseline,
