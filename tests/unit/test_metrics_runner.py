@@ -92,6 +92,9 @@ def test_urls_and_services_are_checked() -> None:
         (["loadtest", "noop", "--users", "2", "--max-batch-size", "1"], "--max-batch-size"),
         (["loadtest", "digits", "--users", "2", "--unbatched"], "--unbatched"),
         (["loadtest", "noop", "--users", "2", "--url", "ftp://x"], "--url"),
+        # checked before a user's service is read (this one does not exist)
+        (["loadtest", "/nowhere/service.py:S", "--users", "2,x"], "--users: expected comma-separated"),
+        (["loadtest", "/nowhere/service.py:S", "--rate", "5", "--step-seconds", "0"], "--step-seconds"),
     ],
 )
 def test_loadtest_cli_names_the_bad_field(args: list[str], message: str) -> None:

@@ -120,12 +120,7 @@ def loadtest(
 
     pool_dir = Path(tempfile.mkdtemp(prefix="servetune-loadtest-"))
     atexit.register(shutil.rmtree, pool_dir, ignore_errors=True)
-    if service != "noop":  # the no-op service is registered but not offered to tune
-        target = resolve_cli_target(
-            service, working_dir, endpoint, requests, shuffle_seed, service_arg, pool_dir
-        )
-        service = target.key
-    elif any(v is not None for v in (working_dir, endpoint, requests, service_arg)):
+    if service == "noop" and any(v is not None for v in (working_dir, endpoint, requests, service_arg)):
         fail("--working-dir, --endpoint, --requests and --service-arg are for a user's service")
     if users is not None and rate is not None and "," in users:
         fail("--users: give one value when --rate sets the steps")
@@ -147,6 +142,11 @@ def loadtest(
         if steps < 1 or len(plan) != 1:
             fail("--steps: give >= 1 together with a single --users/--rate value")
         plan = plan * steps
+    if service != "noop":  # the no-op service is registered but not offered to tune
+        target = resolve_cli_target(
+            service, working_dir, endpoint, requests, shuffle_seed, service_arg, pool_dir
+        )
+        service = target.key
     knobs = {"max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms, "threads": threads}
     try:
         ServeKnobs(**{k: v for k, v in knobs.items() if v is not None})
