@@ -146,11 +146,10 @@ def demo_summary(
     winner_rps = winner.mean_goodput if winner is not None else 0.0
     interval = winner.repeated_interval if winner is not None else None
 
-    def goodput(baseline: TrialRecord | None) -> float:
-        return mean_goodput_of(baseline, result.finalists)
+    default_rps = round(mean_goodput_of(default, result.finalists), 1) if default is not None else None
 
     def ratio(baseline: TrialRecord | None) -> float | None:
-        rps = goodput(baseline)
+        rps = mean_goodput_of(baseline, result.finalists)
         return round(winner_rps / rps, 2) if rps > 0 and winner is not None else None
 
     return {
@@ -169,7 +168,7 @@ def demo_summary(
         "naive_status": naive.status if naive is not None else None,
         "naive_cut_by_budget": cut_by_budget(naive),
         "ratio": ratio(naive),
-        "bentoml_default_goodput_rps": round(goodput(default), 1) if default is not None else None,
+        "bentoml_default_goodput_rps": default_rps,
         "ratio_over_bentoml_default": ratio(default),
         "bentoml_default_cut_by_budget": cut_by_budget(default),
         "slo_p95_ms": DEMO_SLO_MS,
@@ -250,10 +249,10 @@ def print_closing(summary: dict[str, Any], out: Path) -> None:
     why = f" ({summary['stopped_because']})" if summary["stopped_because"] else ""
     cut = summary.get("unfinished_trials", 0)
     unfinished = f", {cut} of them unfinished (cut by the budget before any level met the SLO)" if cut else ""
+    runs = f"{summary['finalist_runs']} finalist capacity searches + 2 baselines"
     console.print(
-        f"{summary['trials']} trials{unfinished}{why} + {summary['finalist_runs']} finalist capacity searches"
-        " + 2 "
-        f"baselines in {summary['wall_seconds']:.0f} s; load average before/after "
+        f"{summary['trials']} trials{unfinished}{why} + {runs} in {summary['wall_seconds']:.0f} s; "
+        "load average before/after "
         f"{summary['load_average_before'][0]}/{summary['load_average_after'][0]} on {summary['cores']} cores",
         highlight=False,
     )
