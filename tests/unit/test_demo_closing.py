@@ -80,3 +80,28 @@ def test_unfinished_trials_are_counted_apart() -> None:
     text = closing(summary([108.9], None) | {"unfinished_trials": 1})
     assert "2 trials, 1 of them unfinished (cut by the budget before any level met the SLO)" in text
     assert "unfinished" not in closing(summary([108.9], None))
+
+
+def test_the_summary_compares_the_winner_with_each_baseline_of_a_fake_study(tmp_path: Path) -> None:
+    from tests.fakes import FakeDeployer, FakeLoadRunner
+    from tuner.commands.demo import demo_summary
+    from tuner.finalists import mean_goodput_of
+    from tuner.space import Machine, default_space
+    from tuner.tuning import DEFAULT_LABEL, TuneOptions, run_tune
+
+    deployer = FakeDeployer()
+    options = TuneOptions(
+        service="embedding", strategy="grid", trials=3, out=tmp_path, finalists=2, repeats=2, warmup_s=1,
+        naive_baseline=True, default_baseline=True,
+    )  # fmt: skip
+    outcome = run_tune(options, FakeLoadRunner(deployer), default_space("embedding", Machine(2, 0)),
+                       deployer=deployer)  # fmt: skip
+    data = demo_summary(outcome, {}, 10.0, (0.5, 0.5, 0.5))
+    default = next(b for b in outcome.baselines if b.label == DEFAULT_LABEL)
+    expected = round(mean_goodput_of(default, outcome.result.finalists), 1)
+    assert data["bentoml_default_goodput_rps"] == expected > 0
+    winner = outcome.result.winner
+    assert winner is not None
+    unrounded = mean_goodput_of(default, outcome.result.finalists)
+    assert data["ratio_over_bentoml_default"] == round(winner.mean_goodput / unrounded, 2)
+    assert data["trials"] == 3 and data["unfinished_trials"] == 0
