@@ -179,6 +179,18 @@ class CapacityFinding(BaseModel):
     # pooled failures can stand breached after a step that met the SLO alone). Empty in records
     # written before it (`counted_mask` then rebuilds it from the steps).
     counted: list[bool] = Field(default_factory=list)
+    # Requests in the step that gave `goodput_rps`, and how many a step wants for its quantile:
+    # a slow service's steps reach `max_step_s` first, and a p95 of 40 requests rests on the two
+    # slowest. None in records written before it.
+    knee_requests: int | None = None
+    requests_needed: int | None = None
+
+    @property
+    def thin(self) -> bool:
+        """The knee's step held under half the requests its quantile wants (<= 5 above a p95)."""
+        if self.knee_requests is None or self.requests_needed is None:
+            return False
+        return 2 * self.knee_requests < self.requests_needed
 
 
 @dataclass
@@ -518,6 +530,8 @@ class CapacitySearch:
             resolution=self.rules.resolution,
             note=self.note,
             counted=counted,
+            knee_requests=best.requests if best is not None else None,
+            requests_needed=self.rules.min_requests(self.slo.quantile),
         )
 
     def _counted(self) -> list[bool]:

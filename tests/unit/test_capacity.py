@@ -13,6 +13,7 @@ from core.measurement import Invalidity, InvalidReason, LoadStep, StepMeasuremen
 from tests.fakes import FakeDeployer, FakeLoadRunner, make_step
 from tuner.capacity import CapacityRules, CapacitySearch, start_level
 from tuner.objective import SLO
+from tuner.report import capacity_text
 from tuner.space import Config
 from tuner.trial import CapacityPlan, CapacitySchedule, TrialRunner
 
@@ -138,6 +139,19 @@ def test_steps_hold_enough_requests_for_the_quantile_within_the_caps() -> None:
             assert step.duration_s == min(15.0, max(2.0, need / rate))
             assert step.users >= rate * 2 * slo.latency_ms / 1000  # paced users never run out
             assert step.rate == rate
+
+
+@pytest.mark.parametrize(("capacity", "thin"), [(5.0, True), (150.0, False)])
+def test_a_knee_judged_on_capped_steps_is_called_rough(capacity: float, thin: bool) -> None:
+    respond, _ = knee_curve(capacity)
+    search = CapacitySearch(SLO_200, CapacityRules(max_step_s=15.0), start=capacity / 2)
+    drive(search, respond)
+    found = search.finding()
+    assert found.requests_needed == 200 and found.knee_requests is not None
+    assert found.thin is thin
+    assert ("rough: its step held" in capacity_text(found)) is thin
+    held = [m for (_, m), ok in zip(search.told, found.counted, strict=True) if ok]
+    assert found.knee_requests == max(held, key=lambda m: m.goodput_rps).requests
 
 
 def test_a_config_that_never_meets_the_slo_is_infeasible_in_few_steps() -> None:
