@@ -186,7 +186,7 @@ class CapacityFinding(BaseModel):
     requests_needed: int | None = None
 
     @property
-    def thin(self) -> bool:
+    def rough(self) -> bool:
         """The knee's step held under half the requests its quantile wants (<= 5 above a p95)."""
         if self.knee_requests is None or self.requests_needed is None:
             return False

@@ -88,7 +88,7 @@ def capacity_text(finding: CapacityFinding | None) -> str:
     text += f" ({how}, {finding.steps} steps)"
     if finding.note and not finding.converged:
         text += f": {finding.note}"
-    if finding.thin:
+    if finding.rough:
         text += (
             f"; rough: its step held {finding.knee_requests} requests where its latency quantile "
             f"wants {finding.requests_needed} (a longer --max-step-seconds gives a firmer knee)"

@@ -141,15 +141,15 @@ def test_steps_hold_enough_requests_for_the_quantile_within_the_caps() -> None:
             assert step.rate == rate
 
 
-@pytest.mark.parametrize(("capacity", "thin"), [(5.0, True), (150.0, False)])
-def test_a_knee_judged_on_capped_steps_is_called_rough(capacity: float, thin: bool) -> None:
+@pytest.mark.parametrize(("capacity", "rough"), [(5.0, True), (150.0, False)])
+def test_a_knee_judged_on_capped_steps_is_called_rough(capacity: float, rough: bool) -> None:
     respond, _ = knee_curve(capacity)
     search = CapacitySearch(SLO_200, CapacityRules(max_step_s=15.0), start=capacity / 2)
     drive(search, respond)
     found = search.finding()
     assert found.requests_needed == 200 and found.knee_requests is not None
-    assert found.thin is thin
-    assert ("rough: its step held" in capacity_text(found)) is thin
+    assert found.rough is rough
+    assert ("rough: its step held" in capacity_text(found)) is rough
     held = [m for (_, m), ok in zip(search.told, found.counted, strict=True) if ok]
     assert found.knee_requests == max(held, key=lambda m: m.goodput_rps).requests
 
