@@ -61,8 +61,8 @@ class Phase:
 # below the knee); the overload histories add what its bracketing does (2x the knee, then a
 # light load). `short-overload` and `long-overload` recover as the search did until 658fe22
 # (0.25x for 6 s); `recover-11` for two of the dispatcher's refits (tried in the search and
-# reverted: README); `overload-lead` adds 10 s at 0.85x after the 6 s, as the search's
-# `CapacityRules.approach_s` does (tried, off by default: README).
+# reverted: bench/ACCURACY.md); `overload-lead` adds 10 s at 0.85x after the 6 s, as the search's
+# `CapacityRules.approach_s` does (tried, off by default: bench/ACCURACY.md).
 PROBE = (Phase(3.0, users=2), Phase(5.0, rate=0.85))
 RECOVERY_6S = Phase(6.0, rate=0.25)
 HISTORIES: dict[str, tuple[Phase, ...]] = {
