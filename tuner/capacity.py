@@ -18,6 +18,10 @@ breach had converged the bracket, and one re-measurement climbed past it on sing
 verdict is its latest measurement: the knee is the highest level that stands met, the breach
 the lowest that stands breached, and the goodput is the best step that met the SLO at a level
 that still stands.
+A re-measurement near a known knee (`climb`) rises from just under it in steps of the resolution
+and stops at the first breach that repeats: the levels it keeps were all judged before any
+overload (BentoML's dispatcher sheds after one at loads it held before), so its knee is not
+confirmed again after the breach.
 A step that breaks only the failure bound, by an excess that chance could give, is measured
 again at once, and its level is judged on the failures of all its steps: on 200 requests one
 failure is half the bound, and a knee set by 3 failures against 2 was noise (BentoML's dispatcher
@@ -132,6 +136,9 @@ class CapacityRules:
     approach_s: float = 0.0
     approach_fraction: float = 0.85
     max_users: int = 2000  # the load generator's bound on concurrent requests
+    # A re-measurement near a known knee climbs to it in steps of the resolution (see
+    # `CapacitySearch.climb`) instead of bracketing it with the repeat growth.
+    climb_repeats: bool = True
     # A step that breaks only the failure bound, with a one-sided binomial p-value at the bound of
     # at least this, could have been unlucky: its level is measured again and judged on all its
     # steps' failures (0: judge every step alone).
@@ -202,12 +209,16 @@ class CapacitySearch:
     start: float
     per_user_rps: float | None = None  # users mode: expected goodput of one user (sizes steps)
     growth: float | None = None  # overrides rules.growth (narrow re-measurements)
+    # Near a known knee (a re-measurement): rise in steps of the resolution and stop at the
+    # first breach that repeats, so no level below the knee is judged after an overload.
+    climb: bool = False
     lo: float | None = None
     hi: float | None = None
     breaches: list[float] = field(default_factory=list)  # levels that breached (and stand)
     rechecked: int = 0
     confirmed: int = 0
     verdicts: dict[float, list[bool]] = field(default_factory=dict)  # per level: met, in order
+    judged: list[tuple[float, bool]] = field(default_factory=list)  # every verdict: level, met
     passed: list[StepMeasurement] = field(default_factory=list)
     told: list[tuple[float, StepMeasurement]] = field(default_factory=list)
     limited_by: Limit | None = None
@@ -267,7 +278,7 @@ class CapacitySearch:
                 return None
             if self.rules.confirms and self._dropped_a_breach() and self._passes(self.lo) < 2:
                 return self.lo  # above a breach that did not repeat, climb on confirmed levels only
-            return min(self._level(self.lo * self.factor), self.max_level())
+            return min(self._above(self.lo), self.max_level())
         if self.lo is None:  # nothing met the SLO yet: shrink
             level = self._level(self.hi / self.factor)
             if level >= self.hi or self.hi <= self._floor():
@@ -282,17 +293,35 @@ class CapacitySearch:
             return self._settle()
         return level
 
+    def _above(self, level: float) -> float:
+        """The next level up: `factor` x `level`, or one resolution step (at least one user) when
+        climbing."""
+        if not self.climb:
+            return self._level(level * self.factor)
+        up = self._level(level * (1.0 + self.rules.resolution))
+        return up if up > level else level + 1.0
+
     def _settle(self) -> float | None:
-        """A converged bracket: recheck its breach, then confirm its knee, then stop."""
+        """A converged bracket: recheck its breach, then confirm its knee (unless a climb reached
+        it before any breach), then stop."""
         assert self.lo is not None and self.hi is not None
         if self.rechecked < self.rules.rechecks:
             self.rechecked += 1
             return self.hi
+        if self.climb and self._climbed_to(self.lo):
+            self.limited_by = "slo"
+            return None
         if self.confirmed < self.rules.confirms and self._passes(self.lo) < 2:
             self.confirmed += 1
             return self.lo
         self.limited_by = "slo"
         return None
+
+    def _climbed_to(self, level: float) -> bool:
+        """`level` met the SLO before any step breached it, as did every level below it."""
+        first_breach = next((i for i, (_, met) in enumerate(self.judged) if not met), len(self.judged))
+        before = {lv for lv, _ in self.judged[:first_breach]}
+        return level in before and all(seen[-1] for lv, seen in self.verdicts.items() if lv <= level)
 
     def _passes(self, level: float) -> int:
         return self.verdicts.get(level, []).count(True)
@@ -308,7 +337,7 @@ class CapacitySearch:
         assert self.lo is not None and self.hi is not None
         if self.rules.mode == "users" and self.hi - self.lo <= 1:
             return True
-        return self.hi / self.lo - 1.0 <= self.rules.resolution
+        return self.hi / self.lo - 1.0 <= self.rules.resolution * (1.0 + 1e-9)
 
     def next_step(self) -> LoadStep | None:
         """The LoadStep for the next level (None when done)."""
@@ -365,6 +394,7 @@ class CapacitySearch:
                     else f"a pass at {level:.4g} did not hold on a confirmation"
                 )
             before.append(met)
+            self.judged.append((level, met))
             self._rebracket()
             if not met:
                 self._stop_on_lasting_errors(level, measured)

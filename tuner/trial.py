@@ -149,6 +149,7 @@ class CapacitySchedule:
             start_level(self.probe, rules.mode, self.hint),
             per_user_rps=per_user,
             growth=REPEAT_GROWTH if self.hint else None,
+            climb=bool(self.hint) and rules.climb_repeats,
         )
         while (step := search.next_step()) is not None:
             if self._out_of_time(search, step):
