@@ -177,3 +177,38 @@ def test_a_trial_re_measurement_climbs_unless_the_rules_say_otherwise() -> None:
         assert found.knee is not None and abs(found.knee / first.knee - 1) <= 0.1
     assert climb_levels[1] / climb_levels[0] == pytest.approx(1.05)
     assert bracket_levels[1] / bracket_levels[0] == pytest.approx(REPEAT_GROWTH)
+
+
+def test_only_a_climb_adapts_before_its_first_level() -> None:
+    """A climb jumps from the light probe to just under the knee: its first level runs unscored
+    for `adapt_s` first, as every rise does; a bracketing search starts far below and does not."""
+    rules = CapacityRules()
+    for climb in (True, False):
+        search = CapacitySearch(SLO_200, rules, start=90.0, growth=REPEAT_GROWTH, climb=climb)
+        step = search.next_step()
+        assert step is not None
+        assert search.adapts_before(step) is climb
+        assert search.unscored_s(step) == (rules.adapt_s if climb else 0.0)
+
+
+def test_a_trial_re_measurement_warms_its_first_level_up() -> None:
+    """In a trial: the probe, then (on a hint) an unscored step at the first scored level."""
+    deployer = FakeDeployer()
+    runner = TrialRunner(deployer, FakeLoadRunner(deployer), CapacityPlan(probe_s=2.0), SLO_200, "embedding")
+    config = Config(16, 200, 2, 1)
+    first = runner.measure(config).capacity
+    assert first is not None and first.knee is not None
+    plan = CapacityPlan(probe_s=2.0)
+    schedule = plan.schedule(SLO_200, workers=2, hint=first.knee)
+    steps = schedule.steps()
+    probe = next(steps)
+    assert probe.rate is None
+    schedule.tell(make_step(probe, 40.0, 50.0, 0.0))
+    warm = next(steps)
+    assert warm.rate == pytest.approx(0.9 * first.knee) and warm.duration_s == plan.rules.adapt_s
+    schedule.tell(make_step(warm, warm.rate, 50.0, 0.0))
+    assert schedule.adapts and schedule.search is not None and not schedule.search.told  # unscored
+    scored = next(steps)
+    assert scored.rate == warm.rate
+    schedule.tell(make_step(scored, scored.rate, 50.0, 0.0))
+    assert [level for level, _ in schedule.search.told] == [warm.rate]
