@@ -19,9 +19,9 @@ verdict is its latest measurement: the knee is the highest level that stands met
 the lowest that stands breached, and the goodput is the best step that met the SLO at a level
 that still stands.
 A re-measurement near a known knee (`climb`) rises from just under it in steps of the resolution
-and stops at the first breach that repeats: the levels it keeps were all judged before any
-overload (BentoML's dispatcher sheds after one at loads it held before), so its knee is not
-confirmed again after the breach.
+and stops at the first breach that repeats; its knee is not confirmed after that breach (BentoML's
+dispatcher sheds after an overload at loads it held before: MiniLM b16-l200 failed 25% of a knee
+it had met with none, once its breach had been rechecked).
 A step that breaks only the failure bound, by an excess that chance could give, is measured
 again at once, and its level is judged on the failures of all its steps: on 200 requests one
 failure is half the bound, and a knee set by 3 failures against 2 was noise (BentoML's dispatcher
@@ -210,7 +210,7 @@ class CapacitySearch:
     per_user_rps: float | None = None  # users mode: expected goodput of one user (sizes steps)
     growth: float | None = None  # overrides rules.growth (narrow re-measurements)
     # Near a known knee (a re-measurement): rise in steps of the resolution and stop at the
-    # first breach that repeats, so no level below the knee is judged after an overload.
+    # first breach that repeats; its knee is not measured again after that breach.
     climb: bool = False
     lo: float | None = None
     hi: float | None = None
@@ -218,7 +218,6 @@ class CapacitySearch:
     rechecked: int = 0
     confirmed: int = 0
     verdicts: dict[float, list[bool]] = field(default_factory=dict)  # per level: met, in order
-    judged: list[tuple[float, bool]] = field(default_factory=list)  # every verdict: level, met
     passed: list[StepMeasurement] = field(default_factory=list)
     told: list[tuple[float, StepMeasurement]] = field(default_factory=list)
     limited_by: Limit | None = None
@@ -302,13 +301,13 @@ class CapacitySearch:
         return up if up > level else level + 1.0
 
     def _settle(self) -> float | None:
-        """A converged bracket: recheck its breach, then confirm its knee (unless a climb reached
-        it before any breach), then stop."""
+        """A converged bracket: recheck its breach, then (unless climbing) confirm its knee, then
+        stop."""
         assert self.lo is not None and self.hi is not None
         if self.rechecked < self.rules.rechecks:
             self.rechecked += 1
             return self.hi
-        if self.climb and self._climbed_to(self.lo):
+        if self.climb:
             self.limited_by = "slo"
             return None
         if self.confirmed < self.rules.confirms and self._passes(self.lo) < 2:
@@ -316,12 +315,6 @@ class CapacitySearch:
             return self.lo
         self.limited_by = "slo"
         return None
-
-    def _climbed_to(self, level: float) -> bool:
-        """`level` met the SLO before any step breached it, as did every level below it."""
-        first_breach = next((i for i, (_, met) in enumerate(self.judged) if not met), len(self.judged))
-        before = {lv for lv, _ in self.judged[:first_breach]}
-        return level in before and all(seen[-1] for lv, seen in self.verdicts.items() if lv <= level)
 
     def _passes(self, level: float) -> int:
         return self.verdicts.get(level, []).count(True)
@@ -394,7 +387,6 @@ class CapacitySearch:
                     else f"a pass at {level:.4g} did not hold on a confirmation"
                 )
             before.append(met)
-            self.judged.append((level, met))
             self._rebracket()
             if not met:
                 self._stop_on_lasting_errors(level, measured)

@@ -127,9 +127,10 @@ def test_a_breach_that_does_not_repeat_lets_the_climb_go_on() -> None:
     assert sum(level == pytest.approx(hiccup) for level in seen) >= 2, "the breach was measured again"
 
 
-def test_a_climb_whose_first_level_breaches_shrinks_then_confirms_its_knee() -> None:
+def test_a_climb_whose_first_level_breaches_shrinks_and_keeps_its_knee_unconfirmed() -> None:
     """A hint well above the capacity: the first level breaches, the search shrinks by the repeat
-    growth and bisects, and the knee it ends on is measured again (it was judged after an overload)."""
+    growth and bisects; its breach is measured again, its knee is not (a latched server fails
+    it after the breach)."""
     capacity = 60.0
     levels: list[float] = []
 
@@ -141,10 +142,11 @@ def test_a_climb_whose_first_level_breaches_shrinks_then_confirms_its_knee() -> 
         return make_step(step, 0.95 * step.rate, 150.0, 0.05)
 
     found = remeasure(respond, 100.0, climb=True).finding()
+    bracketed = remeasure(respond, 100.0, climb=False).finding()
     assert levels[1] == pytest.approx(levels[0] / REPEAT_GROWTH)
     assert found.knee is not None and found.knee <= capacity <= (found.breach or 0.0)
     assert found.breach / found.knee - 1 <= 0.05 + 1e-9  # type: ignore[operator]
-    assert levels.count(found.knee) == 2
+    assert bracketed.knee == found.knee and bracketed.steps == found.steps + 1  # its confirmation
 
 
 def test_a_climb_in_users_rises_by_at_least_one_user() -> None:
