@@ -46,7 +46,12 @@ def test_the_search_brackets_the_no_op_services_knee(tmp_path: Path) -> None:
     # a pass, and a level judged on pooled failures can stand breached after a step that met).
     assert len(found.counted) == len(measured.steps)
     held = [s for s, ok in zip(measured.steps, found.counted, strict=True) if ok]
-    assert held and all(not slo.violations(s) and not s.aborted for s in held), trace
+    if not held:  # a loaded machine: each level that met the SLO once failed when measured again
+        assert found.knee is None and found.goodput_rps == 0.0, trace
+        assert found.limited_by in ("step_cap", "infeasible") and found.note, trace
+        assert not _children("locust") and not _children("bentoml")
+        return
+    assert all(not slo.violations(s) and not s.aborted for s in held), trace
     if found.limited_by != "generator":
         assert found.knee == pytest.approx(max(s.step.rate or 0.0 for s in held)), trace
     assert found.goodput_rps == pytest.approx(max(s.goodput_rps for s in held))
