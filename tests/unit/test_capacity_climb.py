@@ -45,6 +45,19 @@ def latching_server(capacity: float, drop: float, sigma: float, rng: random.Rand
     return respond
 
 
+def shedding_server(capacity: float, levels: list[float]) -> Respond:
+    """Meets the SLO up to `capacity` and sheds 5% above it; records each level it is asked."""
+
+    def respond(step: LoadStep) -> StepMeasurement:
+        assert step.rate is not None
+        levels.append(step.rate)
+        if step.rate <= capacity:
+            return make_step(step, step.rate, 80.0, 0.0)
+        return make_step(step, 0.95 * step.rate, 150.0, 0.05)
+
+    return respond
+
+
 def remeasure(respond: Respond, hint: float, climb: bool) -> CapacitySearch:
     """A finalist re-measurement as `CapacitySchedule` runs it, driven to its end."""
     start = start_level(None, "rate", hint)
@@ -90,13 +103,7 @@ def test_without_latching_a_climb_is_as_accurate_as_bracketing() -> None:
 def test_a_climb_rises_one_resolution_step_at_a_time_and_stops_at_a_breach_that_repeats() -> None:
     hint, capacity = 100.0, 104.0
     levels: list[float] = []
-
-    def respond(step: LoadStep) -> StepMeasurement:
-        assert step.rate is not None
-        levels.append(step.rate)
-        if step.rate <= capacity:
-            return make_step(step, step.rate, 80.0, 0.0)
-        return make_step(step, 0.95 * step.rate, 150.0, 0.05)
+    respond = shedding_server(capacity, levels)
 
     found = remeasure(respond, hint, climb=True).finding()
     ups = [b / a for a, b in itertools.pairwise(levels) if b > a]
@@ -133,13 +140,7 @@ def test_a_climb_whose_first_level_breaches_shrinks_and_keeps_its_knee_unconfirm
     it after the breach)."""
     capacity = 60.0
     levels: list[float] = []
-
-    def respond(step: LoadStep) -> StepMeasurement:
-        assert step.rate is not None
-        levels.append(step.rate)
-        if step.rate <= capacity:
-            return make_step(step, step.rate, 80.0, 0.0)
-        return make_step(step, 0.95 * step.rate, 150.0, 0.05)
+    respond = shedding_server(capacity, levels)
 
     found = remeasure(respond, 100.0, climb=True).finding()
     bracketed = remeasure(respond, 100.0, climb=False).finding()
