@@ -19,7 +19,7 @@ import pytest
 
 from core.measurement import LoadStep, StepMeasurement
 from tests.fakes import FakeDeployer, FakeLoadRunner, make_step
-from tuner.capacity import CapacityFinding, CapacityRules, CapacitySearch, start_level
+from tuner.capacity import CLIMB_SPAN, CapacityFinding, CapacityRules, CapacitySearch, start_level
 from tuner.objective import SLO
 from tuner.space import Config
 from tuner.trial import REPEAT_GROWTH, CapacityPlan, TrialRunner
@@ -116,6 +116,25 @@ def test_a_climb_rises_one_resolution_step_at_a_time_and_stops_at_a_breach_that_
     assert levels.index(breach) == len(levels) - 2, "nothing under the breach is measured after it"
 
 
+@pytest.mark.parametrize("capacity", [130.0, 160.0, 200.0])
+def test_a_climb_far_under_the_knee_speeds_up_and_still_finds_it(capacity: float) -> None:
+    """A hint from a slower server (MiniLM b32-l50's fresh servers settle 30-60% apart): the climb
+    rises in resolution steps to `CLIMB_SPAN` over its start, then by the repeat growth, and
+    bisects below its breach to the resolution, within the step cap, up to twice its hint (in
+    resolution steps alone it ran out of steps at 1.7x)."""
+    hint = 100.0
+    levels: list[float] = []
+    found = remeasure(shedding_server(capacity, levels), hint, climb=True).finding()
+    assert found.limited_by == "slo" and found.converged
+    assert found.knee is not None and found.breach is not None
+    assert found.knee <= capacity < found.breach and found.breach / found.knee - 1 <= 0.05 + 1e-9
+    assert found.steps <= CapacityRules().max_steps
+    ups = [(a, b / a) for a, b in itertools.pairwise(levels) if b > a]
+    near = [r for a, r in ups if a < 0.9 * hint * CLIMB_SPAN]
+    assert near and all(r == pytest.approx(1.05) for r in near)
+    assert max(r for _, r in ups) == pytest.approx(REPEAT_GROWTH), "never more than the repeat growth"
+
+
 def test_a_breach_that_does_not_repeat_lets_the_climb_go_on() -> None:
     hiccup, capacity = 94.5, 110.0
     seen: list[float] = []
@@ -151,7 +170,9 @@ def test_a_climb_whose_first_level_breaches_shrinks_and_keeps_its_knee_unconfirm
 
 
 def test_a_climb_in_users_rises_by_at_least_one_user() -> None:
-    search = CapacitySearch(SLO_200, CapacityRules(mode="users"), start=3, per_user_rps=10.0, climb=True)
+    search = CapacitySearch(
+        SLO_200, CapacityRules(mode="users"), start=3, per_user_rps=10.0, growth=REPEAT_GROWTH, climb=True
+    )
     users: list[int] = []
     while (step := search.next_step()) is not None:
         users.append(step.users)
