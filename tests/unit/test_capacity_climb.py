@@ -162,11 +162,57 @@ def test_a_climb_whose_first_level_breaches_shrinks_and_keeps_its_knee_unconfirm
     respond = shedding_server(capacity, levels)
 
     found = remeasure(respond, 100.0, climb=True).finding()
+    climb_levels = list(levels)
     bracketed = remeasure(respond, 100.0, climb=False).finding()
     assert levels[1] == pytest.approx(levels[0] / REPEAT_GROWTH)
     assert found.knee is not None and found.knee <= capacity <= (found.breach or 0.0)
     assert found.breach / found.knee - 1 <= 0.05 + 1e-9  # type: ignore[operator]
-    assert bracketed.knee == found.knee and bracketed.steps == found.steps + 1  # its confirmation
+    # The climb measures the breach just over its first pass again (it came before any pass);
+    # the bracketing search confirms its knee instead.
+    first_pass = next(i for i, level in enumerate(climb_levels) if level <= capacity)
+    assert climb_levels[first_pass + 1] == climb_levels[first_pass - 1]
+    assert bracketed.knee == found.knee and bracketed.steps == found.steps
+
+
+def cold_server(capacity: float, cold_steps: int, levels: list[float]) -> Respond:
+    """Misses the SLO on its first `cold_steps` steps at any load (a fresh server's first seconds
+    of heavy load), then meets it up to `capacity`."""
+
+    def respond(step: LoadStep) -> StepMeasurement:
+        assert step.rate is not None
+        levels.append(step.rate)
+        if len(levels) > cold_steps and step.rate <= capacity:
+            return make_step(step, step.rate, 80.0, 0.0)
+        return make_step(step, 0.98 * step.rate, 300.0, 0.0)
+
+    return respond
+
+
+@pytest.mark.parametrize("cold_steps", [1, 2, 4])
+def test_breaches_of_a_cold_server_before_its_first_pass_do_not_bound_the_knee(cold_steps: int) -> None:
+    """The no-op service's re-measurement breached its first four levels (0.9x its hint down to
+    0.6x), met the fifth, and stopped under the third, which it never measured again; a
+    reference sweep met them all. Those breaches are measured again, so the knee is found within
+    the resolution, and each is measured again at most once."""
+    capacity = 100.0
+    levels: list[float] = []
+    found = remeasure(cold_server(capacity, cold_steps, levels), capacity, climb=True).finding()
+    assert found.knee is not None and found.breach is not None
+    assert found.knee <= capacity < found.breach and found.breach / found.knee - 1 <= 0.05 + 1e-9
+    assert found.steps <= CapacityRules().max_steps
+    for cold in levels[:cold_steps]:
+        assert levels.count(cold) == 2, f"{cold:.1f} was measured again once"
+
+
+def test_a_cold_breach_that_repeats_bounds_the_knee() -> None:
+    """A breach before the first pass that repeats on its re-measurement stands: the climb
+    bisects under it as usual."""
+    capacity = 80.0
+    levels: list[float] = []
+    found = remeasure(cold_server(capacity, 1, levels), 100.0, climb=True).finding()
+    assert found.knee is not None and found.breach is not None
+    assert found.knee <= capacity < found.breach and found.breach / found.knee - 1 <= 0.05 + 1e-9
+    assert levels.count(levels[0]) == 2 and max(levels) == levels[0], "measured again, once"
 
 
 def test_a_climb_in_users_rises_by_at_least_one_user() -> None:
