@@ -151,6 +151,8 @@ def test_a_breach_that_does_not_repeat_lets_the_climb_go_on() -> None:
     assert found.knee is not None and found.knee > hiccup
     assert found.knee <= capacity < (found.breach or 0.0)
     assert sum(level == pytest.approx(hiccup) for level in seen) >= 2, "the breach was measured again"
+    above = [level for level in seen if level > hiccup * 1.001]
+    assert len(above) == len(set(above)), "a climb measures each level above it once (no confirmations)"
 
 
 def test_a_climb_whose_first_level_breaches_shrinks_and_keeps_its_knee_unconfirmed() -> None:
