@@ -412,13 +412,14 @@ class CapacitySearch:
                 self._stop_on_lasting_errors(level, measured)
 
     def _prove(self, level: float, met: bool) -> None:
-        """Climbing: the first level that meets the SLO leaves the breaches under which it shrank
-        unproven (a fresh server thrown at 0.9x a knee can miss the SLO for 10-20 s at loads it
-        then holds: the no-op service breached 1860, 1617, 1406 and 1223/s, met 1063 and everything
-        up to 2066/s in a reference sweep), so each is measured again before it bounds the knee."""
+        """Climbing: the first level that meets the SLO leaves the breaches it shrank through
+        unproven, to be measured again before they bound the knee (a fresh server thrown at 0.9x
+        a knee can miss the SLO for 10-20 s at loads it then holds: the no-op service's climb
+        breached 1860, 1617, 1406 and 1223/s and met 1063/s, where a reference sweep met every
+        rate up to 2066/s)."""
         self._unproven.discard(level)
         if self.climb and met and not any(True in seen for seen in self.verdicts.values()):
-            self._unproven = {lv for lv, seen in self.verdicts.items() if seen}
+            self._unproven = {lv for lv, seen in self.verdicts.items() if seen and lv != level}
 
     def _met_but_failures(self, measured: StepMeasurement) -> bool:
         """The step met every part of the SLO but, perhaps, its failure bound."""
