@@ -21,10 +21,10 @@ verdict is its latest measurement: the knee is the highest level that stands met
 the lowest that stands breached, and the goodput is the best step that met the SLO at a level
 that still stands.
 A re-measurement near a known knee (`climb`) rises from just under it in steps of the resolution
-(by `growth` once well over it, then bisecting) and stops at the first breach that repeats; its
-knee is not confirmed after that breach (BentoML's dispatcher sheds after an overload at loads it
-held before: MiniLM b16-l200 failed 25% of a knee it had met with none, once its breach had been
-rechecked).
+(by `growth` once well over it, then bisecting) and stops at the first breach that repeats (or
+at any breach once its `rechecks` are spent); its knee is not confirmed after that breach
+(BentoML's dispatcher sheds after an overload at loads it held before: MiniLM b16-l200 failed 25%
+of a knee it had met with none, once its breach had been rechecked).
 When a climb's first level breaches, the levels it shrinks through before one meets the SLO are
 measured again before they bound its knee: a fresh server can miss the SLO for its first seconds
 of heavy load at levels it then holds.
@@ -217,7 +217,8 @@ class CapacitySearch:
     per_user_rps: float | None = None  # users mode: expected goodput of one user (sizes steps)
     growth: float | None = None  # overrides rules.growth (narrow re-measurements)
     # Near a known knee (a re-measurement): rise in steps of the resolution and stop at the
-    # first breach that repeats; its knee is not measured again after that breach.
+    # first breach that repeats (any breach once `rules.rechecks` are spent); its knee is not
+    # measured again after that breach.
     climb: bool = False
     lo: float | None = None
     hi: float | None = None
