@@ -25,9 +25,10 @@ A re-measurement near a known knee (`climb`) rises from just under it in steps o
 at any breach once its `rechecks` are spent); its knee is not confirmed after that breach
 (BentoML's dispatcher sheds after an overload at loads it held before: MiniLM b16-l200 failed 25%
 of a knee it had met with none, once its breach had been rechecked).
-When a climb's first level breaches, the levels it shrinks through before one meets the SLO are
-measured again before they bound its knee: a fresh server can miss the SLO for its first seconds
-of heavy load at levels it then holds.
+When a search's first level breaches, the levels it shrinks through before one meets the SLO
+are measured again before they bound its knee: a fresh server can miss the SLO for its first
+seconds of heavy load at levels it then holds, and a shared machine's hiccup at the first level
+would otherwise halve the knee of a bracketing search for good.
 A step that breaks only the failure bound, by an excess that chance could give, is measured
 again at once, and its level is judged on the failures of all its steps: on 200 requests one
 failure is half the bound, and a knee set by 3 failures against 2 was noise (BentoML's dispatcher
@@ -232,7 +233,7 @@ class CapacitySearch:
     note: str = ""
     _pending: float | None = None
     _undecided: Undecided | None = None  # measured again next
-    # Climbing: levels that breached before any level met the SLO, not measured since
+    # Levels that breached before any level met the SLO, not measured since
     _unproven: set[float] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -413,13 +414,14 @@ class CapacitySearch:
                 self._stop_on_lasting_errors(level, measured)
 
     def _prove(self, level: float, met: bool) -> None:
-        """Climbing: the first level that meets the SLO leaves the breaches it shrank through
+        """The first level that meets the SLO leaves the breaches the search shrank through
         unproven, to be measured again before they bound the knee (a fresh server thrown at 0.9x
         a knee can miss the SLO for 10-20 s at loads it then holds: the no-op service's climb
         breached 1860, 1617, 1406 and 1223/s and met 1063/s, where a reference sweep met every
-        rate up to 2066/s)."""
+        rate up to 2066/s). A bracketing search shrinks by `growth` (x2), so one stale breach
+        there would cap its knee at half the server's."""
         self._unproven.discard(level)
-        if self.climb and met and not any(True in seen for seen in self.verdicts.values()):
+        if met and not any(True in seen for seen in self.verdicts.values()):
             self._unproven = {lv for lv, seen in self.verdicts.items() if seen and lv != level}
 
     def _met_but_failures(self, measured: StepMeasurement) -> bool:

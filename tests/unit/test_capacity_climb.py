@@ -169,11 +169,14 @@ def test_a_climb_whose_first_level_breaches_shrinks_and_keeps_its_knee_unconfirm
     assert levels[1] == pytest.approx(levels[0] / REPEAT_GROWTH)
     assert found.knee is not None and found.knee <= capacity <= (found.breach or 0.0)
     assert found.breach / found.knee - 1 <= 0.05 + 1e-9  # type: ignore[operator]
-    # The climb measures the breach just over its first pass again (it came before any pass);
-    # the bracketing search confirms its knee instead.
+    # Both measure the breach just over their first pass again (it came before any pass); the
+    # bracketing search then confirms its knee too, the climb does not.
     first_pass = next(i for i, level in enumerate(climb_levels) if level <= capacity)
     assert climb_levels[first_pass + 1] == climb_levels[first_pass - 1]
-    assert bracketed.knee == found.knee and bracketed.steps == found.steps
+    bracket_levels = levels[len(climb_levels) :]
+    assert bracket_levels[first_pass + 1] == bracket_levels[first_pass - 1]
+    assert bracketed.knee == found.knee and bracketed.steps == found.steps + 1
+    assert bracket_levels[-1] == found.knee and climb_levels[-1] != found.knee
 
 
 def cold_server(capacity: float, cold_steps: int, levels: list[float]) -> Respond:
@@ -215,6 +218,25 @@ def test_a_cold_breach_that_repeats_bounds_the_knee() -> None:
     assert found.knee is not None and found.breach is not None
     assert found.knee <= capacity < found.breach and found.breach / found.knee - 1 <= 0.05 + 1e-9
     assert levels.count(levels[0]) == 2 and max(levels) == levels[0], "measured again, once"
+
+
+@pytest.mark.parametrize("cold_steps", [1, 2, 3])
+def test_a_bracketing_search_measures_again_the_breaches_before_its_first_pass(cold_steps: int) -> None:
+    """A first search (no hint: x2 bracketing from the probe's figure) on a server that misses
+    its first steps at any load (cold, or a shared machine's hiccup): the breaches it halved
+    through are measured again before they bound its knee, which is found within the resolution
+    (standing, a breach at 80 capped the knee of a server that holds 100)."""
+    capacity = 100.0
+    levels: list[float] = []
+    respond = cold_server(capacity, cold_steps, levels)
+    search = CapacitySearch(SLO_200, CapacityRules(), start=80.0)
+    while (step := search.next_step()) is not None:
+        search.tell(respond(step))
+    found = search.finding()
+    assert levels[: cold_steps + 1] == [80.0 / 2**i for i in range(cold_steps + 1)]
+    assert found.knee is not None and found.breach is not None
+    assert found.knee <= capacity < found.breach and found.breach / found.knee - 1 <= 0.05 + 1e-9
+    assert found.converged and found.steps <= CapacityRules().max_steps
 
 
 def test_a_climb_in_users_rises_by_at_least_one_user() -> None:
