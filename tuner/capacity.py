@@ -28,7 +28,7 @@ of a knee it had met with none, once its breach had been rechecked).
 When a search's first level breaches, the levels it shrinks through before one meets the SLO
 are measured again before they bound its knee: a fresh server can miss the SLO for its first
 seconds of heavy load at levels it then holds, and a shared machine's hiccup at the first level
-would otherwise halve the knee of a bracketing search for good.
+would otherwise cap a bracketing search's knee under that level for good.
 A step that breaks only the failure bound, by an excess that chance could give, is measured
 again at once, and its level is judged on the failures of all its steps: on 200 requests one
 failure is half the bound, and a knee set by 3 failures against 2 was noise (BentoML's dispatcher
@@ -418,8 +418,9 @@ class CapacitySearch:
         unproven, to be measured again before they bound the knee (a fresh server thrown at 0.9x
         a knee can miss the SLO for 10-20 s at loads it then holds: the no-op service's climb
         breached 1860, 1617, 1406 and 1223/s and met 1063/s, where a reference sweep met every
-        rate up to 2066/s). A bracketing search shrinks by `growth` (x2), so one stale breach
-        there would cap its knee at half the server's."""
+        rate up to 2066/s). A bracketing search shrinks by `growth` (x2), so a stale breach
+        can cap its knee far under the server's (a fake of capacity 100 that missed its first
+        three steps, 80, 40 and 20/s: knee 38.3)."""
         self._unproven.discard(level)
         if met and not any(True in seen for seen in self.verdicts.values()):
             self._unproven = {lv for lv, seen in self.verdicts.items() if seen and lv != level}

@@ -74,7 +74,7 @@ def test_the_logged_re_measurement_is_replayed_by_the_rules_without_confirmation
     """Without confirmations the lucky passes still carry the search to the logged 34.16 (+52%).
     The stale first breach is now measured again as soon as a level meets the SLO (it came
     before any pass) instead of being bisected under (the log's 18.86, 19.53), and the recheck
-    that spared goes to the final breach."""
+    it no longer spends there goes to the final breach."""
     found, levels = remeasure(shedding_server(22.5, lucky_up_to=34.5), CapacityRules(confirms=0))
     assert levels == [20.23, 17.59, 20.23, 23.26, 26.75, 30.76, 35.38, 32.99, 34.16, 35.38]
     assert found.knee == pytest.approx(34.1604, abs=1e-3) and found.breach == pytest.approx(35.3751, abs=1e-3)
