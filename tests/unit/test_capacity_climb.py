@@ -4,7 +4,9 @@ BentoML's batching dispatcher keeps its long waits after an overload, so a serve
 pushed past its knee sheds at loads it held before (issue 13's accuracy runs: MiniLM b8-l100's
 searches fell 12-25% under a reference sweep that climbs from a light start). A re-measurement
 knows roughly where the knee is, so it climbs in steps of the resolution and stops at the first
-breach that repeats, as the reference does.
+breach that repeats, as the reference does. The breaches a search shrinks through before its
+first pass are measured again in a first (bracketing) search too, so its cold-server test
+lives here, next to the climb's.
 """
 
 from __future__ import annotations
