@@ -3,23 +3,23 @@
 Pure logic, no server and no Locust: `CapacitySearch` proposes the next `LoadStep` and is told
 what it measured. It brackets the knee (start from a probe's figure, grow geometrically until a
 step breaches the SLO, or shrink until one meets it), then bisects the bracket geometrically until
-`hi / lo - 1 <= resolution`. Every proposed level stays inside the bracket and never exceeds
-`growth` times the highest level that met the SLO, so a badly overloaded step is never followed by
-a heavier one. A converged bracket's breach is measured once more (`rechecks`): a hiccup of a
-shared machine (a stalled second, a garbage collection) fails a short step that the server
-could hold, and a breach that does not repeat is dropped and the search goes on above it.
-Its knee is measured once more too (`confirms`): a lucky step (a quiet spell of a shared
-machine, a few 503s fewer than the bound allows) passes a level the server cannot hold, and a
-level that passed was never measured again, so the search kept it and reported its goodput. A
-knee that fails its confirmation stands as a breach and the search goes on below it. Above a
+`hi / lo - 1 <= resolution`. Above a level that met the SLO near its latency bound, the growth
+shrinks with the headroom left (`CapacityRules.growth_headroom`). Every proposed level stays
+inside the bracket and never exceeds `growth` times the highest level that met the SLO, so a badly
+overloaded step is never followed by a heavier one. A converged bracket's breach is measured once
+more (`rechecks`): a hiccup of a shared machine (a stalled second, a garbage collection) fails a
+short step that the server could hold, and a breach that does not repeat is dropped and the search
+goes on above it. Its knee is measured once more too (`confirms`): a lucky step (a quiet spell of
+a shared machine, a few 503s fewer than the bound allows) passes a level the server cannot hold,
+and a level that passed was never measured again, so the search kept it and reported its goodput.
+A knee that fails its confirmation stands as a breach and the search goes on below it. Above a
 breach that did not repeat, the search climbs only from a level that met the SLO twice: that
-breach had converged the bracket, and one re-measurement climbed past it on single passes to
-1.5x the knee that its config's other searches and a reference sweep agreed on (a climb, which
-rises one resolution step at a time, does not: measuring each level twice cost MiniLM b32-l50's
-climb 5 of its 14 steps, and it stopped 26% under its reference). A level's
-verdict is its latest measurement: the knee is the highest level that stands met, the breach
-the lowest that stands breached, and the goodput is the best step that met the SLO at a level
-that still stands.
+breach had converged the bracket, and one re-measurement climbed past it on single passes to 1.5x
+the knee that its config's other searches and a reference sweep agreed on (a climb, which rises
+one resolution step at a time, does not: measuring each level twice cost MiniLM b32-l50's climb 5
+of its 14 steps, and it stopped 26% under its reference). A level's verdict is its latest
+measurement: the knee is the highest level that stands met, the breach the lowest that stands
+breached, and the goodput is the best step that met the SLO at a level that still stands.
 A re-measurement near a known knee (`climb`) rises from just under it in steps of the resolution
 (by `growth` once well over it, then bisecting) and stops at the first breach that repeats (or
 at any breach once its `rechecks` are spent); its knee is not confirmed after that breach
@@ -107,6 +107,9 @@ class CapacityRules:
     mode: LoadMode = "rate"
     resolution: float = 0.05  # stop once the bracket is this narrow, relative to its low end
     growth: float = 2.0  # bracketing factor
+    # Above a level that met the SLO with less latency headroom than this share of the bound,
+    # the growth shrinks in proportion to the headroom left (0: always `growth`).
+    growth_headroom: float = 0.5
     min_step_s: float = 2.0
     max_step_s: float = 15.0
     max_steps: int = 14  # searched steps after the probe
@@ -158,6 +161,8 @@ class CapacityRules:
             raise ValueError(f"resolution must be in (0, 1), got {self.resolution}")
         if not self.growth > 1 + self.resolution:
             raise ValueError(f"growth must be > 1 + resolution, got {self.growth}")
+        if not 0 <= self.growth_headroom < 1:
+            raise ValueError(f"growth_headroom must be in [0, 1), got {self.growth_headroom}")
         if not 0 < self.min_step_s <= self.max_step_s:
             raise ValueError("need 0 < min_step_s <= max_step_s")
         if self.max_steps < 1 or self.max_users < 1:
@@ -317,9 +322,30 @@ class CapacitySearch:
         (MiniLM b32-l50 climbed 44.8 -> 63.1/s through 14 steps and never breached), so the climb
         grows by `factor` from there and bisects below the breach it meets."""
         if not self.climb or level >= self.start * CLIMB_SPAN:
-            return self._level(level * self.factor)
+            return self._level(level * self._growth_from(level))
         up = self._level(level * (1.0 + self.rules.resolution))
         return up if up > level else level + 1.0
+
+    def _growth_from(self, level: float) -> float:
+        """`factor`, shrunk in proportion to the latency headroom the met `level` left once that
+        is under `rules.growth_headroom` of the bound (down to two resolution steps). Latency
+        that climbs with the load is a queue filling up: BentoML's default batching met 95.2/s
+        at p95 166 of 200 ms, was doubled to 190/s, and after that overload held only 73/s.
+        Latency that stays low up to the knee keeps the full `factor`."""
+        latency = self._latency_at(level)
+        if latency is None or self.rules.growth_headroom <= 0:
+            return self.factor
+        headroom = 1.0 - latency / self.slo.latency_ms
+        share = _clamp(headroom / self.rules.growth_headroom, 0.0, 1.0)
+        least = min(self.factor, 1.0 + 2.0 * self.rules.resolution)
+        return max(least, 1.0 + (self.factor - 1.0) * share)
+
+    def _latency_at(self, level: float) -> float | None:
+        """The judged latency quantile of the latest step at `level` that met the SLO."""
+        for told_level, measured in reversed(self.told):
+            if told_level == level and self._met(measured):
+                return self.slo.latency_of(measured)
+        return None
 
     def _settle(self) -> float | None:
         """A converged bracket: recheck its breach, then (unless climbing) confirm its knee, then

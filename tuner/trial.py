@@ -110,8 +110,8 @@ class CapacityPlan:
     def describe(self) -> dict[str, object]:
         r = self.rules
         return {"kind": "capacity", "mode": r.mode, "resolution": r.resolution, "growth": r.growth,
-                "min_step_s": r.min_step_s, "max_step_s": r.max_step_s, "max_steps": r.max_steps,
-                "probe_s": self.probe_s}  # fmt: skip
+                "growth_headroom": r.growth_headroom, "min_step_s": r.min_step_s,
+                "max_step_s": r.max_step_s, "max_steps": r.max_steps, "probe_s": self.probe_s}  # fmt: skip
 
     def schedule(
         self, slo: SLO, workers: int, hint: float | None = None, time_left: TimeLeft | None = None

