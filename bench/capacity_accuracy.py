@@ -31,7 +31,8 @@ which re-bracket around the first knee); each single search's error is kept too.
    figure is over the searches. The rates reach 1.4x above (a pass stops after two misses in a
    row, so rates above the knee cost nothing). When a pass's knee is the highest rate, or one
    has none, the whole comparison (searches interleaved with passes) runs again from its last
-   search, over rates widened by 8 on that side (above) or 4 (below), twice at most; the row
+   search, over rates widened by 8 on that side (above) or 4 (below), or further, to `--low` x
+   the lowest (`--high` x the highest) knee that comparison's searches found, twice at most; the row
    counts the last comparison (`compare`), and keeps the earlier ones' figures in
    `earlier_comparisons`; `every_search_rel_error` scores each search of every comparison once
    against the counted reference. A knee still at an edge is reported as such. The JSON is
@@ -142,13 +143,20 @@ def sweep_rates(center: float, low: float = 0.8, high: float = 1.2, ratio: float
     return [center * ratio**k for k in range(k_low, k_high + 1)]
 
 
-def widen(rates: Sequence[float], side: Literal["below", "above"], count: int = 4) -> list[float]:
-    """`count` new rates beyond the lowest (below) or highest (above) one, at the same ratio."""
+def widen(
+    rates: Sequence[float], side: Literal["below", "above"], count: int = 4, reach: float | None = None
+) -> list[float]:
+    """`count` new rates beyond the lowest (below) or highest (above) one, at the same ratio, or
+    as many more as it takes to get to `reach` on that side."""
     ordered = sorted(set(rates))
     ratio = ordered[1] / ordered[0] if len(ordered) > 1 else RATIO
+    edge = ordered[0] if side == "below" else ordered[-1]
+    if reach is not None and reach > 0:
+        beyond = math.log(edge / reach if side == "below" else reach / edge) / math.log(ratio)
+        count = max(count, math.ceil(beyond - 1e-9))
     if side == "below":
-        return [ordered[0] / ratio**k for k in range(count, 0, -1)]
-    return [ordered[-1] * ratio**k for k in range(1, count + 1)]
+        return [edge / ratio**k for k in range(count, 0, -1)]
+    return [edge * ratio**k for k in range(1, count + 1)]
 
 
 def step_seconds(rate: float, requests: int, min_s: float = MIN_STEP_S) -> float:
@@ -527,11 +535,16 @@ def compare(
     slo: SLO,
     passes: int,
     searches: int,
+    low: float = 0.8,
+    high: float = 1.4,
 ) -> list[Comparison]:
     """Interleaved comparisons, the last one counted. When its reference knee is at an edge of
     the swept rates, the comparison is run again over wider rates, from its last search on (at
     most `MAX_WIDEN` times): passes over only the new rates, after the last search, would put the
-    machine's later drift on the reference alone, and a fresh server's first rate high."""
+    machine's later drift on the reference alone, and a fresh server's first rate high. The
+    rates widen by `WIDEN_BY`, or on to `low` x the lowest (`high` x the highest) knee its
+    searches found: in one run a config's capacity halved within minutes (searches 111 -> 43-57/s)
+    and two widenings of four rates never reached it, so that row had no reference."""
     done: list[Comparison] = []
     widened: Literal["below", "above"] | None = None
     while True:
@@ -546,7 +559,9 @@ def compare(
         edge = reference_knee(points, slo).edge
         if edge is None or len(done) > MAX_WIDEN:
             return done
-        wider = widen(rates, edge, WIDEN_BY[edge])
+        knees = [s.finding.knee for s in searched if s.finding.knee]
+        reach = (low * min(knees) if edge == "below" else high * max(knees)) if knees else None
+        wider = widen(rates, edge, WIDEN_BY[edge], reach)
         if edge == "below" and wider[0] < 0.2:
             return done
         print(f"the reference knee is at the {edge} edge: compared again over wider rates", flush=True)
@@ -595,7 +610,7 @@ def measure_case(case: Case, work: Path, args: argparse.Namespace) -> dict[str, 
     center = finding.knee or max((m.goodput_rps for m in measured.steps), default=1.0)
     segments = compare(
         Searched(finding, measured), lambda: Searched(*search(finding.knee)[:2]), one_pass,
-        sweep_rates(center, args.low, args.high), slo, args.passes, args.searches,
+        sweep_rates(center, args.low, args.high), slo, args.passes, args.searches, args.low, args.high,
     )  # fmt: skip
     counted = segments[-1]
     points, searches, measures = counted.points, counted.searches, counted.measures

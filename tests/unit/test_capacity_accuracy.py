@@ -292,18 +292,20 @@ def test_search_steps_carry_the_findings_counted_flags_and_failure_slices() -> N
 
 
 class FakeComparison:
-    """A server that meets the SLO up to `capacity`; records the order of searches and passes."""
+    """A server that meets the SLO up to `capacity`, whose searches find `searched_knee` (default:
+    `capacity`); records the order of searches and passes."""
 
-    def __init__(self, capacity: float) -> None:
+    def __init__(self, capacity: float, searched_knee: float | None = None) -> None:
         self.capacity = capacity
+        self.searched_knee = searched_knee or capacity
         self.events: list[str] = []
         self.swept: list[list[float]] = []
 
     def search(self) -> Searched:
         self.events.append("search")
         found = CapacityFinding(
-            mode="rate", knee=self.capacity, goodput_rps=len(self.events), converged=True, limited_by="slo",
-            steps=8, resolution=0.05, breach=None,
+            mode="rate", knee=self.searched_knee, goodput_rps=len(self.events), converged=True,
+            limited_by="slo", steps=8, resolution=0.05, breach=None,
         )  # fmt: skip
         return Searched(found, Measurement(ok=True, capacity=found))
 
@@ -324,19 +326,47 @@ def test_a_knee_at_the_top_edge_runs_the_whole_interleaved_comparison_again_over
     counted = done[-1]
     assert counted.searched[0] is done[0].searched[-1]  # it starts from the last search
     assert [f.goodput_rps for f in counted.searches] == [5, 7, 9]
-    assert server.swept[2] == pytest.approx(rates + widen(rates, "above", 8))
+    # the same rates, continued at their ratio on to 1.4x the searches' knee (130/s)
+    swept, added = server.swept[2], len(server.swept[2]) - len(rates)
+    assert swept[: len(rates)] == pytest.approx(rates)
+    assert swept[len(rates) :] == pytest.approx(widen(rates, "above", added))
+    assert swept[-1] >= 1.4 * 130.0 > swept[-2]
     assert reference_knee(counted.points, slo).edge is None
     assert counted.reference_s == 2.0
 
 
 def test_a_knee_still_at_an_edge_stops_after_the_last_widening() -> None:
     slo = SLO(latency_ms=200.0, max_failure_ratio=0.01)
-    server = FakeComparison(capacity=10.0)
+    server = FakeComparison(capacity=10.0, searched_knee=100.0)
     rates = sweep_rates(100.0)
     done = compare(server.search(), server.search, server.one_pass, rates, slo, passes=2, searches=2)
     assert [c.widened for c in done] == [None] + ["below"] * MAX_WIDEN
     assert server.events.count("pass") == 2 * (MAX_WIDEN + 1)
     assert all(len(c.searches) == 2 for c in done)
+
+
+def test_widen_goes_on_to_the_rate_it_must_reach_and_never_adds_fewer_than_asked() -> None:
+    rates = sweep_rates(100.0, 0.95, 1.05)
+    down = widen(rates, "below", 4, reach=50.0)
+    assert down[0] <= 50.0 < down[0] * 1.025 and len(down) > 4
+    assert down[-1] == pytest.approx(rates[0] / 1.025)
+    up = widen(rates, "above", 8, reach=200.0)
+    assert up[-1] >= 200.0 > up[-1] / 1.025
+    assert widen(rates, "below", 4, reach=99.0) == widen(rates, "below", 4)  # already reached
+
+
+def test_a_capacity_that_fell_mid_row_is_followed_down_to_its_searches_knee() -> None:
+    """A config's capacity halved within minutes (searches 111 -> 43-57/s) and two widenings of
+    four rates never reached it: the next comparison's rates go on down to `low` x the lowest
+    knee its searches found, so the row gets a reference."""
+    slo = SLO(latency_ms=200.0, max_failure_ratio=0.01)
+    server = FakeComparison(capacity=50.0)
+    rates = sweep_rates(100.0, 0.8, 1.4)
+    done = compare(server.search(), server.search, server.one_pass, rates, slo, passes=2, searches=3, low=0.8)
+    assert [c.widened for c in done] == [None, "below"]
+    assert min(server.swept[2]) <= 0.8 * 50.0
+    knee = reference_knee(done[-1].points, slo)
+    assert knee.edge is None and knee.rate is not None and 50.0 / 1.025 <= knee.rate <= 50.0
 
 
 def test_every_search_counts_a_widened_rows_earlier_searches_once_against_its_reference() -> None:
