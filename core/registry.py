@@ -60,6 +60,12 @@ class ServiceSpec:
         return None if self.naive_endpoint is None else "/" + self.naive_endpoint
 
     @property
+    def takes_variants(self) -> bool:
+        """Model variants apply: a stored model (fp32 and its compressed variants) or the user's
+        `--variant-arg` alternatives."""
+        return self.model_base is not None or bool(self.variant_args)
+
+    @property
     def external(self) -> bool:
         """A user's own service (imported from its working dir), not one servetune ships."""
         return self.working_dir is not None
@@ -103,6 +109,11 @@ def service_spec(key: str) -> ServiceSpec:
         return _REGISTRY[key]
     except KeyError:
         raise ValueError(f"unknown service {key!r}; choose one of {sorted(_REGISTRY)}") from None
+
+
+def registered(key: str) -> ServiceSpec | None:
+    """The service registered as `key`, None when there is none."""
+    return _REGISTRY.get(key)
 
 
 def service_keys(tunable_only: bool = False) -> list[str]:

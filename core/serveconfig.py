@@ -57,11 +57,20 @@ class Config(BaseModel):
 
     @property
     def key(self) -> str:
+        return self._joined(batching=True, variant=True)
+
+    def label(self, spec: ServiceSpec | None = None) -> str:
+        """The key without the knobs `spec`'s service cannot take (batching on a non-batchable
+        endpoint, a variant where it has none), for people to read; the key without a spec."""
+        if spec is None:
+            return self.key
+        return self._joined(batching=spec.batchable, variant=spec.takes_variants)
+
+    def _joined(self, batching: bool, variant: bool) -> str:
         threads = "auto" if self.threads is None else self.threads
-        return (
-            f"b{self.max_batch_size}-l{self.max_latency_ms}-w{self.workers}-t{threads}"
-            f"-g{self.gpus}-{self.variant}"
-        )
+        parts = [f"b{self.max_batch_size}", f"l{self.max_latency_ms}"] if batching else []
+        parts += [f"w{self.workers}", f"t{threads}", f"g{self.gpus}"]
+        return "-".join(parts + ([self.variant] if variant else []))
 
     @property
     def workers_per_gpu(self) -> int | None:

@@ -34,6 +34,11 @@ class Finalist:
     repeats: list[TrialRecord]
 
     @property
+    def shown(self) -> str:
+        """Its config as people read it (`Config.label`)."""
+        return self.first.shown
+
+    @property
     def measured(self) -> list[TrialRecord]:
         return [self.first, *self.repeats]
 
@@ -127,7 +132,7 @@ class Choice:
     def explain(self) -> str:
         """One sentence for the report and the CLI."""
         mean = self.winner.mean_goodput
-        text = f"{self.winner.config.key}: mean {mean:.1f} good RPS, {self.winner.interval_text}"
+        text = f"{self.winner.shown}: mean {mean:.1f} good RPS, {self.winner.interval_text}"
         if self.kept_baseline:
             text += f", the {self.kept_baseline} baseline: no tuned config measured better, so it is kept"
         if self.contenders < 2:
@@ -135,7 +140,7 @@ class Choice:
         if not self.tied:
             others = "finalist's or deployable baseline's" if self.baselines else "finalist's"
             return text + f" (no other {others} interval overlaps it)"
-        others = ", ".join(f.config.key for f in (self.best_mean, *self.tied) if f is not self.winner)
+        others = ", ".join(f.shown for f in (self.best_mean, *self.tied) if f is not self.winner)
         if self.winner is self.best_mean:
             return text + f"; statistically tied with {others}, and it uses no more resources"
         return (

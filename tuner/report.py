@@ -113,7 +113,7 @@ class Comparison:
 
     label: str
     name: str
-    key: str
+    key: str  # as people read it (`Config.label`)
     status: str
     goodput_rps: float
     ratio: float | None  # winner mean goodput / baseline goodput (None: the baseline served none)
@@ -138,7 +138,7 @@ def comparisons(
             searches = ", ".join(f"{v:.1f}" for v in runs.goodputs)
             capacity = f"mean of {len(runs.goodputs)} capacity searches ({searches}); {capacity}"
         name = BASELINE_NAMES.get(b.label, f"Baseline {b.label}")
-        rows.append(Comparison(b.label, name, b.key, b.status, goodput, ratio, capacity))
+        rows.append(Comparison(b.label, name, b.shown, b.status, goodput, ratio, capacity))
     return rows
 
 
@@ -387,7 +387,7 @@ def goodput_chart(records: Sequence[TrialRecord], baselines: Sequence[TrialRecor
     for i, record in enumerate(bars):
         colour = "#555" if record.kind == "baseline" else STATUS_COLOUR[record.status]
         top = chart.y(record.goodput_rps)
-        title = f"{record.key} {record.status}: {record.goodput_rps:.1f} RPS — {record.reason[:200]}"
+        title = f"{record.shown} {record.status}: {record.goodput_rps:.1f} RPS — {record.reason[:200]}"
         label = BASELINE_MARKS.get(record.label, "B") if record.kind == "baseline" else str(record.number)
         chart.marks += [
             Rect(chart.x(i) + slot * 0.1, top, slot, chart.y(0) - top, colour, title),
@@ -496,7 +496,8 @@ def latency_panel(group: Sequence[TrialRecord], slo: SLO, y_max: float) -> Panel
         words = capacity_text(found) or f"{record.goodput_rps:.1f} good RPS (fixed steps)"
         runs.append(RunNote(colour, f"{_run_label(record)} {record.status}: {words}"))
     head = group[0]
-    return Panel(f"{head.label} baseline: {head.key}" if head.kind == "baseline" else head.key, chart, runs)
+    title = f"{head.label} baseline: {head.shown}" if head.kind == "baseline" else head.shown
+    return Panel(title, chart, runs)
 
 
 def _step_marker(x: float, y: float, colour: str, step: StepMeasurement, slo: SLO) -> list[Mark]:
@@ -590,7 +591,7 @@ def finalist_rows(result: StudyResult) -> list[tuple[str, ...]]:
             role.append("tied with the winner")
         low, high = f.interval
         rows.append((
-            f.config.key, ", ".join(role), _fmt(f.mean_goodput), _fmt(f.stdev), f"{low:.1f}-{high:.1f}",
+            f.shown, ", ".join(role), _fmt(f.mean_goodput), _fmt(f.stdev), f"{low:.1f}-{high:.1f}",
             str(len(f.goodputs)), ", ".join(f"{g:.1f}" for g in f.goodputs),
         ))  # fmt: skip
     return rows
@@ -611,9 +612,9 @@ def render_html(result: StudyResult, inputs: ReportInputs) -> str:
     for r in trials:
         best_by_strategy[r.strategy] = max(best_by_strategy.get(r.strategy, 0.0), r.goodput_rps)
     trial_rows = [
-        (r.number, r.kind, r.label or r.strategy, r.key, r.status, _fmt(r.goodput_rps), _fmt(r.latency_ms, 0),
-         _fmt(r.failure_ratio, 3), _fmt(r.cost_per_million, 4), _fmt(r.rss_mb, 0), _fmt(r.wall_s),
-         capacity_text(r.capacity), _first_line(r.reason))
+        (r.number, r.kind, r.label or r.strategy, r.shown, r.status, _fmt(r.goodput_rps),
+         _fmt(r.latency_ms, 0), _fmt(r.failure_ratio, 3), _fmt(r.cost_per_million, 4), _fmt(r.rss_mb, 0),
+         _fmt(r.wall_s), capacity_text(r.capacity), _first_line(r.reason))
         for r in records
     ]  # fmt: skip
     mean_batch = None

@@ -37,6 +37,7 @@ class TrialRecord(BaseModel):
     label: str = ""
     strategy: str = ""
     key: str
+    shown_key: str = ""  # the key without the knobs the service cannot take ("": the key)
     config: dict[str, Any]
     status: TrialStatus
     score: float | None = None
@@ -60,6 +61,11 @@ class TrialRecord(BaseModel):
         if not isinstance(steps, list):
             return steps
         return [upgrade_step(s) if isinstance(s, dict) else s for s in steps]
+
+    @property
+    def shown(self) -> str:
+        """The config as people read it (`Config.label`)."""
+        return self.shown_key or self.key
 
     @property
     def unfinished(self) -> bool:

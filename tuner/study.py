@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.measurement import StepMeasurement
+from core.registry import registered
 from tuner.budget import REPEAT_SHARE, RESERVE_MARGIN, TimeBudget
 from tuner.capacity import counted_mask
 from tuner.finalists import Choice, Finalist, choose
@@ -89,6 +90,7 @@ class Study:
         self._live_first_s: float | None = None  # the running measurement's first verdict
         self.result_duplicates = 0
         self.result_illegal = 0
+        self._spec = registered(runner.service)  # None for a fake runner's made-up service
 
     @property
     def records(self) -> list[TrialRecord]:
@@ -162,7 +164,8 @@ class Study:
     ) -> TrialRecord:
         common: dict[str, Any] = {
             "number": number, "kind": kind, "label": label, "strategy": self.strategy.name,
-            "key": config.key, "config": config.to_dict(), "rss_mb": measured.rss_mb,
+            "key": config.key, "shown_key": config.label(self._spec), "config": config.to_dict(),
+            "rss_mb": measured.rss_mb,
             "wall_s": measured.wall_s, "first_verdict_s": measured.first_verdict_s,
             "last_verdict_s": measured.last_verdict_s,
             "started_at": measured.started_at,

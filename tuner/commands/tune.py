@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, cast
 
@@ -13,6 +14,7 @@ from rich.text import Text
 
 from core.measurement import StepMeasurement
 from core.readers import METRICS_HELP, PROMETHEUS_TARGETS_HELP, PROMETHEUS_URL_HELP
+from core.registry import registered
 from tuner.capacity import LoadMode
 from tuner.commands.console import console, fail
 from tuner.commands.target import (
@@ -39,9 +41,10 @@ class LiveView:
     """A Rich live panel: trial i/N, current config, step, RPS, p95, best so far (terminals only:
     elsewhere Live prints every frame)."""
 
-    def __init__(self, total_trials: int, slo: SLO) -> None:
+    def __init__(self, total_trials: int, slo: SLO, label: Callable[[Config], str] = Config.label) -> None:
         self.total = total_trials
         self.slo = slo
+        self.label = label  # a config as people read it (`Config.label`)
         self.trials_done = 0
         self.current = "-"
         self.kind = ""
@@ -57,7 +60,7 @@ class LiveView:
         )  # fmt: skip
         best = "best so far: -"
         if self.best is not None:
-            best = f"best so far: {self.best.key}  {self.best.goodput_rps:.1f} good RPS"
+            best = f"best so far: {self.best.shown}  {self.best.goodput_rps:.1f} good RPS"
         return Group(head, Text(best, style="green"), trial_table(self.rows[-8:]))
 
     def start(self) -> None:
@@ -67,7 +70,7 @@ class LiveView:
         self.live.stop()
 
     def trial_start(self, number: int, kind: str, config: Config) -> None:
-        self.kind, self.current, self.step_line = kind, config.key, ""
+        self.kind, self.current, self.step_line = kind, self.label(config), ""
         self.live.update(self.render())
 
     def step(self, index: int, step: StepMeasurement) -> None:
@@ -107,7 +110,7 @@ def record_line(record: TrialRecord, quantile: str) -> str:
         parts.append(found)
     gpu = gpu_text(record)  # "" without GPU figures
     parts += [f"{quantile} {latency} ms", *([gpu] if gpu else []), f"{record.wall_s:.0f} s"]
-    line = f"#{record.number} {record.label or record.kind} {record.key}: " + ", ".join(parts)
+    line = f"#{record.number} {record.label or record.kind} {record.shown}: " + ", ".join(parts)
     if record.status != "ok" and record.reason:
         line += " - " + record.reason.splitlines()[0][:200]
     return line
@@ -117,10 +120,17 @@ class PlainProgress:
     """Progress as plain lines, one when a measurement starts and one when it ends (for logs and
     pipes, where a live view would print every frame)."""
 
-    def __init__(self, total_trials: int, slo: SLO, out: Console = console) -> None:
+    def __init__(
+        self,
+        total_trials: int,
+        slo: SLO,
+        out: Console = console,
+        label: Callable[[Config], str] = Config.label,
+    ) -> None:
         self.total = total_trials
         self.slo = slo
         self.out = out
+        self.label = label  # a config as people read it (`Config.label`)
         self.trials_started = 0
 
     def line(self, text: str) -> None:
@@ -137,7 +147,7 @@ class PlainProgress:
         if kind == "trial":
             self.trials_started += 1
             count = f" {self.trials_started}/{self.total}"
-        self.line(f"#{number} {kind}{count} {config.key}: started")
+        self.line(f"#{number} {kind}{count} {self.label(config)}: started")
 
     def trial_end(self, record: TrialRecord) -> None:
         self.line(record_line(record, self.slo.quantile))
@@ -161,7 +171,7 @@ def trial_table(records: list[TrialRecord], title: str | None = None) -> Table:
                 "" if r.capacity.breach is None else f"-{r.capacity.breach:.4g}"
             )
         table.add_row(
-            str(r.number), r.label or r.kind, r.key, f"[{STATUS_COLOURS[r.status]}]{r.status}[/]",
+            str(r.number), r.label or r.kind, r.shown, f"[{STATUS_COLOURS[r.status]}]{r.status}[/]",
             f"{r.goodput_rps:.1f}", knee, "-" if r.latency_ms is None else f"{r.latency_ms:.0f}",
             "-" if r.failure_ratio is None else f"{r.failure_ratio:.3f}",
             "-" if r.rss_mb is None else f"{r.rss_mb:.0f}", f"{r.wall_s:.0f}",
@@ -172,7 +182,13 @@ def trial_table(records: list[TrialRecord], title: str | None = None) -> Table:
 def progress_view(options: TuneOptions) -> LiveView | PlainProgress:
     """The live panel on a terminal, plain lines anywhere else (pipes, CI logs)."""
     slo = options.slo()
-    return LiveView(options.trials, slo) if console.is_terminal else PlainProgress(options.trials, slo)
+
+    def label(config: Config) -> str:
+        return config.label(registered(options.service))
+
+    if console.is_terminal:
+        return LiveView(options.trials, slo, label)
+    return PlainProgress(options.trials, slo, label=label)
 
 
 def run_tune_cli(options: TuneOptions, resume_hint: str) -> TuneOutcome:
@@ -208,7 +224,7 @@ def print_outcome(outcome: TuneOutcome) -> None:
         console.print(trial_table(result.records, title="trials"))
         for r in result.records:
             if r.status != "ok":
-                plain(f"  #{r.number} {r.key} {r.status}: {r.reason.splitlines()[0][:200]}")
+                plain(f"  #{r.number} {r.shown} {r.status}: {r.reason.splitlines()[0][:200]}")
     else:
         plain("measurements:")
         for r in result.records:
@@ -220,7 +236,7 @@ def print_outcome(outcome: TuneOutcome) -> None:
     for f in result.finalists:
         runs = ", ".join(f"{g:.1f}" for g in f.goodputs)
         plain(
-            f"finalist {f.config.key}: mean {f.mean_goodput:.1f} good RPS, {f.interval_text}, "
+            f"finalist {f.shown}: mean {f.mean_goodput:.1f} good RPS, {f.interval_text}, "
             f"stdev {f.stdev:.1f} over {len(f.goodputs)} run(s) ({runs})"
         )
     if result.choice is not None:
@@ -232,7 +248,7 @@ def print_outcome(outcome: TuneOutcome) -> None:
         w = result.winner
         kept = result.choice.kept_baseline if result.choice is not None else ""
         console.print(
-            f"[bold green]winner[/] {w.config.key}"
+            f"[bold green]winner[/] {w.shown}"
             + (f" (the {kept} baseline: no tuned config measured better)" if kept else "")
             + f": {w.mean_goodput:.1f} good RPS ({w.interval_text}, spread {w.spread:.1f})",
             soft_wrap=True,
