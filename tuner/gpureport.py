@@ -108,7 +108,7 @@ def gpu_rows(records: Sequence[TrialRecord]) -> list[tuple[str, ...]]:
         step = record.best_step_figures()
         shown = figures or GpuFigures()
         rows.append((
-            str(record.number), record.label or record.kind, record.key,
+            str(record.number), record.label or record.kind, record.shown,
             "-" if step is None else load_text(step), shown.utilization_text(),
             bytes_text(shown.memory_peak_bytes), bytes_text(shown.memory_total_bytes), shown.share_text(),
         ))  # fmt: skip
