@@ -59,6 +59,14 @@ class ServiceSpec:
     def naive_route(self) -> str | None:
         return None if self.naive_endpoint is None else "/" + self.naive_endpoint
 
+    def batches(self, endpoint: str | None = None) -> bool:
+        """Whether `endpoint` (default: the tuned one) has adaptive batching: the naive
+        endpoint has none; a route the spec does not describe counts as batching."""
+        route = (endpoint or self.endpoint).lstrip("/")
+        if route == self.endpoint:
+            return self.batchable
+        return route != self.naive_endpoint
+
     @property
     def takes_variants(self) -> bool:
         """Model variants apply: a stored model (fp32 and its compressed variants) or the user's

@@ -59,12 +59,13 @@ class Config(BaseModel):
     def key(self) -> str:
         return self._joined(batching=True, variant=True)
 
-    def label(self, spec: ServiceSpec | None = None) -> str:
-        """The key without the knobs `spec`'s service cannot take (batching on a non-batchable
-        endpoint, a variant where it has none), for people to read; the key without a spec."""
+    def label(self, spec: ServiceSpec | None = None, endpoint: str | None = None) -> str:
+        """The key without the knobs `spec`'s service cannot take at `endpoint` (default: the
+        tuned one): batching on a non-batchable endpoint, a variant where it has none; for people
+        to read. The key without a spec."""
         if spec is None:
             return self.key
-        return self._joined(batching=spec.batchable, variant=spec.takes_variants)
+        return self._joined(batching=spec.batches(endpoint), variant=spec.takes_variants)
 
     def _joined(self, batching: bool, variant: bool) -> str:
         threads = "auto" if self.threads is None else self.threads

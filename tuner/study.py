@@ -32,7 +32,8 @@ class TrialSink(Protocol):
 class StudyEvents:
     """Hooks for a live view; every one is optional."""
 
-    trial_start: Callable[[int, str, Config], None] | None = None  # (number, kind or label, config)
+    # (number, kind or label, the config as people read it: `Config.label`)
+    trial_start: Callable[[int, str, str], None] | None = None
     step: Callable[[int, StepMeasurement], None] | None = None
     trial_end: Callable[[TrialRecord], None] | None = None
 
@@ -107,8 +108,9 @@ class Study:
         started = self.budget.clock()
         if self.budget.seconds is not None:
             runner_kw.setdefault("time_left", self._deadline(kind))
+        shown = config.label(self._spec, runner_kw.get("endpoint"))
         if self.events.trial_start:
-            self.events.trial_start(number, label or kind, config)
+            self.events.trial_start(number, label or kind, shown)
         hook = self.events.step
 
         def on_step(index: int, step: StepMeasurement) -> None:
@@ -118,7 +120,7 @@ class Study:
                 hook(index, step)
 
         measured: Measurement = self.runner.measure(config, on_step=on_step, **runner_kw)
-        record = self._record(number, kind, label, config, measured)
+        record = self._record(number, kind, label, config, shown, measured)
         self.store.append(record)
         self.history.append(record)
         if self.events.trial_end:
@@ -160,11 +162,11 @@ class Study:
         return RESERVE_MARGIN * ((max(firsts) if firsts else 0.0) + self._teardown_s())
 
     def _record(
-        self, number: int, kind: TrialKind, label: str, config: Config, measured: Measurement
+        self, number: int, kind: TrialKind, label: str, config: Config, shown: str, measured: Measurement
     ) -> TrialRecord:
         common: dict[str, Any] = {
             "number": number, "kind": kind, "label": label, "strategy": self.strategy.name,
-            "key": config.key, "shown_key": config.label(self._spec), "config": config.to_dict(),
+            "key": config.key, "shown_key": shown, "config": config.to_dict(),
             "rss_mb": measured.rss_mb,
             "wall_s": measured.wall_s, "first_verdict_s": measured.first_verdict_s,
             "last_verdict_s": measured.last_verdict_s,

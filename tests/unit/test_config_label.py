@@ -45,6 +45,15 @@ def test_the_label_leaves_out_batching_a_non_batchable_endpoint_cannot_take(
     assert config.label() == config.key
 
 
+def test_the_naive_endpoint_is_shown_without_batching() -> None:
+    """A shipped service's naive baseline loads its unbatched twin of the tuned endpoint."""
+    spec, config = service_spec("embedding"), Config(2, 1000, 1, 2, 0)
+    assert spec.naive_endpoint is not None and spec.batches() and not spec.batches(spec.naive_endpoint)
+    assert config.label(spec, spec.naive_endpoint) == "w1-t2-g0-fp32"
+    assert config.label(spec, "/" + spec.naive_endpoint) == "w1-t2-g0-fp32"
+    assert config.label(spec, spec.endpoint) == config.label(spec, "/some_other_api") == config.key
+
+
 def test_a_studys_records_and_progress_lines_show_the_label_and_keep_the_key(
     tmp_path: Path, plain_service: ServiceSpec
 ) -> None:
@@ -56,9 +65,7 @@ def test_a_studys_records_and_progress_lines_show_the_label_and_keep_the_key(
     store = StudyStore(tmp_path)
     store.open({"seed": 1}, resume=False)
     buffer = io.StringIO()
-    progress = PlainProgress(
-        3, slo, Console(file=buffer, force_terminal=False, width=200), label=lambda c: c.label(plain_service)
-    )
+    progress = PlainProgress(3, slo, Console(file=buffer, force_terminal=False, width=200))
     study = Study(
         space, make_strategy("grid", space, 0), Objective(slo), runner, store, 1, 0, 0, progress.events()
     )

@@ -56,10 +56,12 @@ def test_piped_tune_prints_one_line_per_measurement_and_no_live_frames(
     assert [r.kind for r in records].count("trial") == 3 and len(records) == 3 + 2 + 2
     for r in records:
         kind = f"#{r.number} {r.label or r.kind} "
-        (_,) = [line for line in lines if line.startswith(kind) and line.endswith(f"{r.key}: started")]
-        (ended,) = [line for line in lines if line.startswith(f"{kind}{r.key}: {r.status},")]
+        (_,) = [line for line in lines if line.startswith(kind) and line.endswith(f"{r.shown}: started")]
+        (ended,) = [line for line in lines if line.startswith(f"{kind}{r.shown}: {r.status},")]
         assert ended == record_line(r, "p95")
         assert r.capacity is not None and capacity_text(r.capacity) in ended and ", bracket " in ended
+    (naive,) = [r for r in records if r.label == "naive"]
+    assert naive.shown == "w1-t2-g0-fp32" != naive.key, "the unbatched endpoint takes no batching knobs"
     assert [line.split()[2] for line in lines if line.endswith(": started") and " trial " in line] == [
         "1/3", "2/3", "3/3",
     ]  # fmt: skip
@@ -88,9 +90,9 @@ def test_a_plain_progress_line_names_the_knee_and_its_bracket() -> None:
     common: dict[str, Any] = {"key": config.key, "config": config.to_dict(), "wall_s": 41.6}
     ok = TrialRecord(number=4, status="ok", goodput_rps=160.04, latency_ms=106.2, capacity=found, **common)
     failed = TrialRecord(number=5, status="failed", reason="server did not start: port busy\nlog", **common)
-    progress.trial_start(4, "trial", config)
+    progress.trial_start(4, "trial", config.key)
     progress.trial_end(ok)
-    progress.trial_start(5, "trial", config)
+    progress.trial_start(5, "trial", config.key)
     progress.trial_end(failed)
     assert buffer.getvalue().splitlines() == [
         f"#4 trial 1/12 {config.key}: started",

@@ -82,7 +82,7 @@ def test_outputs_of_a_fake_study(tmp_path: Path) -> None:
     assert all(ElementTree.fromstring(svg).tag == f"{SVG}svg" for svg in svgs), "well-formed SVG"
     trials = [r for r in outcome.result.records if r.kind == "trial"]
     bars = re.findall(r'<rect [^>]*fill="(#[0-9a-f]+)"><title>([^ ]+) ', html)
-    assert [key for _, key in bars[: len(trials) + 1]] == [r.key for r in trials] + [outcome.baseline.key]
+    assert [key for _, key in bars[: len(trials) + 1]] == [r.shown for r in trials] + [outcome.baseline.shown]
     assert bars[[r.key for r in trials].index(FAILING_KEY)][0] == "#d62728", "a failed trial is a red bar"
     rows = list(csv.DictReader((tmp_path / "steps.csv").open()))
     stored = json.loads((tmp_path / "steps.json").read_text())
@@ -190,7 +190,7 @@ def test_capacity_report_draws_each_config_against_the_offered_load(tmp_path: Pa
     records = [r for r in outcome.result.records if r.steps]
     assert all(r.capacity is not None and r.capacity.knee is not None for r in records)
     groups: dict[str, list[TrialRecord]] = {}
-    baseline_titles = {r.key: f"{r.label} baseline: {r.key}" for r in records if r.kind == "baseline"}
+    baseline_titles = {r.key: f"{r.label} baseline: {r.shown}" for r in records if r.kind == "baseline"}
     trial_keys = {r.key for r in records if r.kind == "trial"}
     for r in records:
         led = r.kind == "finalist" and r.key in baseline_titles and r.key not in trial_keys

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, cast
 
@@ -14,7 +13,6 @@ from rich.text import Text
 
 from core.measurement import StepMeasurement
 from core.readers import METRICS_HELP, PROMETHEUS_TARGETS_HELP, PROMETHEUS_URL_HELP
-from core.registry import registered
 from tuner.capacity import LoadMode
 from tuner.commands.console import console, fail
 from tuner.commands.target import (
@@ -30,7 +28,6 @@ from tuner.commands.target import (
 from tuner.gpureport import gpu_text
 from tuner.objective import SLO, ObjectiveKind, Quantile, load_text
 from tuner.report import capacity_text, comparisons
-from tuner.space import Config
 from tuner.store import TrialRecord
 from tuner.strategies import DEFAULT_STRATEGY, STRATEGY_HELP
 from tuner.study import StudyEvents
@@ -41,10 +38,9 @@ class LiveView:
     """A Rich live panel: trial i/N, current config, step, RPS, p95, best so far (terminals only:
     elsewhere Live prints every frame)."""
 
-    def __init__(self, total_trials: int, slo: SLO, label: Callable[[Config], str] = Config.label) -> None:
+    def __init__(self, total_trials: int, slo: SLO) -> None:
         self.total = total_trials
         self.slo = slo
-        self.label = label  # a config as people read it (`Config.label`)
         self.trials_done = 0
         self.current = "-"
         self.kind = ""
@@ -69,8 +65,8 @@ class LiveView:
     def stop(self) -> None:
         self.live.stop()
 
-    def trial_start(self, number: int, kind: str, config: Config) -> None:
-        self.kind, self.current, self.step_line = kind, self.label(config), ""
+    def trial_start(self, number: int, kind: str, shown: str) -> None:
+        self.kind, self.current, self.step_line = kind, shown, ""
         self.live.update(self.render())
 
     def step(self, index: int, step: StepMeasurement) -> None:
@@ -120,17 +116,10 @@ class PlainProgress:
     """Progress as plain lines, one when a measurement starts and one when it ends (for logs and
     pipes, where a live view would print every frame)."""
 
-    def __init__(
-        self,
-        total_trials: int,
-        slo: SLO,
-        out: Console = console,
-        label: Callable[[Config], str] = Config.label,
-    ) -> None:
+    def __init__(self, total_trials: int, slo: SLO, out: Console = console) -> None:
         self.total = total_trials
         self.slo = slo
         self.out = out
-        self.label = label  # a config as people read it (`Config.label`)
         self.trials_started = 0
 
     def line(self, text: str) -> None:
@@ -142,12 +131,12 @@ class PlainProgress:
     def stop(self) -> None:
         return None
 
-    def trial_start(self, number: int, kind: str, config: Config) -> None:
+    def trial_start(self, number: int, kind: str, shown: str) -> None:
         count = ""
         if kind == "trial":
             self.trials_started += 1
             count = f" {self.trials_started}/{self.total}"
-        self.line(f"#{number} {kind}{count} {self.label(config)}: started")
+        self.line(f"#{number} {kind}{count} {shown}: started")
 
     def trial_end(self, record: TrialRecord) -> None:
         self.line(record_line(record, self.slo.quantile))
@@ -183,12 +172,9 @@ def progress_view(options: TuneOptions) -> LiveView | PlainProgress:
     """The live panel on a terminal, plain lines anywhere else (pipes, CI logs)."""
     slo = options.slo()
 
-    def label(config: Config) -> str:
-        return config.label(registered(options.service))
-
     if console.is_terminal:
-        return LiveView(options.trials, slo, label)
-    return PlainProgress(options.trials, slo, label=label)
+        return LiveView(options.trials, slo)
+    return PlainProgress(options.trials, slo)
 
 
 def run_tune_cli(options: TuneOptions, resume_hint: str) -> TuneOutcome:
