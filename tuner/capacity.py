@@ -6,9 +6,9 @@ step breaches the SLO, or shrink until one meets it), then bisects the bracket g
 `hi / lo - 1 <= resolution`, no higher than what an overloaded breach served (within the
 failure bound and clearly short of its rate: a queue serves about its capacity). Above a level
 that met the SLO near its latency bound, the growth shrinks with the headroom left
-(`CapacityRules.growth_headroom`). Every proposed level stays
-inside the bracket and never exceeds `growth` times the highest level that met the SLO, so a badly
-overloaded step is never followed by a heavier one. A converged bracket's breach is measured once
+(`CapacityRules.growth_headroom`). Every proposed level stays inside the bracket and never
+exceeds `growth` times the highest level that met the SLO, so a badly overloaded step is never
+followed by a heavier one. A converged bracket's breach is measured once
 more (`rechecks`): a hiccup of a shared machine (a stalled second, a garbage collection) fails a
 short step that the server could hold, and a breach that does not repeat is dropped and the search
 goes on above it. Its knee is measured once more too (`confirms`): a lucky step (a quiet spell of
