@@ -3,12 +3,10 @@
 Pure logic, no server and no Locust: `CapacitySearch` proposes the next `LoadStep` and is told
 what it measured. It brackets the knee (start from a probe's figure, grow geometrically until a
 step breaches the SLO, or shrink until one meets it), then bisects the bracket geometrically until
-`hi / lo - 1 <= resolution`, no higher than what an overloaded breach served (within the
-failure bound and clearly short of its rate: a queue serves about its capacity). Above a level
-that met the SLO near its latency bound, the growth shrinks with the headroom left
-(`CapacityRules.growth_headroom`). Every proposed level stays inside the bracket and never
-exceeds `growth` times the highest level that met the SLO, so a badly overloaded step is never
-followed by a heavier one. A converged bracket's breach is measured once
+`hi / lo - 1 <= resolution`. Above a level that met the SLO near its latency bound, the growth
+shrinks with the headroom left (`CapacityRules.growth_headroom`). Every proposed level stays
+inside the bracket and never exceeds `growth` times the highest level that met the SLO, so a badly
+overloaded step is never followed by a heavier one. A converged bracket's breach is measured once
 more (`rechecks`): a hiccup of a shared machine (a stalled second, a garbage collection) fails a
 short step that the server could hold, and a breach that does not repeat is dropped and the search
 goes on above it. Its knee is measured once more too (`confirms`): a lucky step (a quiet spell of
@@ -152,9 +150,6 @@ class CapacityRules:
     # A re-measurement near a known knee climbs to it in steps of the resolution (see
     # `CapacitySearch.climb`) instead of bracketing it with the repeat growth.
     climb_repeats: bool = True
-    # Bisect no higher than what an overloaded breach served within the failure bound (see
-    # `CapacitySearch._between`); False: the bracket's geometric middle.
-    toward_served: bool = True
     # A step that breaks only the failure bound, with a one-sided binomial p-value at the bound of
     # at least this, could have been unlucky: its level is measured again and judged on all its
     # steps' failures (0: judge every step alone).
@@ -315,36 +310,10 @@ class CapacitySearch:
             return self.hi
         if self._converged():
             return self._settle()
-        level = self._level(self._between(self.lo, self.hi))
+        level = self._level(math.sqrt(self.lo * self.hi))
         if not self.lo < level < self.hi:  # users: the bracket is one user wide
             return self._settle()
         return level
-
-    def _between(self, lo: float, hi: float) -> float:
-        """The next level inside the bracket: its geometric middle, or lower, what the server
-        delivered at the breach `hi` when it could not keep up there (an overloaded queue serves
-        about its capacity, and the knee lies under that), but at least one resolution step over
-        `lo`. The naive MiniLM baseline met 28.5/s, was offered 57/s and served 32/s; bisecting
-        from there tried 40, 34, 31 and 30/s, each an overload cut short (13 s apiece with the
-        light load and the adapting after it)."""
-        middle = math.sqrt(lo * hi)
-        served = self._served_at(hi)
-        if served is None or served >= middle:
-            return middle
-        return max(served, lo * (1.0 + self.rules.resolution))
-
-    def _served_at(self, level: float) -> float | None:
-        """Requests/s the latest step at `level` answered in time when it breached the SLO
-        within the failure bound (rate mode; a server that sheds 503s serves what its
-        dispatcher lets through, not its capacity)."""
-        if self.rules.mode != "rate" or not self.rules.toward_served:
-            return None
-        for told_level, measured in reversed(self.told):
-            if told_level == level:
-                short = measured.goodput_rps < level * (1.0 - self.rules.resolution)
-                shed = measured.failure_ratio > self.slo.max_failure_ratio
-                return measured.goodput_rps if short and not shed and not self._met(measured) else None
-        return None
 
     def _above(self, level: float) -> float:
         """The next level up: `factor` x `level`, or, when climbing, one resolution step (at least
