@@ -27,7 +27,7 @@ class ServiceSpec:
     key: str  # the short name users type: `servetune tune <key>`
     import_path: str  # what `bentoml serve` takes: "services.digits:DigitsClassifier"
     bento_name: str  # the `@bentoml.service(name=...)` name (config overrides, metrics labels)
-    endpoint: str  # the API the tuner loads and tunes (without the slash)
+    endpoint: str  # the route of the API the tuner loads and tunes (without the leading slash)
     row_field: str | None = None  # the JSON field that carries the rows of a request (built-ins)
     rows: str | None = None  # "module:function" returning the pool of rows (built-ins)
     naive_endpoint: str | None = None  # the same work without adaptive batching, if the service has it
@@ -50,10 +50,16 @@ class ServiceSpec:
     synthetic_load: bool = False  # request bodies were made up from its OpenAPI schema
     service_args: tuple[tuple[str, str], ...] = ()  # extra `bentoml serve --arg name=value` pairs
     variant_args: tuple[str, ...] = ()  # a user's alternatives, each a `name=value` --arg (variants)
+    api_name: str | None = None  # the tuned API's method name where it is not `endpoint` (route=...)
 
     @property
     def route(self) -> str:
         return "/" + self.endpoint
+
+    @property
+    def api(self) -> str:
+        """The tuned API's name in the service (what its batching is set on)."""
+        return self.api_name or self.endpoint
 
     @property
     def naive_route(self) -> str | None:

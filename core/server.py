@@ -67,7 +67,7 @@ class ServerSpec:
         if not self.service.batchable:
             return {}
         given = {k: int(self.args[k]) for k in BATCHING_KNOBS if self.args.get(k) is not None}
-        return {self.service.endpoint: given} if given else {}
+        return {self.service.api: given} if given else {}
 
     def threads(self, cores: int | None = None) -> int:
         """Torch/OpenMP threads per worker: the `threads` knob, else cores // workers."""

@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 from bench.depends_sessions import KEPT
 from bench.depends_sessions import PROJECT as COMPOSED
 from core.registry import register, service_spec
+from core.serveconfig import TargetRef
+from core.server import ServerSpec
 from core.target import (
     TargetError,
     absolute_file_target,
@@ -28,10 +30,12 @@ from core.target import (
     session_warnings,
     spec_from_info,
 )
+from loadtests.requests import request_schema, synthetic_requests
 from services.adapter import after_init
 from services.describe import ApiInfo, DependencyInfo, RemoteDependencyInfo, ServiceInfo
 from tuner.cli import app
 from tuner.commands import console as console_module
+from tuner.commands.target import resolve_cli_target
 from tuner.preflight import RequestsRejected, check_requests, sample_requests
 from tuner.space import DEFAULT_MAX_BATCH_SIZE, Machine, derived_space
 from tuner.tuning import written_config
@@ -89,6 +93,28 @@ class Top:
 """
 
 
+ROUTED = """\
+import bentoml
+from pydantic import BaseModel, Field
+
+
+class Item(BaseModel):
+    name: str = Field(min_length=1)
+    qty: int = Field(ge=0, le=100)
+
+
+@bentoml.service
+class Routed:
+    @bentoml.api(route="/v1/price", batchable=True, max_batch_size=4, max_latency_ms=50)
+    def price(self, quantities: list[int]) -> list[float]:
+        return [q * 2.5 for q in quantities]
+
+    @bentoml.api(route="/v1/quote")
+    async def quote(self, item: Item, discount: float = 0.0) -> dict:
+        return {"name": item.name, "total": item.qty * 2.5 * (1 - discount)}
+"""
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A user's folder: a service file with a missing import, a module with no service, and a
@@ -101,6 +127,7 @@ def project(tmp_path: Path) -> Path:
     (folder / "composed.py").write_text(COMPOSED.format(options=""))  # the bench's two-service project
     (folder / "composed_kept.py").write_text(COMPOSED.format(options=KEPT))
     (folder / "nested.py").write_text(NESTED)
+    (folder / "routed.py").write_text(ROUTED)
     return folder
 
 
@@ -171,6 +198,38 @@ def test_a_good_target_becomes_a_registered_spec_with_what_its_code_declares(pro
     assert spec.synthetic_load  # no requests file given
     plain_spec, _ = resolve_target("multi.py:Multi", project, endpoint="health_check")
     assert not plain_spec.batchable and plain_spec.written_batching is None
+
+
+def test_an_api_with_a_route_of_its_own_is_loaded_there_and_batched_by_its_name(project: Path) -> None:
+    """`@bentoml.api(route="/v1/price")` on `price`: the load, the OpenAPI schema and the metrics
+    use the route, the adapter's batching the method's name; `--endpoint` takes either."""
+    spec, described = resolve_target("routed.py:Routed", project, endpoint="price")
+    assert described is not None
+    assert (spec.endpoint, spec.route, spec.api) == ("v1/price", "/v1/price", "price")
+    assert spec.batchable and spec.batches() and spec.batches("/v1/price")
+    assert sorted(spec.routes) == ["/v1/price", "/v1/quote"]
+    args = {"max_batch_size": 8, "max_latency_ms": 20}
+    assert ServerSpec(spec, args=args).batching() == {"price": args}
+    assert resolve_target("routed.py:Routed", project, endpoint="/v1/price")[0].route == "/v1/price"
+    quote, _ = resolve_target("routed.py:Routed", project, endpoint="quote")
+    assert (quote.route, quote.api, quote.batchable) == ("/v1/quote", "quote", False)
+    schema, components = request_schema(described.openapi, quote.route), described.openapi.get("components")
+    made = synthetic_requests(schema, quote.route, components=components)
+    assert made and {r.route for r in made} == {"/v1/quote"}
+    assert all(len(json.loads(r.body)["item"]["name"]) >= 1 for r in made)
+    reference = TargetRef.of(spec)
+    assert reference is not None and reference.endpoint == "v1/price"
+    again, _ = resolve_target(reference.import_path(), project, endpoint=reference.endpoint)
+    assert (again.route, again.api) == ("/v1/price", "price")
+
+
+def test_the_cli_makes_up_bodies_for_an_api_with_a_route_of_its_own(project: Path) -> None:
+    """No --requests: the bodies come from the OpenAPI schema of the API's own route (the CLI
+    once looked for /quote and stopped) and go there."""
+    spec = resolve_cli_target("routed.py:Routed", project, endpoint="quote", pool_dir=project)
+    assert spec.synthetic_load and spec.requests_file is not None
+    lines = [json.loads(line) for line in Path(spec.requests_file).read_text().splitlines()]
+    assert lines and {line["endpoint"] for line in lines} == {"/v1/quote"}
 
 
 def test_unknown_builtin_and_missing_requests_file_are_refused_without_describing(tmp_path: Path) -> None:

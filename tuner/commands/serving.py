@@ -77,7 +77,7 @@ def serve(
     server = BentoServer(spec)
     console.print(f"serving {chosen.service} at [bold]{server.url}[/] with {chosen.model_dump()}")
     if spec.service.external:
-        batching = spec.batching().get(spec.service.endpoint)
+        batching = spec.batching().get(spec.service.api)
         console.print(
             f"{spec.service.import_path} from {spec.working_dir}; /{spec.service.endpoint} "
             + (f"batching {batching}" if batching else "not batchable: no batching knobs")
