@@ -118,6 +118,7 @@ class Choice:
     tied: tuple[Finalist, ...]  # besides the best mean, overlapping its interval
     contenders: int = 1  # finalists with a score, the winner included
     baselines: int = 0  # of the contenders, deployable baselines ranked with the finalists
+    repeated: int = 0  # of the contenders, those measured more than once (with an interval)
 
     @property
     def is_tie(self) -> bool:
@@ -137,6 +138,8 @@ class Choice:
             text += f", the {self.kept_baseline} baseline: no tuned config measured better, so it is kept"
         if self.contenders < 2:
             return text + " (the only finalist)"
+        if not self.tied and not self.repeated:
+            return text + " (the best mean; with one run each, there is no interval to judge a tie by)"
         if not self.tied:
             others = "finalist's or deployable baseline's" if self.baselines else "finalist's"
             return text + f" (no other {others} interval overlaps it)"
@@ -168,7 +171,8 @@ def choose(
     pool = [best, *tied]
     winner = min(pool, key=lambda f: (*resources(f.config, cores), -f.mean_score))
     baselines = sum(1 for f in ranked if f.first.kind == "baseline")
-    return Choice(winner, best, tied, len(ranked), baselines)
+    repeated = sum(1 for f in ranked if f.repeated_interval is not None)
+    return Choice(winner, best, tied, len(ranked), baselines, repeated)
 
 
 def rerun_of(record: TrialRecord | None, finalists: Sequence[Finalist]) -> Finalist | None:

@@ -346,6 +346,20 @@ def test_a_kept_baseline_that_measured_better_wins_and_says_so() -> None:
     assert "(the only finalist)" in plain.explain()
 
 
+def test_single_runs_claim_no_interval_that_does_not_overlap() -> None:
+    """With one run of each contender there is no interval: the choice is the best mean, and
+    says why no tie was judged, instead of "no other interval overlaps it"."""
+    tuned = Finalist(Config(32, 200, 2, 1), record(Config(32, 200, 2, 1), 942.6), [])
+    written = baseline_finalist(Config(16, 100, 1, 2), 677.8, "as-written")
+    choice = choose([tuned], cores=2, kept=[written])
+    assert choice is not None and choice.winner is tuned and choice.repeated == 0
+    assert "no interval to judge a tie by" in choice.explain()
+    assert "overlaps it" not in choice.explain()
+    again = choose([finalist(Config(32, 200, 2, 1), 940.0, 945.0)], cores=2, kept=[written])
+    assert again is not None and again.repeated == 1
+    assert "(no other finalist's or deployable baseline's interval overlaps it)" in again.explain()
+
+
 def test_a_tuned_config_tied_with_a_kept_baseline_wins_on_fewer_resources() -> None:
     tuned = finalist(Config(16, 200, 1, 1), 150.0, 190.0, 170.0)  # mean 170, one core
     default = baseline_finalist(Config(100, 60000, 1, 2), 175.0, "bentoml-default")  # two cores
