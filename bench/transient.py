@@ -1,7 +1,7 @@
 """What a rise in load does to a batching server: hold a rate and judge it window by window.
 
     .venv/bin/python -m bench.transient [--json PATH] [--config b16-l200-w2-t1] [--windows 12]
-        [--window-s 3] [--fractions 0.8,0.9,1.0]
+        [--window-s 3] [--fractions 0.8,0.9,1.0] [--endpoint encode_unbatched]
 
 One `bentoml serve` of MiniLM: the tuner's capacity search finds the knee, then each fraction
 of the knee rate is held for `--windows` consecutive windows of `--window-s` (one Locust process,
@@ -10,6 +10,8 @@ no settle), after `--rest-s` at half that rate. Per window: the SLO's latency, t
 for seconds after the load rises, until it refits its latency model (every 5 s), at rates it then
 holds without a failure; the capacity search and the accuracy bench's reference therefore judge
 a level only after `CapacityRules.adapt_s` at it. This shows the transient that rule is for.
+`--endpoint encode_unbatched` (with the naive `--config b2-l1000-w1-t2`: its batching knobs are
+placeholders nothing reads) holds the same rises on the endpoint without a dispatcher.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-s", type=float, default=3.0)
     parser.add_argument("--rest-s", type=float, default=5.0, help="seconds at half the rate before a hold")
     parser.add_argument("--fractions", default="0.8,0.9,1.0", help="of the searched knee rate")
+    parser.add_argument("--endpoint", help="route to load (default: the batchable one)")
     args = parser.parse_args(argv)
     fractions = [float(f) for f in args.fractions.split(",")]
     from loadtests.runner import LocustRunner
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         with deployer.deploy(config) as deployment:
             load = real_load_runner(options.max_extend, options.settle_s)
             measured = TrialRunner(Running(deployment), load, options.plan(), slo, "embedding").measure(
-                config
+                config, endpoint=args.endpoint
             )
             found = measured.capacity
             if found is None or found.knee is None:
@@ -105,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
                 rest = LoadStep(users=users, duration_s=args.rest_s, rate=rate / 2)
                 held = [LoadStep(users=users, duration_s=args.window_s, rate=rate)] * args.windows
                 steps = LocustRunner(max_extend=1.0, settle_s=0.0).run_steps(
-                    deployment.url, "embedding", [rest, *held], expected_workers=config.workers
+                    deployment.url,
+                    "embedding",
+                    [rest, *held],
+                    endpoint=args.endpoint,
+                    expected_workers=config.workers,
                 )
                 rows = window_rows(steps[1:], slo)
                 holds.append({"fraction": fraction, "rate": round(rate, 2), "windows": rows, **summary(rows)})
@@ -113,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"hold {fraction:.2f} x knee = {rate:.1f}/s: {cells}", flush=True)
     result = {
         "config": f"embedding:{config.key}",
+        "endpoint": args.endpoint or "batchable",
         "slo": {
             "latency_ms": slo.latency_ms,
             "quantile": slo.quantile,
