@@ -211,7 +211,7 @@ def sweep_point(rate: float, pass_index: int, measured: StepMeasurement, slo: SL
     """A measured step judged by the SLO."""
     why = slo.violations(measured)
     return SweepPoint(
-        rate=rate, pass_index=pass_index, goodput_rps=measured.goodput_rps,
+        rate=rate, pass_index=pass_index, goodput_rps=measured.sustained_rps,
         latency_ms=slo.latency_of(measured), client_p95_ms=measured.client_p95_ms,
         sent_rps=measured.rps, failure_ratio=measured.failure_ratio,
         requests=measured.requests, met=not why,

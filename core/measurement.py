@@ -86,6 +86,14 @@ class StepMeasurement:
         return self.step.rate
 
     @property
+    def sustained_rps(self) -> float:
+        """The goodput the step shows the server sustains: for a paced step at most its rate
+        (answers above the rate drain a backlog from before the window, e.g. after an overload)."""
+        if self.step.rate is None:
+            return self.goodput_rps
+        return min(self.goodput_rps, self.step.rate)
+
+    @property
     def kept_rate(self) -> bool:
         """Whether the generator sent what the step asked for (within 10%; closed loop: always)."""
         return self.step.rate is None or self.rps >= 0.9 * self.step.rate

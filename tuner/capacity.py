@@ -189,7 +189,7 @@ class CapacityFinding(BaseModel):
     mode: LoadMode
     knee: float | None  # highest level that stands met (requests/s or users)
     breach: float | None  # lowest level that stands breached
-    goodput_rps: float  # successful requests/s of the best step that met the SLO (at a level that stands)
+    goodput_rps: float  # sustained good RPS of the best step that met the SLO (at a level that stands)
     converged: bool  # the bracket is within the resolution
     limited_by: Limit
     steps: int
@@ -603,13 +603,13 @@ class CapacitySearch:
         # a confirmation) is no capacity; a generator-limited last step that met it still is.
         counted = self._counted()
         held = [m for (_, m), ok in zip(self.told, counted, strict=True) if ok]
-        best = max(held, key=lambda m: m.goodput_rps, default=None)
+        best = max(held, key=lambda m: m.sustained_rps, default=None)
         converged = self.lo is not None and self.hi is not None and self._converged()
         return CapacityFinding(
             mode=self.rules.mode,
             knee=self.lo,
             breach=self.hi,
-            goodput_rps=best.goodput_rps if best is not None else 0.0,
+            goodput_rps=best.sustained_rps if best is not None else 0.0,
             converged=converged,
             limited_by=self.limited_by or "step_cap",
             steps=len(self.told),

@@ -137,7 +137,8 @@ class Objective:
     def evaluate(
         self, config: Config, steps: Sequence[StepMeasurement], counted: Sequence[bool] | None = None
     ) -> Outcome:
-        """Goodput = the best step that meets the SLO; infeasible (with why) when none does.
+        """Goodput = the best step that meets the SLO (a paced step's at most its rate:
+        `StepMeasurement.sustained_rps`); infeasible (with why) when none does.
         `counted`: per step, whether it may count at all (a capacity search's passes at levels
         that later failed may not; CapacityFinding.counted)."""
         allowed = list(counted) if counted is not None else [True] * len(steps)
@@ -145,22 +146,23 @@ class Objective:
         good = [(i, s) for i, s in enumerate(steps) if allowed[i] and not self.slo.violations(s, per_gpu)]
         if not good:
             return Outcome(False, None, 0.0, None, None, None, None, self._why_none(steps, per_gpu))
-        index, best = max(good, key=lambda pair: pair[1].goodput_rps)
-        cost = self.cost_per_million(config, best.goodput_rps)
+        index, best = max(good, key=lambda pair: pair[1].sustained_rps)
+        goodput = best.sustained_rps
+        cost = self.cost_per_million(config, goodput)
         if self.kind == "cost":
             if cost is None:
                 why = "cost needs a price and goodput > 0"
                 latency = self.slo.latency_of(best)
-                return Outcome(False, None, best.goodput_rps, latency, best.failure_ratio, None, index, why)
+                return Outcome(False, None, goodput, latency, best.failure_ratio, None, index, why)
             score: float = -cost
         else:
-            score = best.goodput_rps
-        why = f"{best.goodput_rps:.1f} good RPS at {load_text(best)}"
+            score = goodput
+        why = f"{goodput:.1f} good RPS at {load_text(best)}"
         uneven = best.flagged(InvalidReason.UNEVEN_WORKERS)
         if uneven:
             why += " (uneven worker split: " + "; ".join(i.detail for i in uneven) + ")"
         return Outcome(
-            True, score, best.goodput_rps, self.slo.latency_of(best), best.failure_ratio, cost, index, why
+            True, score, goodput, self.slo.latency_of(best), best.failure_ratio, cost, index, why
         )  # fmt: skip
 
     def _why_none(self, steps: Sequence[StepMeasurement], per_gpu: int) -> str:

@@ -632,3 +632,13 @@ def test_server_errors_that_come_with_the_load_only_bound_the_knee() -> None:
     found = search.finding()
     assert found.limited_by == "slo" and found.knee is not None and found.breach is not None
     assert found.knee <= 0.5 * knee < found.breach
+
+
+def test_the_finding_credits_a_paced_step_with_no_more_than_its_rate() -> None:
+    """A pass whose answers outran its rate (a backlog draining) sets the knee's goodput at the
+    rate it was offered."""
+    search = CapacitySearch(SLO_200, CapacityRules(), 100.0)
+    first = search.next_step()
+    assert first is not None and first.rate is not None
+    search.tell(make_step(first, rps=first.rate * 1.1, p95=60.0, failure_ratio=0.0))
+    assert search.finding().goodput_rps == pytest.approx(first.rate)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from core.measurement import Invalidity, InvalidReason, LoadStep
 from tests.fakes import make_step
 from tuner.objective import SLO, Objective, Prices
@@ -105,3 +107,18 @@ def test_a_pass_overturned_by_its_recheck_is_named_as_such() -> None:
     outcome = Objective(SLO(latency_ms=200.0)).evaluate(Config(8, 50, 1, 1), steps, [False, False])
     assert not outcome.feasible
     assert outcome.reason == "no load held the SLO: 50 RPS offered met it, then did not (p95 350 ms > 200 ms)"
+
+
+def test_a_paced_step_counts_no_more_goodput_than_its_rate() -> None:
+    """Answers above a paced step's rate drain a backlog from before its window (a server
+    recovering from an overload): the step shows it sustains its rate, not more. A tuned
+    service's as-written baseline once kept the win on 608.6 good RPS measured at 548/s."""
+    paced = LoadStep(users=220, duration_s=2.0, rate=548.0)
+    drained = make_step(paced, rps=608.6, p95=143.0, failure_ratio=0.0)
+    assert drained.goodput_rps > 600 and drained.sustained_rps == 548.0
+    held = make_step(replace(paced, rate=575.0), rps=570.2, p95=16.0, failure_ratio=0.0)
+    assert held.sustained_rps == held.goodput_rps
+    outcome = Objective(SLO(latency_ms=200.0)).evaluate(CONFIG, [drained, held])
+    assert outcome.goodput_rps == held.goodput_rps and outcome.best_step == 1
+    closed = make_step(LoadStep(users=8, duration_s=3.0), rps=90.0, p95=50.0, failure_ratio=0.0)
+    assert closed.sustained_rps == closed.goodput_rps
