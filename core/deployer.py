@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import psutil
 from core.polling import wait_until
 from core.serveconfig import Config
 from core.server import BentoServer, ServerError
+from core.startwatch import READY_TIMEOUT_S
 
 
 class DeployError(RuntimeError):
@@ -184,7 +186,9 @@ def wait_all_workers(url: str, workers: int, timeout_s: float = 30.0) -> set[int
 class LocalBentoDeployer:
     """Runs each config as `bentoml serve` on 127.0.0.1 (free port, own BENTOML_HOME, bounded log)."""
 
-    def __init__(self, service: str, log_dir: Path | None = None, ready_timeout_s: float = 90.0) -> None:
+    def __init__(
+        self, service: str, log_dir: Path | None = None, ready_timeout_s: float = READY_TIMEOUT_S
+    ) -> None:
         self.service = service
         self.log_dir = log_dir
         self.ready_timeout_s = ready_timeout_s
@@ -196,13 +200,16 @@ class LocalBentoDeployer:
         server = FailFastServer(spec, log_dir=log_dir)
         sampler: RssSampler | None = None
         try:
+            started = time.monotonic()
             try:
                 server.start(self.ready_timeout_s)
             except ServerError as exc:
                 raise DeployError(str(exc)) from exc
             assert server.process is not None
             if config.workers > 1:
-                wait_all_workers(server.url, config.workers, self.ready_timeout_s / 3)
+                # the others load alongside the first: as long again as it took, at least 30 s
+                took = time.monotonic() - started
+                wait_all_workers(server.url, config.workers, min(self.ready_timeout_s, max(30.0, took)))
             sampler = RssSampler(server.process.pid).start()
             yield LocalDeployment(server, sampler, server.workers())
         finally:

@@ -24,6 +24,7 @@ import psutil
 from core.polling import wait_until
 from core.processes import spawn, stop_tree
 from core.registry import ServiceSpec
+from core.startwatch import READY_TIMEOUT_S, STALL_S, StartProgress
 from services import adapter
 from services.config import DURATION_BUCKETS
 
@@ -290,8 +291,9 @@ class BentoServer:
         env[adapter.ENV_SERVICE_NAME] = self.spec.service.bento_name
         return env
 
-    def start(self, ready_timeout_s: float = 90.0) -> None:
-        """Launch and wait for /readyz; raises ServerError (after cleaning up) on failure."""
+    def start(self, ready_timeout_s: float = READY_TIMEOUT_S, stall_s: float = STALL_S) -> None:
+        """Launch and wait for /readyz (`wait_ready`); raises ServerError (after cleaning up)
+        on failure."""
         self.process = spawn(
             self.command(),
             "server",
@@ -302,7 +304,7 @@ class BentoServer:
         )
         self.log.follow(self.process.stdout)
         try:
-            self.wait_ready(ready_timeout_s)
+            self.wait_ready(ready_timeout_s, stall_s)
         except ServerError as exc:
             self.keep_log = True
             self.stop()
@@ -311,12 +313,15 @@ class BentoServer:
             self.stop()
             raise
 
-    def wait_ready(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S, stall_s: float = STALL_S) -> None:
         """Poll /readyz until it answers 200.
 
-        Raises ServerError when the process exits, when `startup_failure` names a reason, or
-        when `timeout_s` runs out; the message carries the log tail.
+        Raises ServerError when the process exits, when `startup_failure` names a reason, when
+        its processes used (almost) no CPU for `stall_s` (a hung start), or when `timeout_s`
+        runs out; the message carries the log tail.
         """
+        assert self.process is not None
+        progress = StartProgress(self.process.pid, window_s=stall_s)
         with httpx.Client(timeout=2.0) as client:
 
             def ready() -> bool:
@@ -332,6 +337,12 @@ class BentoServer:
                 failure = self.startup_failure()
                 if failure is not None:
                     raise ServerError(failure)
+                if progress.stalled():
+                    raise ServerError(
+                        f"server start made no progress: its processes used under "
+                        f"{progress.min_cpu_s:g} CPU seconds in {progress.idle_s():.0f} s and /readyz "
+                        f"never answered (a constructor that waits on something?):\n{self.log.tail_text()}"
+                    )
                 return False
 
             if not wait_until(ready, timeout_s, interval_s=0.2):
@@ -392,7 +403,7 @@ def _remove_tree(path: Path, keep_logs: bool) -> None:
 
 
 @contextlib.contextmanager
-def running_server(spec: ServerSpec, ready_timeout_s: float = 90.0) -> Iterator[BentoServer]:
+def running_server(spec: ServerSpec, ready_timeout_s: float = READY_TIMEOUT_S) -> Iterator[BentoServer]:
     """Start a server, yield it, and always stop it (including on Ctrl-C)."""
     server = BentoServer(spec)
     try:

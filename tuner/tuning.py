@@ -17,6 +17,7 @@ from core.deployer import Deployer
 from core.measurement import LoadRunner
 from core.metrics import ReaderFactory
 from core.registry import resolve, service_spec
+from core.startwatch import READY_TIMEOUT_S
 from tuner.capacity import CapacityRules, LoadMode
 from tuner.objective import SLO, Objective, ObjectiveKind, Prices, Quantile
 from tuner.space import Config, SearchSpace
@@ -75,7 +76,7 @@ class TuneOptions:
     locustfile: Path | None = None  # the user's own Locust users instead of servetune's
     naive_users: tuple[int, ...] = ()
     time_budget_s: float | None = None
-    ready_timeout_s: float = 90.0
+    ready_timeout_s: float = READY_TIMEOUT_S
     max_extend: float = 1.0  # explicit steps may be stretched while unsteady; a search's are sized
     settle_s: float = 0.5
     # where server-side figures come from (not in settings(): both readers measure the same figures)

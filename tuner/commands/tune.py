@@ -13,6 +13,7 @@ from rich.text import Text
 
 from core.measurement import StepMeasurement
 from core.readers import METRICS_HELP, PROMETHEUS_TARGETS_HELP, PROMETHEUS_URL_HELP
+from core.startwatch import READY_TIMEOUT_S
 from tuner.capacity import LoadMode
 from tuner.commands.console import console, fail
 from tuner.commands.target import (
@@ -353,6 +354,14 @@ def tune(
         str, typer.Option(help="wall-clock budget, e.g. 6m: fewer trials rather than an overrun")
     ] = "",
     step_seconds: Annotated[float, typer.Option(min=1, help="seconds per explicit load step")] = 10.0,
+    ready_timeout: Annotated[
+        float,
+        typer.Option(
+            min=10,
+            help="longest a server may take to start while its processes keep using CPU (one that "
+            "uses none for 60 s is given up on sooner)",
+        ),
+    ] = READY_TIMEOUT_S,
     warmup_seconds: Annotated[
         float, typer.Option(min=0, help="warm-up seconds, not scored (the capacity search's probe)")
     ] = 3.0,
@@ -398,7 +407,7 @@ def tune(
         users=chosen_users, rates=chosen_rates,
         load=cast(LoadMode, load), resolution=resolution, max_step_s=max_step_seconds,
         time_budget_s=budget_s,
-        step_s=step_seconds, warmup_s=warmup_seconds,
+        step_s=step_seconds, warmup_s=warmup_seconds, ready_timeout_s=ready_timeout,
         naive_baseline=baseline, default_baseline=default_baseline, max_extend=max_extend,
         written_baseline=spec.external if written_baseline is None else written_baseline,
         locustfile=locustfile,
