@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 from core.measurement import StepMeasurement
 from core.registry import service_spec
 from core.serveconfig import FinalistSummary, TargetRef, WinnerFile
+from core.server import BATCHING_KNOBS
 from tuner.capacity import CapacityFinding, LoadMode
 from tuner.finalists import Choice, mean_goodput_of, rerun_of
 from tuner.gpureport import GpuFigures, gpu_section, measured_on_gpu
@@ -243,6 +244,9 @@ def write_winner(
 ) -> Path:
     path = out / "winner.yaml"
     document = winner_file(service, winner, settings, choice, finalists).model_dump(mode="json")
+    if not service_spec(service).batches():  # placeholders nothing reads: left to their defaults
+        for knob in BATCHING_KNOBS:
+            document["config"].pop(knob, None)
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 

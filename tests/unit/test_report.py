@@ -18,6 +18,7 @@ from scipy import stats
 
 from core.deployer import DeployError
 from core.measurement import LoadStep, StepMeasurement
+from core.registry import register, service_spec, unregister
 from core.serveconfig import Config, ConfigFileError, load_serve_config, load_winner
 from tests.fakes import FakeDeployer, FakeLoadRunner, make_step
 from tuner.capacity import CapacityFinding
@@ -364,6 +365,27 @@ def test_a_winner_measured_once_claims_no_interval(tmp_path: Path) -> None:
     assert winner.goodput_interval_rps is None and winner.goodput_stdev_rps is None
     summaries = [(f.key, f.interval_rps, f.runs) for f in winner.finalists]
     assert summaries == [(BIG.key, None, 1), (SMALL.key, None, 1)]
+
+
+def test_the_winner_file_of_a_non_batchable_endpoint_has_no_batching_knobs(tmp_path: Path) -> None:
+    """A user's API without adaptive batching: the file carries no max_batch_size and
+    max_latency_ms (placeholders nothing reads), and reads back as the config that was measured."""
+    plain = "plain-api"
+    register(dataclasses.replace(service_spec("noop"), key=plain, batchable=False, written_batching=None))
+    try:
+        config = Config(workers=2, threads=1)
+        alone = [finalist(0, config, [940.0, 945.0])]
+        result = study_result(alone)
+        assert result.winner is not None
+        path = write_winner(tmp_path, plain, result.winner, SETTINGS, result.choice, alone)
+        written = yaml.safe_load(path.read_text())["config"]
+        assert "max_batch_size" not in written and "max_latency_ms" not in written
+        assert written["workers"] == 2 and written["threads"] == 1
+        assert load_winner(path).config == config.serve_config(plain) == load_serve_config(path)
+        batched = yaml.safe_load(write_winner(tmp_path, "noop", result.winner, SETTINGS).read_text())
+        assert batched["config"]["max_batch_size"] == config.max_batch_size
+    finally:
+        unregister(plain)
 
 
 def test_an_old_winner_file_without_the_new_fields_still_loads(tmp_path: Path) -> None:
