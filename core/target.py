@@ -82,7 +82,7 @@ def _last_json_line(text: str) -> dict[str, object] | None:
 
 def choose_endpoint(info: ServiceInfo, endpoint: str | None) -> ApiInfo:
     """The named API, else the only batchable one, else the only one; TargetError listing them."""
-    names = ", ".join("/" + a.name + (" (batchable)" if a.batchable else "") for a in info.apis)
+    names = ", ".join(_api_text(a) for a in info.apis)
     if endpoint:
         found = info.api(endpoint)
         if found is None:
@@ -95,6 +95,13 @@ def choose_endpoint(info: ServiceInfo, endpoint: str | None) -> ApiInfo:
         kind = "batchable APIs" if info.batchable else "APIs"
         raise TargetError(f"{info.name} has several {kind}; name one with --endpoint: {names}")
     return candidates[0]
+
+
+def _api_text(api: ApiInfo) -> str:
+    """`/name`, or `/v1/route (name)` where its route is its own, and whether it batches."""
+    route = "/" + api.route.strip("/")
+    text = route if route == "/" + api.name else f"{route} ({api.name})"
+    return text + (" (batchable)" if api.batchable else "")
 
 
 SESSION_REQUESTS_ADVISED = 1_000_000_000

@@ -393,6 +393,9 @@ def test_choose_endpoint_picks_the_only_batchable_one_or_asks() -> None:
         choose_endpoint(one, "encoder")
     with pytest.raises(TargetError, match="no APIs"):
         choose_endpoint(info(), None)
+    routed = ApiInfo(name="price", route="/v1/price", batchable=True, max_batch_size=8, max_latency_ms=50)
+    with pytest.raises(TargetError, match=r"it has /v1/price \(price\) \(batchable\), /stats$"):
+        choose_endpoint(info(routed, api("stats", False)), "quote")
 
 
 @pytest.mark.parametrize(
