@@ -163,6 +163,16 @@ def remote_dependency_warnings(info: ServiceInfo) -> list[str]:
     return warnings
 
 
+def written_workers(declared: int | str | None, cores: int | None = None) -> int:
+    """The workers a service's decorator asks for: a count, or one per core for "cpu_count"
+    (as BentoML reads it); 1 when it says nothing."""
+    if isinstance(declared, int) and declared > 0:
+        return declared
+    if declared == "cpu_count":
+        return cores or os.cpu_count() or 1
+    return 1
+
+
 def spec_from_info(
     info: ServiceInfo,
     api: ApiInfo,
@@ -171,7 +181,6 @@ def spec_from_info(
     variant_args: tuple[str, ...] = (),
 ) -> ServiceSpec:
     """The registry entry of a described user service, loading `api`."""
-    workers = info.workers if isinstance(info.workers, int) and info.workers > 0 else 1
     return ServiceSpec(
         key=info.name,
         import_path=info.target,
@@ -182,7 +191,7 @@ def spec_from_info(
         working_dir=info.working_dir,
         batchable=api.batchable,
         written_batching=(api.max_batch_size, api.max_latency_ms) if api.batchable else None,
-        written_workers=workers,
+        written_workers=written_workers(info.workers),
         routes=tuple(a.route for a in info.apis),
         reads_knob_args=False,
         requests_file=str(requests_file.resolve()) if requests_file is not None else None,

@@ -8,6 +8,7 @@ second each), on tiny services written to tmp_path.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,7 @@ from core.target import (
     resolve_target,
     session_warnings,
     spec_from_info,
+    written_workers,
 )
 from loadtests.requests import request_schema, synthetic_requests
 from services.adapter import after_init
@@ -462,10 +464,11 @@ def test_written_config_is_the_decorators_batching_and_workers_at_all_cores() ->
     written = written_config("Written", cores=8)
     assert (written.max_batch_size, written.max_latency_ms) == (24, 700)
     assert (written.workers, written.threads) == (3, 8)
-    service.workers = "cpu_count"  # not a number: one worker, as written nothing else is known
+    service.workers = "cpu_count"  # BentoML: one worker per core of the machine it runs on
     register(spec_from_info(service, service.apis[1]))
     plain = written_config("Written", cores=2)
-    assert (plain.workers, plain.threads) == (1, 2)
+    assert (plain.workers, plain.threads) == (os.cpu_count(), 2)
+    assert written_workers("cpu_count", cores=6) == 6 and written_workers(None) == written_workers(0) == 1
 
 
 # --- pre-flight: does the service accept the bodies at all? --------------------------------------
