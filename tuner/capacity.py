@@ -491,8 +491,8 @@ class CapacitySearch:
         self.limited_by = "errors"
         self.note = (
             f"the service failed {error_ratio(measured):.1%} of requests with HTTP {codes} at "
-            f"{level:.4g} and {error_ratio(seen):.1%} at {above:.4g}, its latency within the SLO: "
-            "errors that do not fall with the load, not a capacity limit"
+            f"{level:.4g} (its latency within the SLO there) and {error_ratio(seen):.1%} at "
+            f"{above:.4g}: errors that do not fall with the load, not a capacity limit"
         )
 
     def _rebracket(self) -> None:
