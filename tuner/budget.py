@@ -65,7 +65,8 @@ class TimeBudget:
             else f"the finalists' re-measurements need ~{kept:.0f} s"
         )
         after = f" and {after}" if kept > 0 else ""
-        self.stopped_because = f"time budget: {left:.0f} s left, a trial takes ~{trial_s:.0f} s{after}"
+        state = f"{left:.0f} s left" if left >= 0.5 else f"spent ({-left:.0f} s over)"
+        self.stopped_because = f"time budget: {state}, a trial takes ~{trial_s:.0f} s{after}"
         return False
 
     def affords(self, cost_s: float | None) -> bool:

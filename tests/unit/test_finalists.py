@@ -74,7 +74,12 @@ def test_budget_counts_from_creation_with_a_fake_clock() -> None:
     now[0] += 30
     assert budget.affords_trial(1, [20.0], reserve_s=5)
     assert not budget.affords_trial(1, [20.0], reserve_s=15)
-    assert "time budget" in budget.stopped_because
+    assert budget.stopped_because == (
+        "time budget: 30 s left, a trial takes ~20 s and the finalists' re-measurements need ~15 s"
+    )
+    now[0] += 49  # a first trial that took longer than the whole budget: no negative seconds left
+    assert not budget.affords_trial(1, [79.0], reserve_s=0)
+    assert budget.stopped_because == "time budget: spent (19 s over), a trial takes ~79 s"
     with pytest.raises(ValueError):
         TimeBudget(0)
 
