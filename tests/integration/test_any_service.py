@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import yaml
 
 from core.polling import wait_until
 from core.server import BentoServer, ServerSpec, port_is_free
@@ -317,7 +318,15 @@ def test_study_on_the_embedding_example_names_the_as_written_baseline_and_a_winn
 
 @pytest.mark.timeout(300)
 def test_a_non_batchable_endpoint_is_tuned_without_a_batching_dimension(tmp_path: Path) -> None:
+    """The plain API, moved to a route of its own (`route="/v1/iris"`), is loaded, read from
+    the metrics and written to the winner file there."""
     project = copy_example("mixed", tmp_path)
+    source = (project / "service.py").read_text()
+    assert source.count("    @bentoml.api\n    def predict_iris(") == 1
+    routed = source.replace(
+        "    @bentoml.api\n    def predict_iris(", '    @bentoml.api(route="/v1/iris")\n    def predict_iris('
+    )
+    (project / "service.py").write_text(routed)
     (project / "iris.jsonl").write_text("".join(json.dumps({"measurements": m}) + "\n" for m in IRIS))
     args = ["tune", "service.py:TabularModels", "--endpoint", "predict_iris", "--requests", "iris.jsonl",
             "--trials", "2", "--finalists", "0", "--slo-p95-ms", "200", "--no-written-baseline",
@@ -335,7 +344,11 @@ def test_a_non_batchable_endpoint_is_tuned_without_a_batching_dimension(tmp_path
     assert len({(r["config"]["max_batch_size"], r["config"]["max_latency_ms"]) for r in records}) == 1
     (winner,) = [line for line in output.splitlines() if line.startswith("winner ") and "good RPS" in line]
     assert winner.split()[1].startswith("w"), f"shown without the batching it cannot take: {winner}"
-    assert (project / "study" / "winner.yaml").is_file()
+    measured = json.loads((project / "study" / "steps.json").read_text())
+    sources = {step["server_source"] for record in measured for step in record["steps"]}
+    assert sources == {"scrape"}, f"the server's figures were read at the route: {sources}"
+    written = yaml.safe_load((project / "study" / "winner.yaml").read_text())
+    assert written["endpoint"] == "v1/iris" and "max_batch_size" not in written["config"]
 
 
 # --- refusals: exit code 2, the reason, nothing left running -------------------------------------
