@@ -13,7 +13,7 @@ from rich.text import Text
 
 from core.measurement import StepMeasurement
 from core.readers import METRICS_HELP, PROMETHEUS_TARGETS_HELP, PROMETHEUS_URL_HELP
-from core.startwatch import READY_TIMEOUT_S
+from core.startwatch import READY_TIMEOUT_S, STALL_S
 from tuner.capacity import LoadMode
 from tuner.commands.console import console, fail
 from tuner.commands.target import (
@@ -359,7 +359,7 @@ def tune(
         typer.Option(
             min=10,
             help="longest a server may take to start while its processes keep using CPU (one that "
-            "uses none for 60 s is given up on sooner)",
+            f"uses none for {STALL_S:.0f} s is given up on sooner)",
         ),
     ] = READY_TIMEOUT_S,
     warmup_seconds: Annotated[
