@@ -118,6 +118,22 @@ def spawn(
     return process
 
 
+def tree_cpu_times(root: psutil.Process) -> dict[int, float]:
+    """User + system CPU seconds per live process of `root`'s tree (itself included); empty when
+    `root` is gone."""
+    processes = [root]
+    try:
+        processes += root.children(recursive=True)
+    except psutil.Error:
+        return {}
+    times: dict[int, float] = {}
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            cpu = process.cpu_times()
+            times[process.pid] = cpu.user + cpu.system
+    return times
+
+
 def stop_tree(
     process: subprocess.Popen[bytes], grace_s: float = 10.0, term_group: bool = False
 ) -> int | None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from core.processes import tree_cpu_times
+
 READY_TIMEOUT_S = 600.0  # the longest a start may take while it keeps working
 STALL_S = 60.0  # a start whose processes used under STALL_CPU_S of CPU in this long is hung
 STALL_CPU_S = 0.5
@@ -22,18 +24,10 @@ STALL_CPU_S = 0.5
 def tree_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of `pid` and its live descendants; None when it is gone."""
     try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
+        times = tree_cpu_times(psutil.Process(pid))
     except psutil.Error:
         return None
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
+    return sum(times.values()) if times else None
 
 
 @dataclass

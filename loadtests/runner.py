@@ -41,7 +41,7 @@ import psutil
 from core.measurement import Invalidity, InvalidReason, LoadStep, StepMeasurement, StopRule
 from core.metrics import MetricsReader, ReaderFactory, ScrapeReader, WindowFigures, workers_seen
 from core.polling import wait_until
-from core.processes import spawn, stop_tree
+from core.processes import spawn, stop_tree, tree_cpu_times
 from core.registry import service_spec
 from loadtests.requests import Request, builtin_requests, read_requests_file, route_of, write_pool
 from loadtests.shapes import write_control
@@ -266,14 +266,7 @@ class GeneratorCpu:
     def sample(self) -> tuple[float, float]:
         """(total cores, busiest process cores) since the previous sample."""
         now = time.monotonic()
-        times: dict[int, float] = {}
-        procs = [self.root]
-        with contextlib.suppress(psutil.Error):
-            procs += self.root.children(recursive=True)
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                cpu = proc.cpu_times()
-                times[proc.pid] = cpu.user + cpu.system
+        times = tree_cpu_times(self.root)
         elapsed = now - self.last_at
         deltas = [t - self.last.get(pid, t) for pid, t in times.items()] if self.last_at else []
         self.last, self.last_at = times, now

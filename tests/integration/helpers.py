@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import psutil
@@ -56,3 +59,16 @@ def worker_processes(server_pid: int) -> list[psutil.Process]:
         for child in parent.children(recursive=True)
         if "_bentoml_impl.worker.service" in " ".join(child.cmdline())
     ]
+
+
+def processes_mentioning(folder: Path) -> list[str]:
+    """Live processes whose command line or working directory is inside `folder`."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if str(folder) in cmd or str(folder) in (proc.info["cwd"] or ""):
+                found.append(f"{proc.pid}: {cmd}")
+    return found

@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 import yaml
 
@@ -29,7 +28,7 @@ from core.polling import wait_until
 from core.server import BentoServer, ServerSpec, port_is_free
 from core.target import resolve_target
 from tests.integration.cli_run import CliRun, child_setup
-from tests.integration.helpers import labelled_totals
+from tests.integration.helpers import labelled_totals, processes_mentioning
 
 pytestmark = pytest.mark.integration
 
@@ -87,19 +86,6 @@ def finish(run: CliRun, timeout_s: float) -> tuple[int, str, set[int]]:
     if not wait_until(exited, timeout_s, interval_s=0.2):
         pytest.fail(f"servetune still running after {timeout_s:.0f} s:\n{run.output()[-3000:]}")
     return run.proc.returncode, run.output(), ports
-
-
-def processes_mentioning(folder: Path) -> list[str]:
-    """Live processes whose command line or working directory is inside `folder`."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "cwd"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            cmd = " ".join(proc.info["cmdline"] or [])
-            if str(folder) in cmd or str(folder) in (proc.info["cwd"] or ""):
-                found.append(f"{proc.pid}: {cmd}")
-    return found
 
 
 def assert_nothing_left(run: CliRun, folder: Path, ports: set[int]) -> None:

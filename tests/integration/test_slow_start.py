@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from core.polling import wait_until
 from core.server import BentoServer, ServerError, ServerSpec, port_is_free
 from core.target import resolve_target
+from tests.integration.helpers import processes_mentioning
 
 SLOW = """\
 import time
@@ -85,16 +85,5 @@ def test_a_start_that_does_nothing_is_given_up_on_and_cleaned_up(tmp_path: Path)
     waited = time.monotonic() - started
     assert 8 <= waited < 60, f"gave up after {waited:.0f} s"
     assert "CPU seconds" in str(caught.value)
-    assert wait_until(lambda: not mentioning(tmp_path) and port_is_free(server.port), 10.0), mentioning(
-        tmp_path
-    )
-
-
-def mentioning(folder: Path) -> list[str]:
-    """Command lines of live processes that name `folder` (the server and its workers do)."""
-    found = []
-    for process in psutil.process_iter(["cmdline", "status"]):
-        line = " ".join(process.info["cmdline"] or [])
-        if str(folder) in line and process.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(line)
-    return found
+    gone = wait_until(lambda: not processes_mentioning(tmp_path) and port_is_free(server.port), 10.0)
+    assert gone, processes_mentioning(tmp_path)
