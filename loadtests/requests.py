@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rstr.xeger import Xeger
 
 MAX_LINES = 100_000
 MAX_BYTES = 200 * 1024 * 1024
@@ -25,6 +28,8 @@ WORDS = (
     "tiger", "ocean", "plant", "sound", "bright", "garden", "window", "forest", "yellow", "simple",
 )  # fmt: skip
 MAX_DEPTH = 16  # deeper (recursive) schemas get null
+PATTERN_TRIES = 20  # strings drawn from a `pattern` before one that also fits the length limits
+PATTERN_SPREAD = 8  # a drawn repeat (`+`, `*`, `{2,}`) runs at most this far over its minimum
 
 
 @dataclass(frozen=True)
@@ -262,10 +267,11 @@ def synthetic_requests(
 
     `examples`/`example`/`default` are used where the schema gives them; otherwise a value per
     type honouring enum/const, minLength/maxLength, minItems/maxItems, minimum/maximum (also
-    exclusive) and multipleOf: short English words for strings, one array item unless minItems
-    asks more, the required properties of objects, the first non-null choice of anyOf/oneOf.
-    `pattern` and `format` other than a few common ones are not honoured. `components` (the
-    document's `components`) resolves `$ref`s left in `schema`.
+    exclusive) and multipleOf: short English words for strings, a string drawn from the regex of
+    a `pattern` (`_patterned`), one array item unless minItems asks more, the required
+    properties of objects, the first non-null choice of anyOf/oneOf. `format`s other than a few
+    common ones are not honoured. `components` (the document's `components`) resolves `$ref`s
+    left in `schema`.
     """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
@@ -428,10 +434,54 @@ def _string(schema: Mapping[str, Any], rng: random.Random) -> str:
     }
     form = schema.get("format")
     if form in fixed:
-        return fixed[form]
-    if form == "uuid":
-        return "-".join("".join(rng.choice("0123456789abcdef") for _ in range(n)) for n in (8, 4, 4, 4, 12))
-    return _word_string(rng, max(1, low), None if high is None else int(high))
+        text = fixed[form]
+    elif form == "uuid":
+        text = "-".join("".join(rng.choice("0123456789abcdef") for _ in range(n)) for n in (8, 4, 4, 4, 12))
+    else:
+        text = _word_string(rng, max(1, low), None if high is None else int(high))
+    pattern = schema.get("pattern")
+    if not isinstance(pattern, str) or _matches(pattern, text):
+        return text
+    return _patterned(pattern, rng, low, None if high is None else int(high)) or text
+
+
+def _matches(pattern: str, text: str) -> bool:
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return False
+
+
+def _patterned(pattern: str, rng: random.Random, low: int, high: int | None) -> str | None:
+    """A string `pattern` matches (JSON Schema's unanchored search), drawn by `rstr.xeger`,
+    within `low..high` characters if one of `PATTERN_TRIES` draws is; None when Python's `re`
+    cannot read the pattern (an ECMA-only escape such as `\\p{L}`) or no draw matches (a
+    lookahead, which xeger does not honour)."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error:
+        return None
+    draw = _ShortRepeats(rng)
+    matching: str | None = None
+    for _ in range(PATTERN_TRIES):
+        try:
+            text = draw.xeger(compiled)
+        except (IndexError, KeyError, ValueError, re.error):  # a class with nothing left to draw
+            return matching
+        if compiled.search(text) is None:
+            continue
+        if low <= len(text) and (high is None or len(text) <= high):
+            return text
+        matching = matching or text
+    return matching
+
+
+class _ShortRepeats(Xeger):
+    """rstr's xeger, with repeats drawn within `PATTERN_SPREAD` of their minimum (rstr draws up
+    to 100 for `+`: a `\\d+` under a maxLength of 8 would rarely fit)."""
+
+    def _handle_repeat(self, start_range: int, end_range: int, value: Any) -> str:
+        return str(super()._handle_repeat(start_range, min(end_range, start_range + PATTERN_SPREAD), value))
 
 
 def _word_string(rng: random.Random, low: int, high: int | None) -> str:

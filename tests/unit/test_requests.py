@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jsonschema
 import pytest
+from pydantic import BaseModel, Field
 
 from loadtests.requests import (
     NoJsonBody,
@@ -247,6 +248,33 @@ def test_synthetic_words_and_bounds() -> None:
     for request in digits:
         (image,) = json.loads(request.body)["images"]
         assert len(image) == 64 and all(isinstance(v, float) and 0.0 <= v <= 16.0 for v in image)
+
+
+class Order(BaseModel):
+    """A body whose strings are constrained by regexes, as users write them with pydantic."""
+
+    sku: Annotated[str, Field(pattern=r"^SKU-[0-9]{4}$")]
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    code: Annotated[str, Field(pattern=r"[a-z]{2}_\d+", max_length=8)]  # unanchored, and a limit
+    phone: Annotated[str, Field(pattern=r"^\+?[1-9]\d{6,14}$", min_length=10)]
+    slug: Annotated[str, Field(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$")]
+
+
+def test_synthetic_strings_follow_their_pattern() -> None:
+    schema = Order.model_json_schema()
+    found = synthetic_requests(schema, "/order", count=40, seed=7)
+    for request in found:
+        Order.model_validate_json(request.body)  # pydantic (what BentoML checks with) accepts it
+        jsonschema.validate(json.loads(request.body), schema)
+    assert len({json.loads(r.body)["sku"] for r in found}) > 10, "drawn, not one fixed string"
+    assert synthetic_requests(schema, "/order", count=40, seed=7) == found, "deterministic per seed"
+
+
+@pytest.mark.parametrize("pattern", [r"^\p{L}+$", r"^(?=.*\d)[a-z]{8}$", r"^[^\x00-\U0010ffff]$"])
+def test_a_pattern_python_cannot_draw_from_still_gives_a_string(pattern: str) -> None:
+    name = {"type": "string", "pattern": pattern}
+    (request,) = synthetic_requests({"required": ["name"], "properties": {"name": name}}, "/x", count=1)
+    assert isinstance(json.loads(request.body)["name"], str), "words: the service's 400 asks for --requests"
 
 
 def test_request_schema_resolves_refs_and_synthetic_bodies_fit() -> None:
