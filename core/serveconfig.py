@@ -61,11 +61,13 @@ class Config(BaseModel):
 
     def label(self, spec: ServiceSpec | None = None, endpoint: str | None = None) -> str:
         """The key without the knobs `spec`'s service cannot take at `endpoint` (default: the
-        tuned one): batching on a non-batchable endpoint, a variant where it has none; for people
-        to read. The key without a spec."""
+        tuned one): batching on a non-batchable endpoint, a variant where it has none, and for a
+        service with `--variant-arg` alternatives the placeholder `fp32` of none of them (the
+        service as written); for people to read. The key without a spec."""
         if spec is None:
             return self.key
-        return self._joined(batching=spec.batches(endpoint), variant=spec.takes_variants)
+        alternative = not spec.variant_args or "=" in self.variant
+        return self._joined(batching=spec.batches(endpoint), variant=spec.takes_variants and alternative)
 
     def _joined(self, batching: bool, variant: bool) -> str:
         threads = "auto" if self.threads is None else self.threads

@@ -244,9 +244,12 @@ def write_winner(
 ) -> Path:
     path = out / "winner.yaml"
     document = winner_file(service, winner, settings, choice, finalists).model_dump(mode="json")
-    if not service_spec(service).batches():  # placeholders nothing reads: left to their defaults
+    spec = service_spec(service)
+    if not spec.batches():  # placeholders nothing reads: left to their defaults
         for knob in BATCHING_KNOBS:
             document["config"].pop(knob, None)
+    if spec.variant_args and "=" not in winner.config.variant:  # none of the user's alternatives: as written
+        document["config"].pop("variant", None)
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 

@@ -40,7 +40,9 @@ def test_the_label_leaves_out_batching_a_non_batchable_endpoint_cannot_take(
     assert config.key == "b32-l100-w2-t1-g0-fp32"
     assert config.label(plain_service) == "w2-t1-g0"
     assert config.label(replace(plain_service, batchable=True)) == "b32-l100-w2-t1-g0"
-    assert config.label(replace(plain_service, variant_args=("size=small", "size=large"))) == "w2-t1-g0-fp32"
+    alternatives = replace(plain_service, variant_args=("size=small", "size=large"))
+    assert config.label(alternatives) == "w2-t1-g0", "fp32 stands for no --arg: the service as written"
+    assert config.model_copy(update={"variant": "size=large"}).label(alternatives) == "w2-t1-g0-size=large"
     assert config.label(service_spec("embedding")) == config.key  # batchable, with stored variants
     assert config.label() == config.key
 

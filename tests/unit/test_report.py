@@ -388,6 +388,26 @@ def test_the_winner_file_of_a_non_batchable_endpoint_has_no_batching_knobs(tmp_p
         unregister(plain)
 
 
+def test_the_winner_file_of_a_service_as_written_among_variant_args_names_no_variant(tmp_path: Path) -> None:
+    """With `--variant-arg`, `fp32` stands for none of the alternatives (no --arg): the file
+    leaves the variant out, reads back as the measured config, and names an alternative that won."""
+    own = "own-variants"
+    register(dataclasses.replace(service_spec("noop"), key=own, variant_args=("size=small", "size=large")))
+    try:
+        for config, written in (
+            (Config(workers=2, threads=1), None),
+            (Config(variant="size=large"), "size=large"),
+        ):
+            alone = [finalist(0, config, [940.0, 945.0])]
+            result = study_result(alone)
+            assert result.winner is not None
+            path = write_winner(tmp_path, own, result.winner, SETTINGS, result.choice, alone)
+            assert yaml.safe_load(path.read_text())["config"].get("variant") == written
+            assert load_winner(path).config == config.serve_config(own)
+    finally:
+        unregister(own)
+
+
 def test_an_old_winner_file_without_the_new_fields_still_loads(tmp_path: Path) -> None:
     document = {
         "config": {"service": "embedding", "max_batch_size": 16, "max_latency_ms": 200, "workers": 1},
