@@ -189,10 +189,11 @@ def read_pool(path: Path) -> list[Request]:
 # --- bodies from an OpenAPI / JSON schema -------------------------------------------------------
 
 
-def request_schema(openapi: Mapping[str, Any], route: str) -> dict[str, Any]:
+def request_schema(openapi: Mapping[str, Any], route: str, api: str | None = None) -> dict[str, Any]:
     """The JSON request body schema of `route`'s POST in an OpenAPI document (BentoML's
     /docs.json), `$ref`s resolved; the media type's examples become `examples` when the schema
-    has none."""
+    has none. With `api` (the method's name), a tensor parameter gets the `shape` and `dtype`
+    its `Shape`/`DType` validators declare (`_with_tensor_shapes`)."""
     path = route_of(route)
     paths = openapi.get("paths") or {}
     if path not in paths:
@@ -211,7 +212,26 @@ def request_schema(openapi: Mapping[str, Any], route: str) -> dict[str, Any]:
         examples = _media_examples(media)
         if examples:
             schema = {**schema, "examples": examples}
-    return schema
+    return _with_tensor_shapes(schema, openapi, api) if api else schema
+
+
+def _with_tensor_shapes(schema: dict[str, Any], openapi: Mapping[str, Any], api: str) -> dict[str, Any]:
+    """BentoML writes a tensor parameter into the request body as nested arrays of numbers, and
+    its shape and dtype only into the `<api>__Input` component (the validation schema); a body
+    of the wrong shape fails its reshape (BentoML 1.4.40 answers 500)."""
+    declared = ((openapi.get("components") or {}).get("schemas") or {}).get(f"{api}__Input")
+    properties = schema.get("properties")
+    if not isinstance(declared, dict) or not isinstance(properties, dict):
+        return schema
+    tensors = {
+        name: {key: value[key] for key in ("shape", "dtype") if key in value}
+        for name, value in (declared.get("properties") or {}).items()
+        if isinstance(value, dict) and value.get("type") == "tensor" and name in properties
+    }
+    if not tensors:
+        return schema
+    shaped = {name: {**properties[name], **tensors.get(name, {})} for name in properties}
+    return {**schema, "properties": shaped}
 
 
 def _media_examples(media: Mapping[str, Any]) -> list[Any]:
@@ -268,10 +288,10 @@ def synthetic_requests(
     `examples`/`example`/`default` are used where the schema gives them; otherwise a value per
     type honouring enum/const, minLength/maxLength, minItems/maxItems, minimum/maximum (also
     exclusive) and multipleOf: short English words for strings, a string drawn from the regex of
-    a `pattern` (`_patterned`), one array item unless minItems asks more, the required
-    properties of objects, the first non-null choice of anyOf/oneOf. `format`s other than a few
-    common ones are not honoured. `components` (the document's `components`) resolves `$ref`s
-    left in `schema`.
+    a `pattern` (`_patterned`), tensors of their declared shape and dtype, one array item unless
+    minItems asks more, the required properties of objects, the first non-null choice of
+    anyOf/oneOf. `format`s other than a few common ones are not honoured. `components` (the
+    document's `components`) resolves `$ref`s left in `schema`.
     """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
@@ -306,6 +326,8 @@ def _value(schema: Any, rng: random.Random, depth: int) -> Any:
             nulls = [c for c in choices if isinstance(c, dict) and c.get("type") == "null"]
             return _value((usable or nulls or choices)[0], rng, depth + 1)
     kind = _type_of(schema)
+    if kind == "tensor" or (kind == "array" and isinstance(schema.get("shape"), list)):
+        return _tensor(schema, rng)
     if kind == "object":
         return _object(schema, rng, depth)
     if kind == "array":
@@ -376,6 +398,26 @@ def _array(schema: Mapping[str, Any], rng: random.Random, depth: int) -> list[An
         else:
             items.append(_value(schema.get("items", {}), rng, depth + 1))
     return items
+
+
+def _tensor(schema: Mapping[str, Any], rng: random.Random) -> Any:
+    """Nested lists of `shape` (a free dimension, -1, gets 1; no shape: one value in a list) of
+    `dtype` (BentoML's `DType`: integers, booleans, else floats in [0, 1))."""
+    shape = schema.get("shape")
+    sizes = [int(n) if isinstance(n, int) and n > 0 else 1 for n in shape] if isinstance(shape, list) else [1]
+    dtype = str(schema.get("dtype") or "float32")
+
+    def leaf() -> Any:
+        if dtype.startswith(("int", "uint")):
+            return rng.randint(0, 9)
+        if dtype == "bool":
+            return rng.random() < 0.5
+        return round(rng.random(), 4)
+
+    def block(depth: int) -> Any:
+        return [leaf() if depth == len(sizes) - 1 else block(depth + 1) for _ in range(sizes[depth])]
+
+    return block(0) if sizes else leaf()
 
 
 def _bounds(schema: Mapping[str, Any], step: float) -> tuple[float, float]:

@@ -7,8 +7,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import bentoml
 import jsonschema
+import numpy as np
 import pytest
+import torch
+from bentoml.validators import DType, Shape
 from pydantic import BaseModel, Field
 
 from loadtests.requests import (
@@ -275,6 +279,41 @@ def test_a_pattern_python_cannot_draw_from_still_gives_a_string(pattern: str) ->
     name = {"type": "string", "pattern": pattern}
     (request,) = synthetic_requests({"required": ["name"], "properties": {"name": name}}, "/x", count=1)
     assert isinstance(json.loads(request.body)["name"], str), "words: the service's 400 asks for --requests"
+
+
+@bentoml.service
+class TensorInputs:
+    """Tensor parameters as BentoML's examples declare them (`Shape`/`DType` validators)."""
+
+    @bentoml.api(batchable=True)
+    def score(self, x: Annotated[torch.Tensor, Shape((-1, 4)), DType("float32")]) -> np.ndarray:
+        return x.sum(dim=1).numpy()
+
+    @bentoml.api
+    def grid(self, cells: Annotated[np.ndarray, Shape((2, 3)), DType("int64")], scale: float = 1.0) -> int:
+        return int(cells.sum() * scale)
+
+
+@pytest.mark.parametrize("api", ["score", "grid"])
+def test_synthetic_tensors_have_the_shape_and_dtype_their_validators_declare(api: str) -> None:
+    document = TensorInputs.openapi_spec.asdict()
+    schema = request_schema(document, api, api)
+    found = synthetic_requests(schema, api, count=5, components=document.get("components"))
+    model = TensorInputs.apis[api].input_spec
+    for request in found:
+        model.model_validate_json(request.body)  # BentoML's own validator reshapes it: no error
+    first = json.loads(found[0].body)
+    if api == "score":
+        assert len(first["x"]) == 1 and len(first["x"][0]) == 4, "a free dimension gets one row"
+    else:
+        assert [len(row) for row in first["cells"]] == [3, 3]
+        assert all(isinstance(v, int) for row in first["cells"] for v in row), "int64 cells"
+    assert (
+        request_schema(document, api)
+        == TensorInputs.openapi_spec.asdict()["paths"][f"/{api}"]["post"]["requestBody"]["content"][
+            "application/json"
+        ]["schema"]
+    ), "without the API's name: the body schema as written"
 
 
 def test_request_schema_resolves_refs_and_synthetic_bodies_fit() -> None:

@@ -133,7 +133,7 @@ def resolve_cli_target(
     from loadtests.requests import request_schema, synthetic_requests
 
     try:
-        schema = request_schema(info.openapi, spec.route)
+        schema = request_schema(info.openapi, spec.route, spec.api)
         made = synthetic_requests(schema, spec.route, components=info.openapi.get("components"))
     except SchemaError as exc:
         fail(f"{spec.key}: no --requests given and {exc}; {exc.fix}")
