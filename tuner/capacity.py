@@ -74,6 +74,9 @@ QUANTILE_OF = {"p95": 0.95, "p99": 0.99}
 DISPATCHER_REFIT_S = 5.0  # BentoML's batching dispatcher refits its latency model this often
 TAIL_SAMPLES = 10  # requests expected above the judged quantile in one step
 ERRORS_SPAN = 2.0  # server errors at two levels this far apart do not come from the load
+# A closed loop with twice the users serves about twice as much from a server that is not busy
+# all the time (batching, waiting), and about as much from one that is.
+SATURATION_GAIN = 1.3
 CLIMB_SPAN = 1.3  # a climb this far over its start (0.9x its hint: 1.17x) rises by `factor`
 
 
@@ -238,6 +241,9 @@ class CapacitySearch:
     note: str = ""
     _pending: float | None = None
     _undecided: Undecided | None = None  # measured again next
+    # The rate at which the probes found the server busy all the time (`saturated_rps`): an
+    # open-loop rate at it cannot be held, so the growth goes no higher than it.
+    saturation: float | None = None
     # Levels that breached before any level met the SLO, not measured since
     _unproven: set[float] = field(default_factory=set)
 
@@ -322,7 +328,13 @@ class CapacitySearch:
         (MiniLM b32-l50 climbed 44.8 -> 63.1/s through 14 steps and never breached), so the climb
         grows by `factor` from there and bisects below the breach it meets."""
         if not self.climb or level >= self.start * CLIMB_SPAN:
-            return self._level(level * self._growth_from(level))
+            grown = self._level(level * self._growth_from(level))
+            if (
+                self.saturation is not None
+                and level * (1.0 + self.rules.resolution) < self.saturation < grown
+            ):
+                return self._level(self.saturation)  # one that meets it was a noisy probe: grow on
+            return grown
         up = self._level(level * (1.0 + self.rules.resolution))
         return up if up > level else level + 1.0
 
@@ -697,6 +709,17 @@ def _generator_note(measured: StepMeasurement) -> str:
         f"the load generator sent {measured.rps:.1f}/s of the {measured.step.rate:.1f}/s asked "
         "while the server met the SLO: the capacity is at least the last level that met it"
     )
+
+
+def saturated_rps(light: StepMeasurement | None, probe: StepMeasurement | None) -> float | None:
+    """What the `probe` (a closed loop) served when its `light` twin, with half the users, served
+    more than 1 / `SATURATION_GAIN` of it: the server was busy all the time, so that is about its
+    throughput, and the knee of an open-loop rate lies under it (a one-worker unbatched MiniLM
+    server: 50.6/s served, knee 44-46/s; the s45 demo's x2 growth went to 81/s). A server whose
+    throughput grows with its users (batching, waiting on I/O) gives None."""
+    if light is None or probe is None or light.goodput_rps <= 0 or probe.goodput_rps <= 0:
+        return None
+    return probe.goodput_rps if probe.goodput_rps < SATURATION_GAIN * light.goodput_rps else None
 
 
 def start_level(probe: StepMeasurement | None, mode: LoadMode, hint: float | None = None) -> float:

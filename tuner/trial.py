@@ -9,7 +9,7 @@ from typing import Protocol
 
 from core.deployer import Deployer, DeployError, worker_faults
 from core.measurement import LoadRunner, LoadStep, StepMeasurement
-from tuner.capacity import CapacityFinding, CapacityRules, CapacitySearch, start_level
+from tuner.capacity import CapacityFinding, CapacityRules, CapacitySearch, saturated_rps, start_level
 from tuner.objective import SLO
 from tuner.space import Config
 
@@ -97,7 +97,8 @@ class FixedSchedule:
 
 @dataclass(frozen=True)
 class CapacityPlan:
-    """A probe (closed loop, 2 users per worker: it also warms the model up), then a capacity
+    """A probe (closed loop, 2 users per worker: it also warms the model up; for a first search
+    in rate mode, half as long with 1 user per worker first: `saturated_rps`), then a capacity
     search from what the probe served; a level the load rises to, or the one after a breach that
     shed requests (503), runs unscored for `rules.adapt_s` before it is measured, and after a
     breach that shed or was cut short, a light load runs unscored for `rules.recover_s` first
@@ -127,6 +128,7 @@ class CapacitySchedule:
     hint: float | None = None
     time_left: TimeLeft | None = None  # seconds the study's time budget has left
     probe: StepMeasurement | None = None
+    light_probe: StepMeasurement | None = None  # half the probe's users, before it (rate mode)
     search: CapacitySearch | None = None
     adapts: list[StepMeasurement] = field(default_factory=list)  # unscored: the load adapting
     _unscored: bool = True  # the probe comes first
@@ -137,9 +139,11 @@ class CapacitySchedule:
     _attempt: int = 0  # of the light load out
 
     def steps(self) -> Iterator[LoadStep]:
-        probe_users = max(2, 2 * self.workers)
-        yield LoadStep(users=probe_users, duration_s=self.plan.probe_s)
         rules = self.plan.rules
+        if self._probes_saturation:
+            yield LoadStep(users=max(1, self.workers), duration_s=self.plan.probe_s / 2)
+            self._unscored = True
+        yield LoadStep(users=max(2, 2 * self.workers), duration_s=self.plan.probe_s)
         per_user = None
         if self.probe is not None and self.probe.goodput_rps > 0:
             per_user = self.probe.goodput_rps / self.probe.step.users
@@ -150,6 +154,7 @@ class CapacitySchedule:
             per_user_rps=per_user,
             growth=REPEAT_GROWTH if self.hint else None,
             climb=bool(self.hint) and rules.climb_repeats,
+            saturation=saturated_rps(self.light_probe, self.probe) if self._probes_saturation else None,
         )
         while (step := search.next_step()) is not None:
             if self._out_of_time(search, step):
@@ -167,6 +172,11 @@ class CapacitySchedule:
                     self._adapt_breached = False
                     continue
             yield step
+
+    @property
+    def _probes_saturation(self) -> bool:
+        """A first search in rate mode probes with half the users first (`saturated_rps`)."""
+        return self.plan.rules.mode == "rate" and not self.hint
 
     def _recover(self, search: CapacitySearch, before: LoadStep) -> Iterator[LoadStep]:
         """Light loads before `before` until one is served (at most `recover_attempts`)."""
@@ -198,7 +208,10 @@ class CapacitySchedule:
         if self._unscored:
             self._unscored = False
             if self.search is None:
-                self.probe = measured
+                if self._probes_saturation and self.light_probe is None:
+                    self.light_probe = measured
+                else:
+                    self.probe = measured
                 return False
             self.adapts.append(measured)
             if self._recovering:
