@@ -129,18 +129,37 @@ class Study:
 
     def _deadline(self, kind: TrialKind) -> Callable[[], float]:
         """Seconds a measurement of `kind` starting now may load: the budget's remainder less its
-        own teardown and a first verdict's time for each measurement the study must still run."""
+        own teardown and a first verdict's time for each measurement the study must still run,
+        and no more than an even share of the remainder with those (first come, first served,
+        the s45 demo's two baselines took 199 of its 272 s and its one trial got a single step).
+        What a measurement leaves of its share goes to the ones after it."""
         later = self._mandatory_after(kind)
-        return lambda: self.budget.remaining() - self._teardown_s() - later * self._verdict_reserve()
+        started, share = self.budget.clock(), self.budget.remaining() / (1 + later)
+
+        def left() -> float:
+            teardown = self._teardown_s()
+            reserved = self.budget.remaining() - teardown - later * self._verdict_reserve()
+            return min(reserved, share - (self.budget.clock() - started) - teardown)
+
+        return left
 
     def _mandatory_after(self, kind: TrialKind) -> int:
         """Measurements still to come that the budget must fit: the baselines not yet measured,
-        the first trial, and the leader's first re-measurement (its winner's interval)."""
-        kinds = {r.kind for r in self.history.records}
+        the first trial, and the leader's first re-measurement (its winner's interval; once trials
+        ran and nothing met the SLO, there is no leader to re-measure)."""
+        records = self.history.records
+        kinds = {r.kind for r in records}
         later = self.baselines_ahead
         if kind != "trial" and self.n_trials > 0 and "trial" not in kinds:
             later += 1
-        if kind != "finalist" and self.finalists_k and self.finalists_r and "finalist" not in kinds:
+        leader = "trial" not in kinds or any(r.status == "ok" for r in records)
+        if (
+            kind != "finalist"
+            and self.finalists_k
+            and self.finalists_r
+            and "finalist" not in kinds
+            and leader
+        ):
             later += 1
         return later
 

@@ -9,6 +9,7 @@ import pytest
 
 from tests.fakes import FakeDeployer, FakeLoadRunner, smooth_surface
 from tuner.budget import TimeBudget
+from tuner.capacity import CapacityRules
 from tuner.finalists import Finalist, choose, resources, t_interval
 from tuner.objective import SLO, Objective
 from tuner.report import ReportInputs, comparisons, render_html
@@ -287,6 +288,28 @@ def test_a_baseline_keeps_room_for_the_measurements_still_to_come(tmp_path: Path
     naive = study.records[0]
     assert naive.capacity is not None and naive.capacity.limited_by == "budget"
     assert naive.capacity.steps < first.capacity.steps
+
+
+def test_each_measurement_the_budget_must_fit_gets_an_even_share(tmp_path: Path) -> None:
+    """First come, first served, the s45 demo's two baselines took 199 of its 272 s and its one
+    trial got a single step. A measurement now loads for no more than an even share of what is
+    left with the ones the study must still run (naive, default, trial 1, the re-measurement):
+    the naive baseline stops at a quarter of the budget, and the first trial searches further."""
+    now = [0.0]
+    whole, _ = demo_like_study(tmp_path / "whole", None, now)
+    naive_whole = whole.records[0]
+    budget_s = 2.5 * naive_whole.wall_s
+    assert naive_whole.wall_s > budget_s / 4 + CapacityRules().max_step_s, "the precondition"
+    now[0] = 0.0
+    study, budget = demo_like_study(tmp_path / "shared", budget_s, now)
+    naive = study.records[0]
+    assert naive.capacity is not None and naive.capacity.limited_by == "budget"
+    assert naive.wall_s <= budget_s / 4 + CapacityRules().max_step_s + 2.0
+    result = study.run()
+    trial = result.trials[0]
+    assert trial.capacity is not None and trial.capacity.steps > 2
+    assert result.winner is not None and len(result.winner.repeats) == 1
+    assert now[0] <= budget.started + budget_s + CapacityRules().max_step_s
 
 
 def test_a_mandatory_trial_must_leave_the_leaders_first_re_measurement() -> None:
