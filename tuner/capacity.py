@@ -207,6 +207,9 @@ class CapacityFinding(BaseModel):
     # slowest. None in records written before it.
     knee_requests: int | None = None
     requests_needed: int | None = None
+    # What the probe served where its light twin found the server busy all the time
+    # (`saturated_rps`): the growth went no higher. None: not saturated, or not probed so.
+    saturation_rps: float | None = None
 
     @property
     def rough(self) -> bool:
@@ -630,6 +633,7 @@ class CapacitySearch:
             counted=counted,
             knee_requests=best.requests if best is not None else None,
             requests_needed=self.rules.min_requests(self.slo.quantile),
+            saturation_rps=self.saturation,
         )
 
     def _counted(self) -> list[bool]:

@@ -88,6 +88,7 @@ def test_a_first_search_probes_with_half_the_users_first(light: float, saturatio
     first = next(steps)
     assert first.rate == pytest.approx(40.0) and schedule.search is not None
     assert schedule.search.saturation == saturation
+    assert schedule.search.finding().saturation_rps == saturation, "kept with the finding"
 
 
 @pytest.mark.parametrize("case", ["re-measurement", "users"])
