@@ -9,6 +9,7 @@ from typing import Protocol
 
 from core.deployer import Deployer, DeployError, worker_faults
 from core.measurement import LoadRunner, LoadStep, StepMeasurement
+from core.registry import registered
 from tuner.capacity import CapacityFinding, CapacityRules, CapacitySearch, saturated_rps, start_level
 from tuner.objective import SLO
 from tuner.space import Config
@@ -64,7 +65,12 @@ class LoadPlan:
                 "warmup_s": self.warmup.duration_s if self.warmup else 0.0}  # fmt: skip
 
     def schedule(
-        self, slo: SLO, workers: int, hint: float | None = None, time_left: TimeLeft | None = None
+        self,
+        slo: SLO,
+        workers: int,
+        hint: float | None = None,
+        time_left: TimeLeft | None = None,
+        batches: bool = True,
     ) -> LoadSchedule:
         return FixedSchedule(self, slo)
 
@@ -98,7 +104,8 @@ class FixedSchedule:
 @dataclass(frozen=True)
 class CapacityPlan:
     """A probe (closed loop, 2 users per worker: it also warms the model up; for a first search
-    in rate mode, half as long with 1 user per worker first: `saturated_rps`), then a capacity
+    in rate mode of an endpoint that does not batch, half as long with 1 user per worker first:
+    `saturated_rps`), then a capacity
     search from what the probe served; a level the load rises to, or the one after a breach that
     shed requests (503), runs unscored for `rules.adapt_s` before it is measured, and after a
     breach that shed or was cut short, a light load runs unscored for `rules.recover_s` first
@@ -115,9 +122,14 @@ class CapacityPlan:
                 "max_step_s": r.max_step_s, "max_steps": r.max_steps, "probe_s": self.probe_s}  # fmt: skip
 
     def schedule(
-        self, slo: SLO, workers: int, hint: float | None = None, time_left: TimeLeft | None = None
+        self,
+        slo: SLO,
+        workers: int,
+        hint: float | None = None,
+        time_left: TimeLeft | None = None,
+        batches: bool = True,
     ) -> LoadSchedule:
-        return CapacitySchedule(self, slo, workers, hint, time_left)
+        return CapacitySchedule(self, slo, workers, hint, time_left, batches=batches)
 
 
 @dataclass
@@ -127,6 +139,9 @@ class CapacitySchedule:
     workers: int
     hint: float | None = None
     time_left: TimeLeft | None = None  # seconds the study's time budget has left
+    # The endpoint batches requests: a closed loop of a few users says nothing of its capacity
+    # (the no-op b32-l100 served 620/s to 2 users, 500/s to 1, and held ~1400/s paced).
+    batches: bool = False
     probe: StepMeasurement | None = None
     light_probe: StepMeasurement | None = None  # half the probe's users, before it (rate mode)
     search: CapacitySearch | None = None
@@ -175,8 +190,9 @@ class CapacitySchedule:
 
     @property
     def _probes_saturation(self) -> bool:
-        """A first search in rate mode probes with half the users first (`saturated_rps`)."""
-        return self.plan.rules.mode == "rate" and not self.hint
+        """A first search in rate mode of an endpoint that does not batch probes with half the
+        users first (`saturated_rps`)."""
+        return self.plan.rules.mode == "rate" and not self.hint and not self.batches
 
     def _recover(self, search: CapacitySearch, before: LoadStep) -> Iterator[LoadStep]:
         """Light loads before `before` until one is served (at most `recover_attempts`)."""
@@ -314,7 +330,11 @@ class TrialRunner:
                     self.first_contact(deployment.url)  # raises: not a trial failure, a stop
                     self.contacted = True
                 try:
-                    schedule = (plan or self.plan).schedule(self.slo, config.workers, hint, time_left)
+                    spec = registered(self.service)  # none (a bench's surface): as if it batched
+                    batches = spec is None or (spec.batches(endpoint) and config.max_batch_size > 1)
+                    schedule = (plan or self.plan).schedule(
+                        self.slo, config.workers, hint, time_left, batches=batches
+                    )
                     result.steps = self._load(
                         deployment.url, endpoint, config.workers, schedule, _both(verdict, on_step)
                     )

@@ -295,7 +295,7 @@ def test_a_level_is_judged_after_the_server_adapted_to_it() -> None:
         sent, scored = sent_steps(
             TrialRunner(deployer, loads, plan, SLO_200, "embedding"), loads, Config(16, 200, 2, 1)
         )
-        searched = sent[2:]  # after the light probe and the probe
+        searched = sent[1:]  # after the probe (one: the endpoint batches)
         adapts = [step for step in searched if step.duration_s == 4.0]
         recoveries = [step for step in searched if step.duration_s == 6.0 and step.abort_above_ms is None]
         approaches = [step for step in searched if step.duration_s == 7.0 and step.abort_above_ms is None]

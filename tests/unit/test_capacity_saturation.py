@@ -8,11 +8,13 @@ import statistics
 import pytest
 
 from core.measurement import LoadStep, StepMeasurement
-from tests.fakes import make_step
+from core.registry import service_spec
+from tests.fakes import FakeDeployer, FakeLoadRunner, make_step
 from tests.unit.test_capacity_growth import queue_that_latches
 from tuner.capacity import SATURATION_GAIN, CapacityRules, CapacitySearch, saturated_rps
 from tuner.objective import SLO
-from tuner.trial import CapacityPlan, CapacitySchedule
+from tuner.space import Config
+from tuner.trial import CapacityPlan, CapacitySchedule, TrialRunner
 
 SLO_200 = SLO(latency_ms=200.0)
 
@@ -104,3 +106,31 @@ def test_a_re_measurement_or_a_closed_loop_search_probes_once(case: str) -> None
     schedule.tell(make_step(only, 45.0, 60.0, 0.0))
     next(steps)
     assert schedule.search is not None and schedule.search.saturation is None
+
+
+@pytest.mark.parametrize(("naive", "probes"), [(False, 1), (True, 2)])
+def test_the_runner_probes_saturation_only_where_the_endpoint_does_not_batch(
+    naive: bool, probes: int
+) -> None:
+    """MiniLM's batchable endpoint: one probe (a closed loop of a few users says nothing of a
+    batching server's capacity: the no-op b32-l100 served 620/s to 2 users and ~1400/s paced);
+    its unbatched twin (the naive baseline's): the light probe first."""
+    spec = service_spec("embedding")
+    deployer = FakeDeployer()
+    loads = FakeLoadRunner(deployer)
+    sent: list[LoadStep] = []
+    original = loads.run_steps
+
+    def recording(url, service, steps, **kw):  # type: ignore[no-untyped-def]
+        def tap():  # type: ignore[no-untyped-def]
+            for step in steps:
+                sent.append(step)
+                yield step
+
+        return original(url, service, tap(), **kw)
+
+    loads.run_steps = recording  # type: ignore[method-assign]
+    runner = TrialRunner(deployer, loads, CapacityPlan(probe_s=2.0), SLO_200, "embedding")
+    runner.measure(Config(16, 200, 1, 2), endpoint=spec.naive_endpoint if naive else None)
+    closed = [step for step in sent if step.rate is None]
+    assert [step.users for step in closed] == ([1, 2] if naive else [2])

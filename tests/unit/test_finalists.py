@@ -348,8 +348,7 @@ def test_a_tight_budget_re_measures_the_leader_rather_than_run_another_trial(tmp
     result = study.run()
     (trial,) = result.trials
     first_step = trial.steps[0].duration_s
-    probes = plan.probe_s / 2 + plan.probe_s  # the light probe, then the probe
-    assert trial.first_verdict_s == pytest.approx(10.0 + probes + first_step)
+    assert trial.first_verdict_s == pytest.approx(10.0 + plan.probe_s + first_step)
     assert "leader's first re-measurement" in result.stopped_because
     assert result.winner is not None and len(result.winner.repeats) == 1
     assert result.winner.repeated_interval is not None
