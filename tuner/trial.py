@@ -105,12 +105,11 @@ class FixedSchedule:
 class CapacityPlan:
     """A probe (closed loop, 2 users per worker: it also warms the model up; for a first search
     in rate mode of an endpoint that does not batch, half as long with 1 user per worker first:
-    `saturated_rps`), then a capacity
-    search from what the probe served; a level the load rises to, or the one after a breach that
-    shed requests (503), runs unscored for `rules.adapt_s` before it is measured, and after a
-    breach that shed or was cut short, a light load runs unscored for `rules.recover_s` first
-    (after one that shed, then `rules.approach_fraction` of the level for `rules.approach_s`,
-    off by default)."""
+    `saturated_rps`), then a capacity search from what the probe served; a level the load rises
+    to, or the one after a breach that shed requests (503), runs unscored for `rules.adapt_s`
+    before it is measured, and after a breach that shed or was cut short, a light load runs
+    unscored for `rules.recover_s` first (after one that shed, then `rules.approach_fraction` of
+    the level for `rules.approach_s`, off by default)."""
 
     rules: CapacityRules = field(default_factory=CapacityRules)
     probe_s: float = 3.0
@@ -139,11 +138,12 @@ class CapacitySchedule:
     workers: int
     hint: float | None = None
     time_left: TimeLeft | None = None  # seconds the study's time budget has left
-    # The endpoint batches requests: a closed loop of a few users says nothing of its capacity
-    # (the no-op b32-l100 served 620/s to 2 users, 500/s to 1, and held ~1400/s paced).
-    batches: bool = False
+    # The endpoint batches requests (or may: the default), and a closed loop of a few users says
+    # nothing of its capacity (the no-op b32-l100 served 500/s to 1 user, 620/s to 2, and held
+    # ~1400/s paced): no light probe.
+    batches: bool = True
     probe: StepMeasurement | None = None
-    light_probe: StepMeasurement | None = None  # half the probe's users, before it (rate mode)
+    light_probe: StepMeasurement | None = None  # half the probe's users, before it
     search: CapacitySearch | None = None
     adapts: list[StepMeasurement] = field(default_factory=list)  # unscored: the load adapting
     _unscored: bool = True  # the probe comes first

@@ -54,7 +54,7 @@ def test_the_search_brackets_the_no_op_services_knee(tmp_path: Path) -> None:
     assert all(not slo.violations(s) and not s.aborted for s in held), trace
     if found.limited_by != "generator":
         assert found.knee == pytest.approx(max(s.step.rate or 0.0 for s in held)), trace
-    assert found.goodput_rps == pytest.approx(max(s.goodput_rps for s in held))
+    assert found.goodput_rps == pytest.approx(max(s.sustained_rps for s in held))
     if found.limited_by == "slo":
         assert found.converged and found.breach is not None
         assert found.breach / found.knee - 1 <= rules.resolution + 1e-9

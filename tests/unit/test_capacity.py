@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -295,13 +295,12 @@ def test_a_level_is_judged_after_the_server_adapted_to_it() -> None:
         sent, scored = sent_steps(
             TrialRunner(deployer, loads, plan, SLO_200, "embedding"), loads, Config(16, 200, 2, 1)
         )
-        searched = sent[1:]  # after the probe (one: the endpoint batches)
-        adapts = [step for step in searched if step.duration_s == 4.0]
-        recoveries = [step for step in searched if step.duration_s == 6.0 and step.abort_above_ms is None]
-        approaches = [step for step in searched if step.duration_s == 7.0 and step.abort_above_ms is None]
+        adapts = [step for step in sent[1:] if step.duration_s == 4.0]
+        recoveries = [step for step in sent[1:] if step.duration_s == 6.0 and step.abort_above_ms is None]
+        approaches = [step for step in sent[1:] if step.duration_s == 7.0 and step.abort_above_ms is None]
         assert len(approaches) == len(recoveries)
-        assert len(searched) == len(scored) + len(adapts) + len(recoveries) + len(approaches)
-        queue = iter(searched)
+        assert len(sent) == 1 + len(scored) + len(adapts) + len(recoveries) + len(approaches)
+        queue = iter(sent[1:])
         previous: StepMeasurement | None = None
         for measured in scored:
             first = next(queue)
@@ -331,7 +330,7 @@ def test_an_adapt_step_cut_short_is_the_breach_of_its_level() -> None:
     respond, knee = knee_curve(100.0)
     schedule = CapacitySchedule(CapacityPlan(CapacityRules(adapt_s=4.0), probe_s=2.0), SLO_200, workers=1)
     steps = schedule.steps()
-    tell_probes(schedule, steps, 40.0)  # the probe: 40 RPS
+    schedule.tell(make_step(next(steps), 40.0, 60.0, 0.0))  # the probe: 40 RPS
     sent: list[LoadStep] = []
     aborted_levels: list[float] = []
     for step in steps:
@@ -409,17 +408,10 @@ def latching_server(capacity: float, release: float = 1 / 3) -> tuple[Respond, f
     return latching, knee
 
 
-def tell_probes(schedule: CapacitySchedule, steps: Iterator[LoadStep], probe_rps: float) -> None:
-    """Answer the probes: the light one (half the users) served half as much, as a server that
-    is not busy all the time does (no `saturated_rps`), then the probe `probe_rps`."""
-    schedule.tell(make_step(next(steps), probe_rps / 2, 60.0, 0.0))
-    schedule.tell(make_step(next(steps), probe_rps, 60.0, 0.0))
-
-
 def run_schedule(schedule: CapacitySchedule, respond: Respond, probe_rps: float) -> list[LoadStep]:
-    """Drive a schedule to its end; every step sent after the probes."""
+    """Drive a schedule to its end; every step sent after the probe."""
     steps = schedule.steps()
-    tell_probes(schedule, steps, probe_rps)
+    schedule.tell(make_step(next(steps), probe_rps, 60.0, 0.0))
     sent = []
     for step in steps:
         sent.append(step)
@@ -538,7 +530,7 @@ def test_a_step_cut_short_without_shedding_gets_the_light_load_only() -> None:
     rules = CapacityRules(adapt_s=5.0, recover_s=6.0, approach_s=10.0)
     schedule = CapacitySchedule(CapacityPlan(rules, probe_s=2.0), SLO_200, workers=1)
     steps = schedule.steps()
-    tell_probes(schedule, steps, 80.0)
+    schedule.tell(make_step(next(steps), 80.0, 60.0, 0.0))  # the probe
     first = next(steps)  # the first level: met
     schedule.tell(make_step(first, first.rate or 0.0, 60.0, 0.0))
     adapt = next(steps)

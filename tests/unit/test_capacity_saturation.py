@@ -79,7 +79,7 @@ def test_a_probe_figure_under_the_knee_costs_a_step_and_the_search_grows_past_it
 @pytest.mark.parametrize(("light", "saturation"), [(45.0, 50.0), (25.0, None)])
 def test_a_first_search_probes_with_half_the_users_first(light: float, saturation: float | None) -> None:
     plan = CapacityPlan(CapacityRules(), probe_s=3.0)
-    schedule = CapacitySchedule(plan, SLO_200, workers=2)
+    schedule = CapacitySchedule(plan, SLO_200, workers=2, batches=False)
     steps = schedule.steps()
     half = next(steps)
     assert (half.users, half.duration_s, half.rate) == (2, 1.5, None)
@@ -98,7 +98,11 @@ def test_a_re_measurement_or_a_closed_loop_search_probes_once(case: str) -> None
     """A re-measurement climbs from a known knee; a users-mode search has no rate to cap."""
     rules = CapacityRules(mode="users") if case == "users" else CapacityRules()
     schedule = CapacitySchedule(
-        CapacityPlan(rules), SLO_200, workers=2, hint=60.0 if case == "re-measurement" else None
+        CapacityPlan(rules),
+        SLO_200,
+        workers=2,
+        hint=60.0 if case == "re-measurement" else None,
+        batches=False,
     )
     steps = schedule.steps()
     only = next(steps)
