@@ -265,8 +265,10 @@ def shedding_surface(config: Config, users: float) -> tuple[float, float, float]
     return capacity, 180.0, 0.2
 
 
-def sent_steps(runner: TrialRunner, loads: FakeLoadRunner, config: Config) -> tuple[list[LoadStep], list]:  # type: ignore[type-arg]
-    """Measure `config`; every step the load runner was given, and the scored ones."""
+def sent_steps(
+    runner: TrialRunner, loads: FakeLoadRunner, config: Config, endpoint: str | None = None
+) -> tuple[list[LoadStep], list]:  # type: ignore[type-arg]
+    """Measure `config` at `endpoint`; every step the load runner was given, and the scored ones."""
     sent: list[LoadStep] = []
     original = loads.run_steps
 
@@ -279,7 +281,7 @@ def sent_steps(runner: TrialRunner, loads: FakeLoadRunner, config: Config) -> tu
         return original(url, service, tap(), **kw)
 
     loads.run_steps = recording  # type: ignore[method-assign]
-    return sent, list(runner.measure(config).steps)
+    return sent, list(runner.measure(config, endpoint=endpoint).steps)
 
 
 def test_a_level_is_judged_after_the_server_adapted_to_it() -> None:

@@ -10,6 +10,7 @@ import pytest
 from core.measurement import LoadStep, StepMeasurement
 from core.registry import service_spec
 from tests.fakes import FakeDeployer, FakeLoadRunner, make_step
+from tests.unit.test_capacity import sent_steps
 from tests.unit.test_capacity_growth import queue_that_latches
 from tuner.capacity import SATURATION_GAIN, CapacityRules, CapacitySearch, saturated_rps
 from tuner.objective import SLO
@@ -122,19 +123,7 @@ def test_the_runner_probes_saturation_only_where_the_endpoint_does_not_batch(
     spec = service_spec("embedding")
     deployer = FakeDeployer()
     loads = FakeLoadRunner(deployer)
-    sent: list[LoadStep] = []
-    original = loads.run_steps
-
-    def recording(url, service, steps, **kw):  # type: ignore[no-untyped-def]
-        def tap():  # type: ignore[no-untyped-def]
-            for step in steps:
-                sent.append(step)
-                yield step
-
-        return original(url, service, tap(), **kw)
-
-    loads.run_steps = recording  # type: ignore[method-assign]
     runner = TrialRunner(deployer, loads, CapacityPlan(probe_s=2.0), SLO_200, "embedding")
-    runner.measure(Config(16, 200, 1, 2), endpoint=spec.naive_endpoint if naive else None)
+    sent, _ = sent_steps(runner, loads, Config(16, 200, 1, 2), spec.naive_endpoint if naive else None)
     closed = [step for step in sent if step.rate is None]
     assert [step.users for step in closed] == ([1, 2] if naive else [2])
