@@ -41,7 +41,6 @@ from pydantic import ValidationError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.deployer import wait_all_workers
 from core.errors import format_validation_error
 from core.measurement import LoadStep, StepMeasurement
 from core.serveconfig import ConfigFileError, ServeConfig, load_serve_config, load_winner
@@ -304,7 +303,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()
     print(f"soak of {config.key} ({source}), SLO p95 <= {slo_ms:.0f} ms", flush=True)
     with running_server(config.server_spec(), ready_timeout_s=180) as server:
-        wait_all_workers(server.url, config.workers, 60)
         capacity_steps: list[dict[str, Any]] = []
         if args.capacity is not None:
             capacity, capacity_source = args.capacity, "given (--capacity)"

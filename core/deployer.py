@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-import httpx
 import psutil
 
-from core.polling import wait_until
 from core.serveconfig import Config
 from core.server import BentoServer, ServerError
 from core.startwatch import READY_TIMEOUT_S
@@ -163,26 +160,6 @@ def _last_error(lines: list[str]) -> str:
     return errors[-1] if errors else "see the server log"
 
 
-def wait_all_workers(url: str, workers: int, timeout_s: float = 30.0) -> set[int]:
-    """Call /info on fresh connections until every worker index has answered (or time runs out).
-
-    /readyz turns 200 as soon as one worker is up; connections opened before the others finish
-    loading all land on that one and stay there (keep-alive), so the trial would measure one
-    worker. Returns the worker indices seen.
-    """
-    seen: set[int] = set()
-
-    def all_seen() -> bool:
-        with contextlib.suppress(httpx.HTTPError, ValueError, TypeError, KeyError):
-            answer = httpx.post(f"{url}/info", json={}, headers={"Connection": "close"}, timeout=5.0)
-            if answer.status_code == 200:
-                seen.add(int(answer.json()["worker_index"]))
-        return len(seen) >= workers
-
-    wait_until(all_seen, timeout_s, interval_s=0.05)
-    return seen
-
-
 class LocalBentoDeployer:
     """Runs each config as `bentoml serve` on 127.0.0.1 (free port, own BENTOML_HOME, bounded log)."""
 
@@ -200,16 +177,11 @@ class LocalBentoDeployer:
         server = FailFastServer(spec, log_dir=log_dir)
         sampler: RssSampler | None = None
         try:
-            started = time.monotonic()
             try:
-                server.start(self.ready_timeout_s)
+                server.start(self.ready_timeout_s)  # returns once every worker is ready
             except ServerError as exc:
                 raise DeployError(str(exc)) from exc
             assert server.process is not None
-            if config.workers > 1:
-                # the others load alongside the first: as long again as it took, at least 30 s
-                took = time.monotonic() - started
-                wait_all_workers(server.url, config.workers, min(self.ready_timeout_s, max(30.0, took)))
             sampler = RssSampler(server.process.pid).start()
             yield LocalDeployment(server, sampler, server.workers())
         finally:

@@ -249,7 +249,24 @@ class BentoServer:
             lines = self.evidence_path.read_text().splitlines()
         except OSError:
             return []
-        return [json.loads(line) for line in lines if line.strip()]
+        records = []
+        for line in lines:
+            with contextlib.suppress(ValueError):  # a line a worker is still writing
+                records.append(json.loads(line))
+        return [r for r in records if isinstance(r, dict)]
+
+    def ready_workers(self) -> int:
+        """How many of this server's workers have built the service (each records itself right
+        after the service's `__init__`) and still run."""
+        live = {process.pid for _, process in self.workers()}
+        return len({r.get("worker_index") for r in self.evidence() if r.get("pid") in live})
+
+    def all_workers_ready(self) -> bool:
+        """Every worker the spec asks for is ready. /readyz answers as soon as one is, and a
+        worker still importing has no listening socket yet (services/reuseport.py), so the first
+        requests would all go to the others. True when no worker could record itself (an
+        unwritable home): /readyz is then all there is to go by."""
+        return not self.evidence() or self.ready_workers() >= self.spec.workers
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -314,7 +331,7 @@ class BentoServer:
             raise
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S, stall_s: float = STALL_S) -> None:
-        """Poll /readyz until it answers 200.
+        """Poll /readyz until it answers 200 and every worker is ready (`all_workers_ready`).
 
         Raises ServerError when the process exits, when `startup_failure` names a reason, when
         its processes used (almost) no CPU for `stall_s` (a hung start), or when `timeout_s`
@@ -332,7 +349,7 @@ class BentoServer:
                         f"ready:\n{self.log.tail_text()}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.url}/readyz").status_code == 200:
+                    if client.get(f"{self.url}/readyz").status_code == 200 and self.all_workers_ready():
                         return True
                 failure = self.startup_failure()
                 if failure is not None:
@@ -340,8 +357,9 @@ class BentoServer:
                 if progress.stalled():
                     raise ServerError(
                         f"server start made no progress: its processes used under "
-                        f"{progress.min_cpu_s:g} CPU seconds in {progress.idle_s():.0f} s and /readyz "
-                        f"never answered (a constructor that waits on something?):\n{self.log.tail_text()}"
+                        f"{progress.min_cpu_s:g} CPU seconds in {progress.idle_s():.0f} s with "
+                        f"{self.ready_workers()} of {self.spec.workers} workers ready (a constructor "
+                        f"that waits on something?):\n{self.log.tail_text()}"
                     )
                 return False
 

@@ -11,6 +11,8 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.polling import wait_until
+
 
 def metric_samples(url: str, name: str) -> list[tuple[str, dict[str, str], float]]:
     """All samples of the metric family `name` from `url`/metrics."""
@@ -72,3 +74,19 @@ def processes_mentioning(folder: Path) -> list[str]:
             if str(folder) in cmd or str(folder) in (proc.info["cwd"] or ""):
                 found.append(f"{proc.pid}: {cmd}")
     return found
+
+
+def wait_all_workers(url: str, workers: int, timeout_s: float = 30.0) -> set[int]:
+    """Call a built-in service's /info on fresh connections until every worker index has
+    answered (or time runs out); the worker indices seen."""
+    seen: set[int] = set()
+
+    def all_seen() -> bool:
+        with contextlib.suppress(httpx.HTTPError, ValueError, TypeError, KeyError):
+            answer = httpx.post(f"{url}/info", json={}, headers={"Connection": "close"}, timeout=5.0)
+            if answer.status_code == 200:
+                seen.add(int(answer.json()["worker_index"]))
+        return len(seen) >= workers
+
+    wait_until(all_seen, timeout_s, interval_s=0.05)
+    return seen

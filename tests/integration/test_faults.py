@@ -13,13 +13,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core.deployer import LocalBentoDeployer, wait_all_workers
+from core.deployer import LocalBentoDeployer
 from core.measurement import LoadStep
 from core.polling import wait_until
 from core.serveconfig import ServeConfig
 from core.server import BentoServer, running_server
 from loadtests.runner import LocustRunner
 from services.models.data import held_out_raw
+from tests.integration.helpers import wait_all_workers
 from tuner.objective import SLO
 from tuner.space import Config
 from tuner.trial import LoadPlan, TrialRunner

@@ -52,6 +52,7 @@ def embedding_server(models_in_store: dict[str, str]) -> Iterator[BentoServer]:
 def test_knobs_from_the_command_line_take_effect(digits_server: BentoServer) -> None:
     assert digits_server.process is not None
     assert len(worker_processes(digits_server.process.pid)) == 2
+    assert digits_server.ready_workers() == 2, "start() returns once every worker is ready"
     image = held_out_raw()[0][0].tolist()
 
     def one_call(_: int) -> int:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from core.deployer import WORKER_INIT_FAILED, FailFastServer, wait_all_workers
+from core.deployer import WORKER_INIT_FAILED, FailFastServer
 from core.polling import wait_until
 from core.registry import service_spec
 from core.server import BentoServer, ServerError, ServerSpec
@@ -122,32 +121,52 @@ def test_a_server_that_exits_ends_the_wait_with_its_exit_code() -> None:
         server.stop()
 
 
-@pytest.fixture
-def two_workers() -> Iterator[str]:
-    """An HTTP server whose /info answers alternate between worker 1 and worker 2."""
-    turns = itertools.cycle([1, 1, 2])
+class WorkersOnRecord(BentoServer):
+    """A server whose worker processes are given: (worker index, pid) pairs."""
 
-    class Info(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            body = json.dumps({"worker_index": next(turns)}).encode()
-            self.send_response(200)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def __init__(self, running: list[tuple[int, int]], workers: int) -> None:
+        super().__init__(ServerSpec(service=service_spec("digits"), workers=workers))
+        self.running = running
 
-        def log_message(self, *args: object) -> None:
-            return None
+    def workers(self) -> list[tuple[int, Any]]:
+        return [(index, SimpleNamespace(pid=pid)) for index, pid in self.running]
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Info)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    def record(self, *lines: str) -> None:
+        self.evidence_path.write_text("".join(lines))
 
 
-def test_wait_all_workers_returns_every_index_seen(two_workers: str) -> None:
-    assert wait_all_workers(two_workers, 2, timeout_s=30.0) == {1, 2}
-    assert wait_all_workers(two_workers, 3, timeout_s=0.5) == {1, 2}, "a missing worker: what was seen"
+def _line(index: int, pid: int) -> str:
+    return json.dumps({"worker_index": index, "pid": pid}) + "\n"
+
+
+def test_a_server_is_ready_only_once_every_worker_it_asked_for_has_recorded_itself() -> None:
+    server = WorkersOnRecord(running=[(1, 11), (2, 12)], workers=2)
+    try:
+        server.record(_line(2, 12))
+        assert not server.all_workers_ready(), "/readyz answers from worker 2 while worker 1 still loads"
+        server.record(_line(2, 12), _line(1, 11))
+        assert server.all_workers_ready()
+        server.record(_line(2, 12), _line(1, 11), '{"worker_index": 3, "pi')  # a line being written
+        assert server.ready_workers() == 2
+    finally:
+        server.stop()
+
+
+def test_a_worker_that_died_after_recording_itself_is_not_ready() -> None:
+    server = WorkersOnRecord(running=[(1, 21), (2, 12)], workers=2)
+    try:
+        server.record(_line(1, 11), _line(2, 12))  # worker 1 (pid 11) was replaced by pid 21
+        assert server.ready_workers() == 1
+        assert not server.all_workers_ready()
+    finally:
+        server.stop()
+
+
+def test_without_any_record_readyz_is_all_there_is() -> None:
+    """An adapter that could not write its evidence (a read-only home) must not hang the start."""
+    server = WorkersOnRecord(running=[(1, 11), (2, 12)], workers=2)
+    try:
+        assert server.evidence() == []
+        assert server.all_workers_ready()
+    finally:
+        server.stop()
