@@ -1,8 +1,11 @@
 """Finalists: the top configs re-measured; their 95% intervals; the winner and its ties.
 
-The winner is the best mean score. Finalists whose 95% interval overlaps the best one's are
-statistically tied with it; among those the one using the fewest resources wins (cores, i.e.
-workers x threads, then GPUs, then the more accurate variant), and the tie is named. Baselines
+The winner is the best mean score. Finalists whose 95% interval overlaps the best one's, and one
+of whose runs reached the best one's lowest, are statistically tied with it; among those the one
+using the fewest resources wins (cores, i.e. workers x threads, then GPUs, then the more accurate
+variant), and the tie is named. (Two runs give a t interval with 1 degree of freedom, 12.7
+standard errors wide each side: alone, it called a config tied with one that beat it by 3x on
+every run, and a cheaper one would have won.) Baselines
 the user could keep as they are (the service as written, BentoML's default batching) compete
 on the same rules: a tuned config that measured worse than one of them is not recommended.
 """
@@ -115,10 +118,11 @@ class Choice:
 
     winner: Finalist
     best_mean: Finalist
-    tied: tuple[Finalist, ...]  # besides the best mean, overlapping its interval
+    tied: tuple[Finalist, ...]  # besides the best mean, overlapping its interval and its runs
     contenders: int = 1  # finalists with a score, the winner included
     baselines: int = 0  # of the contenders, deployable baselines ranked with the finalists
     repeated: int = 0  # of the contenders, those measured more than once (with an interval)
+    apart: tuple[Finalist, ...] = ()  # inside its interval, but every run under its lowest
 
     @property
     def is_tie(self) -> bool:
@@ -140,6 +144,11 @@ class Choice:
             return text + " (the only finalist)"
         if not self.tied and not self.repeated:
             return text + " (the best mean; with one run each, there is no interval to judge a tie by)"
+        if not self.tied and self.apart:
+            names = ", ".join(f.shown for f in self.apart)
+            return text + (
+                f" (every run of {names} measured under its lowest run: no tie, though the intervals overlap)"
+            )
         if not self.tied:
             others = "finalist's or deployable baseline's" if self.baselines else "finalist's"
             return text + f" (no other {others} interval overlaps it)"
@@ -163,16 +172,18 @@ def choose(
         return None
     best = max(ranked, key=lambda f: f.mean_score)
     best_low, best_high = best.score_interval
-    tied = tuple(
+    overlapping = [
         f
         for f in ranked
         if f is not best and f.score_interval[1] >= best_low and f.score_interval[0] <= best_high
-    )
+    ]
+    tied = tuple(f for f in overlapping if max(f.scores) >= min(best.scores))
+    apart = tuple(f for f in overlapping if max(f.scores) < min(best.scores))
     pool = [best, *tied]
     winner = min(pool, key=lambda f: (*resources(f.config, cores), -f.mean_score))
     baselines = sum(1 for f in ranked if f.first.kind == "baseline")
     repeated = sum(1 for f in ranked if f.repeated_interval is not None)
-    return Choice(winner, best, tied, len(ranked), baselines, repeated)
+    return Choice(winner, best, tied, len(ranked), baselines, repeated, apart)
 
 
 def rerun_of(record: TrialRecord | None, finalists: Sequence[Finalist]) -> Finalist | None:

@@ -445,3 +445,20 @@ def test_a_deployable_baseline_that_leads_is_re_measured_as_a_finalist(tmp_path:
     (row,) = comparisons(winner, [baseline], result.finalists)
     assert row.goodput_rps == winner.mean_goodput and row.ratio == 1.0
     assert row.capacity.startswith("mean of 3 capacity searches")
+
+
+def test_a_config_every_run_of_which_fell_under_the_best_ones_lowest_is_not_tied() -> None:
+    """The s46 demo: two runs of the best (113.1, 91.7) give a t interval of 0.0-238.7, which
+    held BentoML's default (35.1, one run): "statistically tied" with a config a third as good,
+    and a cheaper one would have won. Now a tie also needs a run that reached the best's lowest."""
+    config = Config(64, 500, 2, 1)
+    tuned = Finalist(config, record(config, 113.1, 1), [record(config, 91.7, 2)])
+    cheaper = baseline_finalist(Config(100, 60000, 1, 1), 35.1, "bentoml-default")  # one core
+    assert tuned.interval[0] <= 35.1 <= tuned.interval[1], "the 2-run interval alone would tie them"
+    choice = choose([tuned], cores=2, kept=[cheaper])
+    assert choice is not None and choice.winner is tuned and not choice.is_tie
+    assert choice.apart == (cheaper,)
+    assert "every run of" in choice.explain() and "no tie, though the intervals overlap" in choice.explain()
+    close = baseline_finalist(Config(100, 60000, 1, 1), 95.0, "bentoml-default")  # over 91.7
+    tie = choose([tuned], cores=2, kept=[close])
+    assert tie is not None and tie.is_tie and tie.winner is close and tie.apart == ()
