@@ -146,9 +146,8 @@ class Choice:
             return text + " (the best mean; with one run each, there is no interval to judge a tie by)"
         if not self.tied and self.apart:
             names = ", ".join(f.shown for f in self.apart)
-            return text + (
-                f" (every run of {names} measured under its lowest run: no tie, though the intervals overlap)"
-            )
+            apart = f"every run of {names} measured under the winner's lowest run"
+            return text + f" ({apart}: no tie, though the intervals overlap)"
         if not self.tied:
             others = "finalist's or deployable baseline's" if self.baselines else "finalist's"
             return text + f" (no other {others} interval overlaps it)"
