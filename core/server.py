@@ -255,18 +255,20 @@ class BentoServer:
                 records.append(json.loads(line))
         return [r for r in records if isinstance(r, dict)]
 
-    def ready_workers(self) -> int:
+    def ready_workers(self, records: list[dict[str, Any]] | None = None) -> int:
         """How many of this server's workers have built the service (each records itself right
-        after the service's `__init__`) and still run."""
+        after the service's `__init__`) and still run; `records`: the evidence, if read already."""
         live = {process.pid for _, process in self.workers()}
-        return len({r.get("worker_index") for r in self.evidence() if r.get("pid") in live})
+        found = self.evidence() if records is None else records
+        return len({r.get("worker_index") for r in found if r.get("pid") in live})
 
     def all_workers_ready(self) -> bool:
         """Every worker the spec asks for is ready. /readyz answers as soon as one is, and a
         worker still importing has no listening socket yet (services/reuseport.py), so the first
         requests would all go to the others. True when no worker could record itself (an
         unwritable home): /readyz is then all there is to go by."""
-        return not self.evidence() or self.ready_workers() >= self.spec.workers
+        records = self.evidence()
+        return not records or self.ready_workers(records) >= self.spec.workers
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
