@@ -11,6 +11,10 @@ runs given: each run's signed error, their mean (the search's bias, were the run
 of runs within the 10% target. Over every row: |error| / the row's own noise floor (about 1 when
 the spread of its repeated measurements alone explains its error; the floor does not see drift
 between the measurements, so above 1 is expected), and how many runs met both targets.
+Against that, what the repeated measurements alone allow (`bench/accuracy_noise.py`): per config
+the spread of one search and of one pass, the row error they give an unbiased search, and the
+share of runs an unbiased search would meet both targets in (as repeatable as the searches were
+measured, and as repeatable as a reference pass).
 Runs made at different commits of the search pool different rules: each run's commit is listed.
 """
 
@@ -27,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.accuracy_noise import noise_summary
 from bench.capacity_accuracy import MAX_TARGET, summarize
 from bench.runfacts import write_json
 from tuner.finalists import t_interval
@@ -75,6 +80,7 @@ def per_config(errors: Sequence[RowError]) -> dict[str, Any]:
         "mean_rel_error": round(statistics.fmean(values), 4),
         "mean_interval_95": [round(v, 4) for v in interval] if interval else None,
         "sd_rel_error": round(statistics.stdev(values), 4) if len(values) > 1 else None,
+        "rms_rel_error": round(statistics.fmean(v * v for v in values) ** 0.5, 4),
         "mean_abs_rel_error": round(statistics.fmean(abs(v) for v in values), 4),
         "within_max_target": sum(abs(v) <= MAX_TARGET for v in values),
     }
@@ -110,6 +116,7 @@ def pool(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "median_abs_error_over_noise_floor": round(statistics.median(ratios), 3) if ratios else None,
         "mean_abs_error_over_noise_floor": round(statistics.fmean(ratios), 3) if ratios else None,
         "runs_met_both_targets": sum(run_met(run) for run in runs.values()),
+        "noise": noise_summary(runs),
     }
 
 
@@ -129,6 +136,36 @@ def table(pooled: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def noise_table(pooled: Mapping[str, Any]) -> str:
+    """Per config: one search's and one pass's spread, the row error they give an unbiased
+    search, against the row errors the runs measured (root mean square)."""
+    head = (
+        f"{'config':<36} {'1 search sd':>11} {'1 pass sd':>9} {'error sd, noise alone':>21} "
+        f"{'measured rms':>12}"
+    )
+    lines = [head, "-" * len(head)]
+    for config, n in pooled["noise"]["configs"].items():
+        cells = [n["single_search_sd"], n["single_pass_sd"], n["error_sd_from_noise"]]
+        shown = [f"{v:.1%}" if v is not None else "-" for v in cells]
+        rms = pooled["configs"][config]["rms_rel_error"]
+        lines.append(f"{config:<36} {shown[0]:>11} {shown[1]:>9} {shown[2]:>21} {rms:>12.1%}")
+    share = pooled["noise"]["unbiased_search_meets_both_targets"]
+    lines.append(
+        "an unbiased search would meet both targets in "
+        f"{_percent(share['as_repeatable_as_measured'])} of runs (its searches as repeatable as measured), "
+        f"{_percent(share['as_repeatable_as_a_reference_pass'])} (as repeatable as a reference pass)"
+    )
+    more = pooled["noise"]["unbiased_search_meets_both_targets_with_repeats"]
+    lines.append(
+        "with n searches and n passes per row: " + ", ".join(f"n={n}: {_percent(v)}" for n, v in more.items())
+    )
+    return "\n".join(lines)
+
+
+def _percent(share: float | None) -> str:
+    return f"{share:.0%}" if share is not None else "-"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="JSON files written by bench.capacity_accuracy")
@@ -137,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = {path.name: json.loads(path.read_text()) for path in args.runs}
     pooled = pool(runs)
     print(table(pooled))
+    print(noise_table(pooled))
     print(
         f"{pooled['rows_within_max_target']} of {pooled['rows']} rows within 10%; runs that met both "
         f"targets: {pooled['runs_met_both_targets']} of {len(runs)}; |error| / noise floor: median "
