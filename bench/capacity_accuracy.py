@@ -1,7 +1,8 @@
 """Capacity search accuracy: the knee the tuner's search finds against a fine reference sweep.
 
     .venv/bin/python -m bench.capacity_accuracy [--json PATH] [--only embedding|noop]
-        [--requests 400] [--passes 2] [--low 0.8] [--high 1.4] [--noop-slo-ms 15]
+        [--case NAME ...] [--searches 3] [--requests 400] [--passes 2] [--low 0.8] [--high 1.4]
+        [--noop-slo-ms 25]
     .venv/bin/python -m bench.capacity_accuracy --rescore RUN.json --json PATH
         (score a recorded run again from its recorded windows and findings; nothing is measured)
 
@@ -119,16 +120,25 @@ class Case:
         return f"{self.service}:{self.config.key}"
 
 
-def cases(noop_slo_ms: float, only: str | None = None) -> list[Case]:
+def cases(noop_slo_ms: float, only: str | None = None, names: Sequence[str] = ()) -> list[Case]:
     """Three MiniLM configs (1 worker x 2 threads, 2 x 1 latency-bound, 2 x 1 with a 50 ms
-    batching deadline that sheds 503s) and the no-op service."""
+    batching deadline that sheds 503s) and the no-op service; of those, the ones `names` starts
+    (`embedding:b16-l200-w2-t1` names one) when it names any."""
     found = [
         Case("embedding", Config(8, 100, 1, 2), EMBEDDING_SLO_MS),
         Case("embedding", Config(16, 200, 2, 1), EMBEDDING_SLO_MS),
         Case("embedding", Config(32, 50, 2, 1), EMBEDDING_SLO_MS),
         Case("noop", Config(32, 100, 1, 1), noop_slo_ms),
     ]
-    return [c for c in found if only is None or c.service == only]
+    chosen = [c for c in found if (only is None or c.service == only)]
+    if names:
+        unknown = [n for n in names if not any(c.name.startswith(n) for c in chosen)]
+        if unknown:
+            raise ValueError(
+                f"no such case: {', '.join(unknown)} (cases: {', '.join(c.name for c in chosen)})"
+            )
+        chosen = [c for c in chosen if any(c.name.startswith(n) for n in names)]
+    return chosen
 
 
 # ---- pure parts -----------------------------------------------------------------------------
@@ -750,6 +760,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--only", choices=("embedding", "noop"))
+    parser.add_argument(
+        "--case", action="append", default=[], help="a case to run, by the start of its name "
+        "(embedding:b16-l200-w2-t1); repeat for several; default: every case",
+    )  # fmt: skip
     parser.add_argument("--requests", type=int, default=400, help="requests per sweep step (at least)")
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument(
@@ -768,6 +782,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"median |rel error| {rescored['median_rel_error']}, max {rescored['max_rel_error']}")
         write_json(args.json, rescored)
         return 0
+    try:
+        chosen = cases(args.noop_slo_ms, args.only, args.case)
+    except ValueError as exc:
+        parser.error(f"--case: {exc}")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     from tuner.commands.demo import ensure_models
 
@@ -776,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
     code = code_version()
     rows = []
     with tempfile.TemporaryDirectory(prefix="servetune-capacity-accuracy-") as work:
-        for case in cases(args.noop_slo_ms, args.only):
+        for case in chosen:
             rows.append(measure_case(case, Path(work), args))
             # A run stopped part-way (it takes about an hour) keeps the rows it finished.
             write_json(args.json, {"rows": rows, "partial": True, "code": code, **summarize(rows)})

@@ -19,6 +19,7 @@ from bench.capacity_accuracy import (
     compare,
     every_search,
     fitted_knee,
+    main,
     noise_floor,
     pass_knees,
     reference_knee,
@@ -169,6 +170,15 @@ def test_cases_and_table() -> None:
     assert [c.service for c in found].count("embedding") >= 3 and found[-1].service == "noop"
     assert found[-1].slo_ms == 15.0 and all(c.slo_ms == 200.0 for c in found[:-1])
     assert [c.service for c in cases(15.0, "noop")] == ["noop"]
+
+
+def test_cases_can_be_named_by_the_start_of_their_name_and_an_unknown_one_is_refused() -> None:
+    chosen = cases(15.0, names=["embedding:b16-l200", "noop"])
+    assert [c.name.split("-g0")[0] for c in chosen] == ["embedding:b16-l200-w2-t1", "noop:b32-l100-w1-t1"]
+    with pytest.raises(ValueError, match="no such case: embedding:b99"):
+        cases(15.0, names=["embedding:b99"])
+    with pytest.raises(SystemExit):  # the CLI names the bad option before anything runs
+        main(["--case", "noop:b1"])
     row = {"config": "noop:x", "searched_rps": 101.0, "reference_rps": 100.0, "rel_error": 0.01,
            "search_s": 20.0, "reference_s": 90.0}  # fmt: skip
     text = table([row, {**row, "rel_error": None}])
