@@ -3,11 +3,14 @@
 A requests file whose bodies the service rejects would be tuned on errors: every config would
 "fail the SLO" and the report would blame the configs. The first server that starts gets a few
 of the requests, one at a time; a 4xx (or a 5xx for every one) stops the study with the body.
+A 5xx says only "please check the server log": the message quotes the exception the server's log
+ends with and where the service's own code raised it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 
 import httpx
 
@@ -37,6 +40,30 @@ def sample_requests(
     return chosen[: max(count, len(seen))]
 
 
+FRAME_LINE = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<func>\S+)')
+LIBRARY_PARTS = ("site-packages", "dist-packages", "/lib/python")
+
+
+def raised_in_log(log: str) -> str | None:
+    """The last exception a server log shows, with the last frame outside installed packages
+    (the service's own code) when there is one: "TypeError: ... (service.py, line 15, in score)".
+    A traceback's exception line is the first unindented line after its last frame."""
+    lines = [line.rstrip() for line in log.splitlines()]
+    frames = [i for i, line in enumerate(lines) if FRAME_LINE.match(line)]
+    if not frames:
+        return None
+    raised = next((line for line in lines[frames[-1] + 1 :] if line and not line[0].isspace()), None)
+    if raised is None:
+        return None
+    where = ""
+    for i in reversed(frames):
+        frame = FRAME_LINE.match(lines[i])
+        if frame and not any(part in frame["path"] for part in LIBRARY_PARTS):
+            where = f" ({frame['path']}, line {frame['line']}, in {frame['func']})"
+            break
+    return raised.strip()[:400] + where
+
+
 SYNTHETIC_HINT = (
     "these bodies were made up from the API's OpenAPI schema, which does not say everything a body "
     "needs (an array's shape, a string's format): pass --requests FILE with bodies your service accepts"
@@ -49,9 +76,11 @@ def check_requests(
     source: str,
     client: httpx.Client | None = None,
     synthetic: bool = False,
+    server_log: Callable[[], str] | None = None,
 ) -> None:
     """POST a sample of `requests` to the server at `url`; RequestsRejected names the first bad one
-    (and, for `synthetic` bodies, says where real ones go)."""
+    (and, for `synthetic` bodies, says where real ones go; with `server_log`, what a service that
+    failed them all raised)."""
     fix = SYNTHETIC_HINT if synthetic else "fix the request bodies"
     own = client is None
     http = client or httpx.Client(timeout=TIMEOUT_S)
@@ -71,9 +100,11 @@ def check_requests(
             if response.status_code >= 500:
                 server_errors.append(f"request {position} (POST {route}): {response.status_code} {text}")
         if sample and len(server_errors) == len(sample):
+            raised = raised_in_log(server_log()) if server_log is not None else None
             raise RequestsRejected(
                 f"the service failed every sampled request of {source}; the first: {server_errors[0]}"
-                + (f"\n{SYNTHETIC_HINT}; nothing was tuned" if synthetic else "")
+                + (f"\nthe server's log ends with: {raised}" if raised else "")
+                + (f"\n{SYNTHETIC_HINT}; nothing was tuned" if synthetic else "\nnothing was tuned")
             )
     finally:
         if own:

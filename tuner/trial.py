@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from core.deployer import Deployer, DeployError, worker_faults
+from core.deployer import Deployer, DeployError, Deployment, worker_faults
 from core.measurement import LoadRunner, LoadStep, StepMeasurement
 from core.registry import registered
 from tuner.capacity import CapacityFinding, CapacityRules, CapacitySearch, saturated_rps, start_level
@@ -288,7 +288,7 @@ class TrialRunner:
         plan: Plan,
         slo: SLO,
         service: str,
-        first_contact: Callable[[str], None] | None = None,
+        first_contact: Callable[[Deployment], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.deployer = deployer
@@ -327,7 +327,7 @@ class TrialRunner:
         try:
             with (deployer or self.deployer).deploy(config) as deployment:
                 if self.first_contact is not None and not self.contacted:
-                    self.first_contact(deployment.url)  # raises: not a trial failure, a stop
+                    self.first_contact(deployment)  # raises: not a trial failure, a stop
                     self.contacted = True
                 try:
                     spec = registered(self.service)  # none (a bench's surface): as if it batched

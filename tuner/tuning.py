@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.deployer import Deployer
+from core.deployer import Deployer, Deployment
 from core.measurement import LoadRunner
 from core.metrics import ReaderFactory
 from core.registry import resolve, service_spec
@@ -157,7 +157,7 @@ def written_config(service: str, cores: int | None = None) -> Config:
     )  # fmt: skip
 
 
-def first_contact(service: str) -> Callable[[str], None] | None:
+def first_contact(service: str) -> Callable[[Deployment], None] | None:
     """For a service loaded from a requests file: check on the first server that it accepts them
     (tuner/preflight.py); a user's service that never starts stops the study too."""
     spec = service_spec(service)
@@ -168,7 +168,9 @@ def first_contact(service: str) -> Callable[[str], None] | None:
 
     path = Path(spec.requests_file)
     pool = [(r.route, r.body) for r in read_requests_file(path, spec.route, spec.routes or None)]
-    return lambda url: check_requests(url, pool, path.name, synthetic=spec.synthetic_load)
+    return lambda deployment: check_requests(
+        deployment.url, pool, path.name, synthetic=spec.synthetic_load, server_log=deployment.log_tail
+    )
 
 
 def real_load_runner(

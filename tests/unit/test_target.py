@@ -38,7 +38,7 @@ from services.describe import ApiInfo, DependencyInfo, RemoteDependencyInfo, Ser
 from tuner.cli import app
 from tuner.commands import console as console_module
 from tuner.commands.target import resolve_cli_target
-from tuner.preflight import RequestsRejected, check_requests, sample_requests
+from tuner.preflight import RequestsRejected, check_requests, raised_in_log, sample_requests
 from tuner.space import DEFAULT_MAX_BATCH_SIZE, Machine, derived_space
 from tuner.tuning import written_config
 
@@ -536,6 +536,41 @@ def test_rejected_synthetic_bodies_say_where_real_ones_go(status: int) -> None:
         assert ("pass --requests FILE" in message) is synthetic
         assert "cannot reshape array" in message
     assert ("fix the request bodies" in message) is (status < 500)
+
+
+SERVER_LOG = """\
+2026-12-04T12:27:00+0000 [ERROR] [entry_service:TensorScorer:1] Exception on /score [POST]
+Traceback (most recent call last):
+  File "/venv/lib/python3.11/site-packages/_bentoml_sdk/method.py", line 177, in wrapped
+    return self.func(instance, *args, **kwargs)
+           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  File "/home/me/proj/service.py", line 15, in score
+    return x @ self.w
+           ~~^~~~~~~~
+TypeError: unsupported operand type(s) for @: 'list' and 'Tensor'
+2026-12-04T12:27:00+0000 [INFO] [entry_service:TensorScorer:1] 127.0.0.1:32976 (status=500) 18.330ms
+"""
+
+
+def test_a_server_log_gives_its_last_exception_and_where_the_services_own_code_raised_it() -> None:
+    assert raised_in_log(SERVER_LOG) == (
+        "TypeError: unsupported operand type(s) for @: 'list' and 'Tensor' "
+        "(/home/me/proj/service.py, line 15, in score)"
+    )
+    library_only = SERVER_LOG.replace("/home/me/proj/service.py", "/venv/lib/python3.11/site-packages/x.py")
+    assert raised_in_log(library_only) == "TypeError: unsupported operand type(s) for @: 'list' and 'Tensor'"
+    assert raised_in_log("[INFO] ready\nValueError: said, not raised") is None
+
+
+def test_every_5xx_quotes_what_the_server_raised() -> None:
+    failing = {body: (500, '{"error":"please check the server log."}') for _, body in REQUESTS}
+    for log, quoted in ((SERVER_LOG, True), ("[INFO] nothing raised\n", False)):
+        with pytest.raises(RequestsRejected) as caught, client(failing, []) as http:
+            check_requests("http://svc", REQUESTS, "r.jsonl", client=http, server_log=lambda log=log: log)
+        message = str(caught.value)
+        assert ("the server's log ends with: TypeError: unsupported operand" in message) is quoted
+        assert ("service.py, line 15, in score" in message) is quoted
+        assert message.endswith("nothing was tuned")
 
 
 def test_one_5xx_among_successes_passes() -> None:
