@@ -373,18 +373,25 @@ class Crashing:
 """
 
 
-@pytest.mark.timeout(240)
-def test_a_service_that_crashes_at_start_up_stops_the_study_with_its_log(tmp_path: Path) -> None:
-    project = tmp_path / "crashing"
+def stopped_tune(tmp_path: Path, source: str, name: str) -> str:
+    """`servetune tune` on a project of `source` and one request body: it must stop with exit 2
+    and leave nothing running; its output."""
+    project = tmp_path / name.lower()
     project.mkdir()
-    (project / "service.py").write_text(CRASHING)
+    (project / "service.py").write_text(source)
     (project / "requests.jsonl").write_text('{"text": "hello"}\n')
-    args = ["tune", "service.py:Crashing", "--requests", "requests.jsonl", "--trials", "2",
+    args = ["tune", f"service.py:{name}", "--requests", "requests.jsonl", "--trials", "2",
             "--out", "study", *SHORT_SEARCH]  # fmt: skip
     with servetune(args, project) as run:
         code, output, ports = finish(run, 180)
         assert code == 2, output[-4000:]
         assert_nothing_left(run, project, ports)
+    return output
+
+
+@pytest.mark.timeout(240)
+def test_a_service_that_crashes_at_start_up_stops_the_study_with_its_log(tmp_path: Path) -> None:
+    output = stopped_tune(tmp_path, CRASHING, "Crashing")
     assert "the service did not start" in output
     assert "RuntimeError: boom" in output
     assert "Traceback" not in output.split("the service did not start")[0]  # no traceback of servetune's
@@ -406,17 +413,7 @@ class Failing:
 def test_a_service_that_fails_every_request_stops_the_study_with_what_it_raised(tmp_path: Path) -> None:
     """BentoML answers a service's exception with a 500 that says "check the server log": the
     stop quotes that log's exception and the service's line that raised it."""
-    project = tmp_path / "failing"
-    project.mkdir()
-    (project / "service.py").write_text(FAILING)
-    (project / "requests.jsonl").write_text('{"text": "hello"}\n')
-    args = ["tune", "service.py:Failing", "--requests", "requests.jsonl", "--trials", "2",
-            "--out", "study", *SHORT_SEARCH]  # fmt: skip
-    with servetune(args, project) as run:
-        code, output, ports = finish(run, 180)
-        assert code == 2, output[-4000:]
-        assert_nothing_left(run, project, ports)
-    flat = " ".join(output.split())  # Rich wraps long lines
+    flat = " ".join(stopped_tune(tmp_path, FAILING, "Failing").split())  # Rich wraps long lines
     assert "failed every sampled request of requests.jsonl" in flat
     assert "the server's log ends with: TypeError: can only concatenate str" in flat
     assert "service.py, line 8, in predict" in flat
